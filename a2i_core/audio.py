@@ -1,0 +1,61 @@
+"""Decoding and writing audio. Everything downstream sees 16 kHz mono float32 in [-1, 1].
+
+Decoding goes through ffmpeg (any format it reads, resampled once, here); the binary is the system's
+or the one the imageio-ffmpeg wheel carries.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+from pathlib import Path
+
+import ffmpeg
+import numpy as np
+import soundfile as sf
+
+from a2i_core.errors import A2IError
+from a2i_core.files import atomic_path
+
+SAMPLE_RATE = 16_000
+
+
+class AudioError(A2IError):
+    pass
+
+
+@functools.cache
+def ffmpeg_binary() -> str:
+    system = shutil.which("ffmpeg")
+    if system:
+        return system
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def decode(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Decode any audio file to mono float32 at ``sample_rate``; raise AudioError if ffmpeg cannot."""
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: no such file")
+    try:
+        raw, _ = (
+            ffmpeg.input(str(path))
+            .output("pipe:", format="f32le", acodec="pcm_f32le", ac=1, ar=sample_rate, vn=None)
+            .global_args("-nostdin", "-hide_banner", "-loglevel", "error")
+            .run(cmd=ffmpeg_binary(), capture_stdout=True, capture_stderr=True)
+        )
+    except ffmpeg.Error as err:
+        lines = err.stderr.decode(errors="replace").strip().splitlines()
+        raise AudioError(f"{path}: cannot decode audio ({lines[-1] if lines else 'ffmpeg failed'})") from None
+    wave = np.frombuffer(raw, dtype=np.float32)
+    if wave.size == 0:
+        raise AudioError(f"{path}: no audio samples")
+    return wave.copy()
+
+
+def write_wav(path: str | Path, wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+    """Write 16-bit PCM WAV atomically."""
+    with atomic_path(path) as tmp:
+        sf.write(tmp, wave, sample_rate, subtype="PCM_16", format="WAV")

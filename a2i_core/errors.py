@@ -1,0 +1,36 @@
+"""User-facing errors: one clear line and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+class A2IError(Exception):
+    """A failure the user can act on (bad param, missing file, no GPU, ...)."""
+
+
+def exit_cleanly(main: F) -> F:
+    """Run ``main``; turn an A2IError or Ctrl-C into one line on stderr and exit code 1/130."""
+
+    @functools.wraps(main)
+    def wrapper(*args: object, **kwargs: object) -> object:
+        try:
+            return main(*args, **kwargs)
+        except A2IError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            print("interrupted: finished outputs are kept, a rerun resumes", file=sys.stderr)
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)

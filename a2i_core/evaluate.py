@@ -1,0 +1,58 @@
+"""Held-out metrics: regression quality and whether the predicted embedding retrieves the true prompt."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from a2i_core.mapper import AudioToSD3Mapper
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+@torch.no_grad()
+def predict(model: AudioToSD3Mapper, audio: np.ndarray) -> np.ndarray:
+    return model.eval()(torch.from_numpy(audio)).numpy()
+
+
+def regression_metrics(pred: np.ndarray, target: np.ndarray, w_cos: float, w_mse: float) -> dict[str, float]:
+    mse = float(np.mean((pred - target) ** 2))
+    cos = float(np.mean(np.sum(_normalise(pred) * _normalise(target), axis=-1)))
+    return {"mse": mse, "cosine": cos, "combined": w_cos * (1 - cos) + w_mse * mse}
+
+
+def true_prompt_ranks(pred: np.ndarray, true_prompts: list[str], prompts: list[str],
+                      prompt_pooled: np.ndarray) -> np.ndarray:
+    """1-based rank of each pair's true prompt among all prompts, by cosine similarity."""
+    sims = _normalise(pred) @ _normalise(prompt_pooled).T  # (n, K)
+    index = {p: i for i, p in enumerate(prompts)}
+    true_sim = sims[np.arange(len(pred)), [index[p] for p in true_prompts]]
+    return 1 + np.sum(sims > true_sim[:, None], axis=1)
+
+
+def retrieval_metrics(ranks: np.ndarray, num_prompts: int) -> dict[str, float]:
+    return {
+        "top1": float(np.mean(ranks <= 1)),
+        "top5": float(np.mean(ranks <= 5)),
+        "mrr": float(np.mean(1.0 / ranks)),
+        "chance_top1": 1.0 / num_prompts,
+        "chance_top5": min(5, num_prompts) / num_prompts,
+    }
+
+
+def evaluate_predictions(pred: np.ndarray, target: np.ndarray, frame: pd.DataFrame, prompts: list[str],
+                         prompt_pooled: np.ndarray, w_cos: float, w_mse: float) -> tuple[dict, pd.DataFrame]:
+    """Overall metrics and a per-label table for one set of predictions."""
+    ranks = true_prompt_ranks(pred, frame["prompt"].tolist(), prompts, prompt_pooled)
+    metrics = {"pairs": len(frame), "prompts": len(prompts), **regression_metrics(pred, target, w_cos, w_mse),
+               **retrieval_metrics(ranks, len(prompts))}
+    cos = np.sum(_normalise(pred) * _normalise(target), axis=-1)
+    per_label = (pd.DataFrame({"label": frame["label"].to_numpy(), "top1": ranks <= 1, "top5": ranks <= 5,
+                               "cosine": cos})
+                 .groupby("label", sort=True).agg(pairs=("top1", "size"), top1=("top1", "mean"),
+                                                  top5=("top5", "mean"), cosine=("cosine", "mean"))
+                 .reset_index())
+    return metrics, per_label

@@ -1,0 +1,248 @@
+"""params.yaml as one validated, typed object.
+
+Every stage reads its settings from here and nowhere else. Loading fails with one line that names the
+offending key: an unknown key, a missing key, a value of the wrong type or out of range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from ruamel.yaml import YAML
+
+from a2i_core.errors import A2IError
+
+
+class ParamsError(A2IError):
+    pass
+
+
+def _check(condition: bool, key: str, message: str) -> None:
+    # Raised from __post_init__ with a key relative to the section; the loader prefixes the section path.
+    if not condition:
+        raise ValueError(f"{key}: {message}")
+
+
+@dataclass(frozen=True)
+class SyntheticParams:
+    classes: list[str]
+    clips_per_class: int
+    min_seconds: float
+    max_seconds: float
+
+    def __post_init__(self) -> None:
+        from a2i_core.sources.synthetic import SOUND_CLASSES
+
+        _check(len(self.classes) >= 2, "classes", "needs at least 2 classes")
+        for name in self.classes:
+            _check(name in SOUND_CLASSES, "classes", f"unknown class {name!r} (known: {', '.join(SOUND_CLASSES)})")
+        _check(len(set(self.classes)) == len(self.classes), "classes", "lists a class twice")
+        _check(self.clips_per_class >= 3, "clips_per_class", "must be >= 3 (train, val and test need clips)")
+        _check(0.1 <= self.min_seconds <= self.max_seconds, "min_seconds", "must be >= 0.1 and <= max_seconds")
+        _check(self.max_seconds <= 30, "max_seconds", "must be <= 30")
+
+
+@dataclass(frozen=True)
+class DataParams:
+    source: Literal["synthetic"]
+    prompt_template: str
+    val_fraction: float
+    test_fraction: float
+    seed: int
+    synthetic: SyntheticParams | None = None
+
+    def __post_init__(self) -> None:
+        _check("{name}" in self.prompt_template, "prompt_template", "must contain {name}")
+        _check(0 < self.val_fraction < 1, "val_fraction", "must be in (0, 1)")
+        _check(0 < self.test_fraction < 1, "test_fraction", "must be in (0, 1)")
+        _check(self.val_fraction + self.test_fraction < 1, "test_fraction", "val + test must leave a train split")
+        _check(getattr(self, self.source) is not None, self.source, f"section required when source is {self.source!r}")
+
+
+Device = str  # "auto", "cpu", "cuda", "cuda:1", ...
+DType = Literal["float32", "float16", "bfloat16"]
+
+
+def _check_device(device: str) -> None:
+    _check(device in ("auto", "cpu") or device.startswith("cuda") or device == "mps", "device",
+           f"unknown device {device!r} (auto, cpu, cuda, cuda:N, mps)")
+
+
+@dataclass(frozen=True)
+class AudioEncoderParams:
+    weights: str  # "tiny", a URL or a local path to torchvggish's state dict
+    weights_sha256: str | None
+    pca: str | None  # only read when postprocess is true
+    pca_sha256: str | None
+    postprocess: bool
+    batch_size: int
+    shard_rows: int
+    device: Device
+
+    def __post_init__(self) -> None:
+        _check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        _check(self.shard_rows >= 1, "shard_rows", "must be >= 1")
+        _check(not self.postprocess or self.pca is not None, "pca", "required when postprocess is true")
+        for key in ("weights_sha256", "pca_sha256"):
+            digest = getattr(self, key)
+            _check(digest is None or (len(digest) >= 8 and all(c in "0123456789abcdef" for c in digest)), key,
+                   "must be a lowercase hex sha256 or a prefix of at least 8 digits")
+        _check_device(self.device)
+
+
+@dataclass(frozen=True)
+class DiffusionParams:
+    model: str  # "tiny", a Hub id or a local diffusers directory
+    tokens: int  # first N sequence tokens stored per prompt
+    max_sequence_length: int  # T5 tokens
+    batch_size: int
+    shard_rows: int
+    device: Device
+    dtype: DType
+
+    def __post_init__(self) -> None:
+        _check(self.tokens >= 1, "tokens", "must be >= 1")
+        _check(1 <= self.max_sequence_length <= 512, "max_sequence_length", "must be in [1, 512]")
+        _check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        _check(self.shard_rows >= 1, "shard_rows", "must be >= 1")
+        _check_device(self.device)
+
+
+@dataclass(frozen=True)
+class MapperParams:
+    hidden: list[int]
+    dropout: list[float]
+
+    def __post_init__(self) -> None:
+        _check(len(self.hidden) >= 1, "hidden", "needs at least one layer")
+        _check(all(h >= 1 for h in self.hidden), "hidden", "sizes must be >= 1")
+        _check(len(self.dropout) == len(self.hidden), "dropout", "needs one value per hidden layer")
+        _check(all(0 <= p < 1 for p in self.dropout), "dropout", "values must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    lr: float
+    batch_size: int
+    epochs: int
+    patience: int
+    w_cos: float
+    w_mse: float
+    seed: int
+    device: Device
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, "lr", "must be > 0")
+        _check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        _check(self.epochs >= 1, "epochs", "must be >= 1")
+        _check(self.patience >= 1, "patience", "must be >= 1")
+        _check(self.w_cos >= 0 and self.w_mse >= 0 and self.w_cos + self.w_mse > 0, "w_cos",
+               "loss weights must be >= 0 and not both 0")
+        _check_device(self.device)
+
+
+@dataclass(frozen=True)
+class RenderParams:
+    clips_per_class: int
+    steps: int
+    guidance: float
+    size: int
+    seed: int
+    batch_size: int
+    device: Device
+    dtype: DType
+
+    def __post_init__(self) -> None:
+        _check(self.clips_per_class >= 1, "clips_per_class", "must be >= 1")
+        _check(self.steps >= 1, "steps", "must be >= 1")
+        _check(self.guidance >= 0, "guidance", "must be >= 0")
+        _check(self.size >= 16 and self.size % 16 == 0, "size", "must be a multiple of 16")
+        _check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        _check_device(self.device)
+
+
+@dataclass(frozen=True)
+class Params:
+    data: DataParams
+    audio_encoder: AudioEncoderParams
+    diffusion: DiffusionParams
+    mapper: MapperParams
+    train: TrainParams
+    render: RenderParams
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml; raise ParamsError naming the first bad key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: not found (run from the project root, or pass the params file)")
+    try:
+        raw = YAML(typ="safe", pure=True).load(path.read_text())
+    except Exception as err:  # ruamel raises many parser error types
+        raise ParamsError(f"{path}: not valid YAML: {err}".splitlines()[0]) from None
+    return params_from_dict(raw, source=str(path))
+
+
+def params_from_dict(raw: Any, source: str = "params") -> Params:
+    try:
+        return _build(Params, raw, "")
+    except ParamsError as err:
+        raise ParamsError(f"{source}: {err}") from None
+
+
+def _build(cls: type, raw: Any, path: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path or 'top level'}: expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ParamsError(f"{_join(path, unknown[0])}: unknown key (known: {', '.join(fields)})")
+    kwargs = {}
+    for name, f in fields.items():
+        key = _join(path, name)
+        if name not in raw:
+            if f.default is not dataclasses.MISSING:
+                continue
+            raise ParamsError(f"{key}: missing")
+        kwargs[name] = _convert(hints[name], raw[name], key)
+    try:
+        return cls(**kwargs)
+    except ValueError as err:
+        raise ParamsError(f"{_join(path, str(err))}") from None
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _convert(hint: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        (inner,) = [o for o in options if o is not type(None)]
+        return _convert(inner, value, key)
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise ParamsError(f"{key}: must be one of {', '.join(map(str, choices))}, got {value!r}")
+        return value
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ParamsError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        return [_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and (type(value) is not hint):
+        raise ParamsError(f"{key}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
+    return value

@@ -1,0 +1,39 @@
+"""Loading parts of a Stable Diffusion 3 pipeline: the text side or the image side, never both."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from a2i_core.encoders import sd3_source
+from a2i_core.errors import A2IError
+
+log = logging.getLogger(__name__)
+
+TEXT_PARTS = ("text_encoder", "text_encoder_2", "text_encoder_3", "tokenizer", "tokenizer_2", "tokenizer_3")
+IMAGE_PARTS = ("transformer", "vae")
+
+
+def load_sd3(directory: str | Path, part: Literal["text", "image"], device: torch.device,
+             dtype: torch.dtype = torch.float32):
+    """A StableDiffusion3Pipeline holding only the text encoders, or only the transformer, VAE and scheduler."""
+    from diffusers import StableDiffusion3Pipeline
+    from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    model, revision = sd3_source(directory)
+    skipped = IMAGE_PARTS if part == "text" else TEXT_PARTS
+    try:
+        pipe = StableDiffusion3Pipeline.from_pretrained(
+            model, revision=revision, dtype=dtype, **{name: None for name in skipped})
+    except GatedRepoError:
+        raise A2IError(f"{model} is gated: accept its licence on the Hub, then run `hf auth login`") from None
+    except (RepositoryNotFoundError, LocalEntryNotFoundError):
+        raise A2IError(f"{model}: not found locally or on the Hub (check diffusion.model, or log in)") from None
+    except OSError as err:
+        raise A2IError(f"cannot load SD3 from {model}: {str(err).splitlines()[0]}") from None
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

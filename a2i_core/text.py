@@ -1,0 +1,98 @@
+"""SD3 text embeddings, computed once per unique prompt and stored in Parquet shards.
+
+For each prompt we keep the pooled embedding (2048-D for SD3 Medium, float32) and the first ``tokens``
+rows of the joint sequence embedding (float16). The empty prompt, used for classifier-free guidance and as
+the sequence that rendering pairs with a predicted pooled vector, is also stored whole in ``guidance.parquet``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+from tqdm import tqdm
+
+from a2i_core import shards
+
+log = logging.getLogger(__name__)
+
+TEXT_KIND = "text_features"
+GUIDANCE_KIND = "text_guidance"
+GUIDANCE_FILE = "guidance.parquet"
+EMPTY_PROMPT = ""
+
+
+@torch.inference_mode()
+def encode(pipe, prompts: list[str], max_sequence_length: int) -> tuple[np.ndarray, torch.Tensor]:
+    """One encoder pass over a batch: pooled (B, P) float32 and the joint sequence (B, 77 + T5 tokens, D)."""
+    sequence, _, pooled, _ = pipe.encode_prompt(
+        prompt=prompts, prompt_2=None, prompt_3=None, device=pipe._execution_device,
+        do_classifier_free_guidance=False, max_sequence_length=max_sequence_length)
+    return pooled.float().cpu().numpy(), sequence.float().cpu()
+
+
+def embed_prompts(pipe, prompts: list[str], out_dir: str | Path, tokens: int, max_sequence_length: int,
+                  batch_size: int, shard_rows: int, model: str) -> dict:
+    """Write ``part-*.parquet`` (one row per unique prompt, the empty one included) and ``guidance.parquet``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    unique = sorted(set(prompts) | {EMPTY_PROMPT})
+    calls = 0
+    start = time.monotonic()
+    meta: dict[str, str] = {"model": model, "tokens": str(tokens), "max_sequence_length": str(max_sequence_length)}
+    with tqdm(total=len(unique), desc="embed_text", unit="prompt") as bar:
+        for shard, first in enumerate(range(0, len(unique), shard_rows)):
+            chunk = unique[first : first + shard_rows]
+            pooled_parts, token_parts = [], []
+            for i in range(0, len(chunk), batch_size):
+                batch = chunk[i : i + batch_size]
+                pooled, sequence = encode(pipe, batch, max_sequence_length)  # (B, P), (B, L, D)
+                calls += len(batch)
+                if tokens > sequence.shape[1]:
+                    raise ValueError(f"diffusion.tokens={tokens} exceeds the sequence length {sequence.shape[1]}")
+                pooled_parts.append(pooled)
+                token_parts.append(sequence[:, :tokens].numpy())  # (B, N, D)
+                if EMPTY_PROMPT in batch:
+                    _write_guidance(out_dir, pooled[batch.index(EMPTY_PROMPT)],
+                                    sequence[batch.index(EMPTY_PROMPT)].numpy(), meta)
+                bar.update(len(batch))
+            table = pa.table({
+                "prompt": pa.array(chunk, pa.string()),
+                "pooled": shards.fixed_list(np.concatenate(pooled_parts)),
+                "tokens": shards.fixed_list(np.concatenate(token_parts), pa.float16()),
+            })
+            meta.update(pooled_dim=str(table["pooled"].type.list_size),
+                        width=str(table["tokens"].type.value_type.list_size))
+            shards.write_table(table, shards.shard_path(out_dir, shard), TEXT_KIND, meta)
+    seconds = time.monotonic() - start
+    log.info("embedded %d unique prompts with %d encoder calls in %.1f s", len(unique), calls, seconds)
+    return {"prompts": len(unique), "encoder_calls": calls, "seconds": round(seconds, 3),
+            "prompts_per_second": round(len(unique) / max(seconds, 1e-9), 2)}
+
+
+def _write_guidance(out_dir: Path, pooled: np.ndarray, sequence: np.ndarray, meta: dict[str, str]) -> None:
+    table = pa.table({
+        "prompt": pa.array([EMPTY_PROMPT]),
+        "pooled": shards.fixed_list(pooled[None]),
+        "sequence": shards.fixed_list(sequence[None], pa.float16()),  # (1, L, D)
+    })
+    shards.write_table(table, out_dir / GUIDANCE_FILE, GUIDANCE_KIND, meta)
+
+
+def load_text_features(directory: str | Path) -> tuple[list[str], np.ndarray]:
+    """All prompts and their pooled embeddings (n, P), the empty prompt excluded."""
+    table = shards.read_shards(directory, TEXT_KIND, columns=["prompt", "pooled"])
+    prompts = table["prompt"].to_pylist()
+    pooled = shards.to_numpy(table["pooled"]).astype(np.float32)
+    keep = [i for i, p in enumerate(prompts) if p != EMPTY_PROMPT]
+    return [prompts[i] for i in keep], pooled[keep]
+
+
+def load_guidance(directory: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """The empty prompt's pooled (P,) and full sequence (L, D) embeddings."""
+    table = shards.read_table(Path(directory) / GUIDANCE_FILE, GUIDANCE_KIND)
+    return shards.to_numpy(table["pooled"])[0].astype(np.float32), shards.to_numpy(table["sequence"])[0]

@@ -1,0 +1,88 @@
+"""A self-contained DVC workspace for a profile (the demo, the end-to-end test).
+
+It holds a copy of the pipeline's code and the profile as its ``params.yaml``, in its own git repository,
+so running it never edits the project's ``params.yaml``, ``dvc.yaml`` or ``dvc.lock``. Stages run as
+``python -m stages.NAME`` from the workspace root, so the code DVC hashes is the code that runs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from a2i_core.errors import A2IError
+
+PIPELINE_FILES = ("dvc.yaml", "stages", "a2i_core")
+
+
+def project_root() -> Path:
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "dvc.yaml").is_file():
+        raise A2IError(f"{root}: no dvc.yaml here; run from a source checkout of a2i (pip install -e .)")
+    return root
+
+
+def _copy(src: Path, dest: Path) -> None:
+    if src.is_dir():
+        if dest.exists():
+            shutil.rmtree(dest)
+        shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    else:
+        shutil.copy2(src, dest)
+
+
+def tool_env() -> dict[str, str]:
+    """The environment for dvc and git: this interpreter's bin first, so stages run with our packages."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("GIT_AUTHOR_NAME", "a2i")
+    env.setdefault("GIT_AUTHOR_EMAIL", "a2i@localhost")
+    env.setdefault("GIT_COMMITTER_NAME", env["GIT_AUTHOR_NAME"])
+    env.setdefault("GIT_COMMITTER_EMAIL", env["GIT_AUTHOR_EMAIL"])
+    env["DVC_NO_ANALYTICS"] = "1"
+    return env
+
+
+def run(args: list[str], cwd: Path, capture: bool = False) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, cwd=cwd, env=tool_env(), text=True,
+                            stdout=subprocess.PIPE if capture else None,
+                            stderr=subprocess.STDOUT if capture else None)
+    if result.returncode != 0:
+        tail = (result.stdout or "").strip().splitlines()[-20:] if capture else []
+        raise A2IError(f"`{' '.join(args)}` failed in {cwd} (exit {result.returncode})" +
+                       ("\n" + "\n".join(tail) if tail else ""))
+    return result
+
+
+def dvc(*args: str) -> list[str]:
+    return [sys.executable, "-m", "dvc", *args]
+
+
+def prepare(workspace: str | Path, profile: str | Path, root: Path | None = None) -> Path:
+    """Create or refresh ``workspace`` from the project at ``root`` with ``profile`` as params.yaml; commit it."""
+    root = root or project_root()
+    workspace = Path(workspace).resolve()
+    profile = Path(profile)
+    if not profile.is_file():
+        raise A2IError(f"{profile}: no such params profile")
+    workspace.mkdir(parents=True, exist_ok=True)
+    for name in PIPELINE_FILES:
+        _copy(root / name, workspace / name)
+    shutil.copy2(profile, workspace / "params.yaml")
+    (workspace / ".gitignore").write_text("/data\n/models\n/metrics/images\n__pycache__/\n")
+    if not (workspace / ".git").exists():
+        run(["git", "init", "-q", "-b", "main"], workspace)
+    if not (workspace / ".dvc").exists():
+        run(dvc("init", "-q"), workspace)
+        run(dvc("config", "core.autostage", "true"), workspace)
+    commit(workspace, "a2i workspace: pipeline code and params")
+    return workspace
+
+
+def commit(workspace: Path, message: str) -> None:
+    run(["git", "add", "-A"], workspace)
+    if run(["git", "status", "--porcelain"], workspace, capture=True).stdout.strip():
+        run(["git", "commit", "-q", "-m", message], workspace)

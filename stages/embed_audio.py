@@ -1,0 +1,32 @@
+"""embed_audio: VGGish embeddings of every downloaded clip -> data/features/audio/part-*.parquet."""
+
+import shutil
+from pathlib import Path
+
+from a2i_core import shards
+from a2i_core.audio_features import embed_clips
+from a2i_core.devices import resolve_device
+from a2i_core.download import MANIFEST_KIND
+from a2i_core.encoders import load_audio_encoder
+from a2i_core.errors import exit_cleanly, setup_logging
+from a2i_core.params import load_params
+
+AUDIO_DIR = Path("data/audio")
+OUT_DIR = Path("data/features/audio")
+
+
+@exit_cleanly
+def main() -> None:
+    setup_logging()
+    cfg = load_params().audio_encoder
+    manifest = shards.read_table(AUDIO_DIR / "manifest.parquet", MANIFEST_KIND).to_pandas()
+    ok = manifest[manifest["status"] == "ok"]
+    encoder = load_audio_encoder("models/vggish", cfg.postprocess)
+    shutil.rmtree(OUT_DIR, ignore_errors=True)
+    embed_clips(encoder, [(c, AUDIO_DIR / p) for c, p in zip(ok["clip_id"], ok["path"], strict=True)], OUT_DIR,
+                batch_size=cfg.batch_size, shard_rows=cfg.shard_rows, device=resolve_device(cfg.device),
+                metadata={"encoder_sha256": encoder.weights_sha256, "postprocess": str(cfg.postprocess).lower()})
+
+
+if __name__ == "__main__":
+    main()

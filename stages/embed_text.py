@@ -1,0 +1,34 @@
+"""embed_text: SD3 text embeddings, once per unique prompt (and the empty prompt) -> data/features/text/."""
+
+import shutil
+from pathlib import Path
+
+from a2i_core import shards
+from a2i_core.devices import resolve_device, resolve_dtype
+from a2i_core.encoders import sd3_source
+from a2i_core.errors import exit_cleanly, setup_logging
+from a2i_core.files import write_json
+from a2i_core.ingest import CANDIDATES_KIND
+from a2i_core.params import load_params
+from a2i_core.sd3 import load_sd3
+from a2i_core.text import embed_prompts
+
+OUT_DIR = Path("data/features/text")
+
+
+@exit_cleanly
+def main() -> None:
+    setup_logging()
+    cfg = load_params().diffusion
+    prompts = shards.read_table("data/candidates.parquet", CANDIDATES_KIND, columns=["prompt"])["prompt"]
+    device = resolve_device(cfg.device)
+    pipe = load_sd3("models/sd3", "text", device, resolve_dtype(cfg.dtype, device))
+    shutil.rmtree(OUT_DIR, ignore_errors=True)
+    stats = embed_prompts(pipe, prompts.to_pylist(), OUT_DIR, tokens=cfg.tokens,
+                          max_sequence_length=cfg.max_sequence_length, batch_size=cfg.batch_size,
+                          shard_rows=cfg.shard_rows, model=sd3_source("models/sd3")[0])
+    write_json("metrics/text.json", stats)
+
+
+if __name__ == "__main__":
+    main()

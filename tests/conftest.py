@@ -1,0 +1,46 @@
+"""Shared fixtures: tiny encoders are built once per session, through the real preparation code."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+
+from a2i_core.encoders import prepare_sd3, prepare_vggish
+from a2i_core.params import AudioEncoderParams, params_from_dict
+
+ROOT = Path(__file__).resolve().parent.parent
+OFFLINE_PROFILE = ROOT / "profiles" / "offline.yaml"
+
+
+@pytest.fixture(scope="session")
+def offline_raw() -> dict:
+    return YAML(typ="safe", pure=True).load(OFFLINE_PROFILE.read_text())
+
+
+@pytest.fixture
+def raw_params(offline_raw: dict) -> dict:
+    """A fresh, mutable copy of the offline profile as plain data."""
+    return copy.deepcopy(offline_raw)
+
+
+@pytest.fixture(scope="session")
+def offline_params(offline_raw: dict):
+    return params_from_dict(offline_raw)
+
+
+@pytest.fixture(scope="session")
+def tiny_vggish_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("models") / "vggish"
+    prepare_vggish(AudioEncoderParams(weights="tiny", weights_sha256=None, pca="tiny", pca_sha256=None,
+                                      postprocess=True, batch_size=8, shard_rows=8, device="cpu"), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_sd3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("models") / "sd3"
+    prepare_sd3("tiny", out)
+    return out

@@ -1,0 +1,64 @@
+import pandas as pd
+import pytest
+
+from a2i_core import download
+from a2i_core.download import check_clip_id, download_clips, load_manifest
+from a2i_core.errors import A2IError
+from a2i_core.ingest import build_candidates
+from a2i_core.params import params_from_dict
+
+
+@pytest.fixture
+def candidates(raw_params) -> pd.DataFrame:
+    raw_params["data"]["synthetic"].update(classes=["siren", "clock"], clips_per_class=4, max_seconds=1.0)
+    return build_candidates(params_from_dict(raw_params).data)
+
+
+def test_download_writes_clips_and_manifest(tmp_path, candidates):
+    counts = download_clips(candidates, tmp_path)
+    manifest = load_manifest(tmp_path)
+    assert counts == {"ok": 8} and sorted(manifest["clip_id"]) == sorted(candidates["clip_id"])
+    assert all((tmp_path / p).is_file() for p in manifest["path"])
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_rerun_only_fetches_what_is_missing(tmp_path, candidates, monkeypatch):
+    download_clips(candidates, tmp_path)
+    (tmp_path / "siren_0001.wav").unlink()
+    fetched = []
+    original = download.FETCHERS["synthetic"]
+    monkeypatch.setitem(download.FETCHERS, "synthetic", lambda clip, out: fetched.append(out.name) or
+                        original(clip, out))
+    download_clips(candidates, tmp_path)
+    assert fetched == ["siren_0001.wav"]
+
+
+def test_interrupted_download_keeps_finished_clips(tmp_path, candidates, monkeypatch):
+    original = download.FETCHERS["synthetic"]
+    calls = []
+
+    def flaky(clip, out):
+        calls.append(out.name)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(clip, out)
+
+    monkeypatch.setitem(download.FETCHERS, "synthetic", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        download_clips(candidates, tmp_path)
+    assert len(load_manifest(tmp_path)) == 2  # the two finished clips are recorded
+    monkeypatch.setitem(download.FETCHERS, "synthetic", original)
+    assert download_clips(candidates, tmp_path) == {"ok": 8}
+
+
+def test_stale_clips_are_removed(tmp_path, candidates):
+    download_clips(candidates, tmp_path)
+    download_clips(candidates[candidates["label"] == "clock"], tmp_path)
+    assert sorted(p.stem for p in tmp_path.glob("*.wav")) == [f"clock_{i:04d}" for i in range(4)]
+    assert set(load_manifest(tmp_path)["clip_id"]) == {f"clock_{i:04d}" for i in range(4)}
+
+
+@pytest.mark.parametrize("bad", ["../etc/passwd", "a b", "x;rm", ""])
+def test_clip_ids_are_checked_before_they_touch_a_path(bad):
+    with pytest.raises(A2IError, match="invalid clip id"):
+        check_clip_id(bad)

@@ -1,0 +1,64 @@
+import json
+
+import pytest
+import torch
+
+from a2i_core.encoders import fetch_file, load_audio_encoder, prepare_sd3, prepare_vggish, sd3_source, sha256_file
+from a2i_core.errors import A2IError
+from a2i_core.params import AudioEncoderParams
+from a2i_core.sd3 import load_sd3
+
+
+def _params(**kw) -> AudioEncoderParams:
+    base = dict(weights="tiny", weights_sha256=None, pca=None, pca_sha256=None, postprocess=False, batch_size=4,
+                shard_rows=4, device="cpu")
+    return AudioEncoderParams(**{**base, **kw})
+
+
+def test_tiny_vggish_is_saved_like_the_release_and_loads_back(tiny_vggish_dir):
+    record = json.loads((tiny_vggish_dir / "source.json").read_text())
+    assert record["weights"]["sha256"] == sha256_file(tiny_vggish_dir / "vggish.pth")
+    encoder = load_audio_encoder(tiny_vggish_dir, postprocess=True)
+    assert encoder.postprocessor is not None and encoder.weights_sha256 == record["weights"]["sha256"]
+
+
+def test_weights_from_a_file_url_are_sha_checked(tmp_path, tiny_vggish_dir):
+    src = tiny_vggish_dir / "vggish.pth"
+    digest = sha256_file(src)
+    out = tmp_path / "vggish"
+    prepare_vggish(_params(weights=src.as_uri(), weights_sha256=digest[:8]), out)
+    assert sha256_file(out / "vggish.pth") == digest
+    with pytest.raises(A2IError, match="does not match the expected 00000000"):
+        fetch_file(src.as_uri(), tmp_path / "x.pth", "00000000")
+    assert not (tmp_path / "x.pth").exists()
+
+
+def test_wrong_weights_are_refused(tmp_path):
+    bad = tmp_path / "bad.pth"
+    torch.save({"features.0.weight": torch.zeros(1)}, bad)
+    with pytest.raises(A2IError, match="do not match the torchvggish architecture"):
+        prepare_vggish(_params(weights=str(bad)), tmp_path / "out")
+    with pytest.raises(A2IError, match="no such file"):
+        prepare_vggish(_params(weights=str(tmp_path / "missing.pth")), tmp_path / "out")
+
+
+def test_tiny_sd3_loads_text_or_image_side_only(tiny_sd3_dir):
+    assert sd3_source(tiny_sd3_dir) == (str(tiny_sd3_dir), None)
+    text = load_sd3(tiny_sd3_dir, "text", torch.device("cpu"))
+    assert text.transformer is None and text.vae is None and text.text_encoder_3 is not None
+    image = load_sd3(tiny_sd3_dir, "image", torch.device("cpu"))
+    assert image.text_encoder is None and image.text_encoder_3 is None and image.transformer is not None
+
+
+def test_a_local_sd3_directory_is_pinned(tmp_path, tiny_sd3_dir):
+    prepare_sd3(str(tiny_sd3_dir), tmp_path / "sd3")
+    assert sd3_source(tmp_path / "sd3") == (str(tiny_sd3_dir.resolve()), None)
+    with pytest.raises(A2IError, match="not a diffusers pipeline directory"):
+        prepare_sd3(str(tmp_path), tmp_path / "other")
+
+
+def test_missing_encoders_point_at_the_stage(tmp_path):
+    with pytest.raises(A2IError, match="dvc repro encoders"):
+        load_audio_encoder(tmp_path, postprocess=False)
+    with pytest.raises(A2IError, match="dvc repro encoders"):
+        sd3_source(tmp_path)

@@ -1,0 +1,39 @@
+import pytest
+import torch
+
+from a2i_core.errors import A2IError
+from a2i_core.mapper import AudioToSD3Mapper, MapperConfig
+
+
+def _mapper() -> AudioToSD3Mapper:
+    config = MapperConfig(in_dim=128, out_dim=2048, hidden=[512, 1024, 1024], dropout=[0.3, 0.3, 0.4],
+                          provenance={"postprocess": "true", "encoder_sha256": "abc"})
+    return AudioToSD3Mapper(config)
+
+
+def test_layout_of_the_study():
+    model = _mapper()
+    kinds = [type(m).__name__ for m in model.net]
+    assert kinds == ["Linear", "LayerNorm", "GELU", "Dropout"] * 3 + ["Linear"]
+    assert [m.p for m in model.net if isinstance(m, torch.nn.Dropout)] == [0.3, 0.3, 0.4]
+    assert model(torch.randn(5, 128)).shape == (5, 2048)
+
+
+def test_save_and_load_roundtrip(tmp_path):
+    model = _mapper()
+    model.set_input_stats(torch.full((128,), 2.0), torch.full((128,), 3.0))
+    model.save_pretrained(tmp_path / "mapper")
+    back = AudioToSD3Mapper.from_pretrained(tmp_path / "mapper")
+    x = torch.randn(4, 128)
+    assert torch.equal(model.eval()(x), back(x))
+    assert back.config == model.config
+    assert sorted(p.name for p in (tmp_path / "mapper").iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_mismatched_features_are_refused(tmp_path):
+    model = _mapper()
+    model.check_provenance({"postprocess": "true"}, "features")
+    with pytest.raises(A2IError, match="postprocess='false', but this mapper was trained with 'true'"):
+        model.check_provenance({"postprocess": "false"}, "features")
+    with pytest.raises(A2IError, match="no trained mapper"):
+        AudioToSD3Mapper.from_pretrained(tmp_path)

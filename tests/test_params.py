@@ -1,0 +1,65 @@
+import pytest
+
+from a2i_core.params import ParamsError, load_params, params_from_dict
+from tests.conftest import OFFLINE_PROFILE, ROOT
+
+
+def test_committed_params_and_offline_profile_are_valid():
+    real = load_params(ROOT / "params.yaml")
+    offline = load_params(OFFLINE_PROFILE)
+    assert real.diffusion.model == "stabilityai/stable-diffusion-3-medium-diffusers"
+    assert offline.diffusion.model == "tiny" and offline.audio_encoder.weights == "tiny"
+    assert real.train.w_cos == 0.7 and real.train.w_mse == 0.3
+
+
+def test_unknown_key_is_named(raw_params):
+    raw_params["train"]["learning_rate"] = 0.1
+    with pytest.raises(ParamsError, match=r"train\.learning_rate: unknown key"):
+        params_from_dict(raw_params)
+
+
+def test_wrong_type_is_named(raw_params):
+    raw_params["train"]["epochs"] = "ten"
+    with pytest.raises(ParamsError, match=r"train\.epochs: expected int, got str 'ten'"):
+        params_from_dict(raw_params)
+
+
+def test_bool_is_not_an_int_but_an_int_is_a_float(raw_params):
+    raw_params["train"]["lr"] = 1
+    assert params_from_dict(raw_params).train.lr == 1.0
+    raw_params["train"]["epochs"] = True
+    with pytest.raises(ParamsError, match=r"train\.epochs: expected int"):
+        params_from_dict(raw_params)
+
+
+def test_list_items_and_ranges_are_checked(raw_params):
+    raw_params["mapper"]["hidden"] = [512, "big"]
+    with pytest.raises(ParamsError, match=r"mapper\.hidden\[1\]: expected int"):
+        params_from_dict(raw_params)
+    raw_params["mapper"]["hidden"] = [512, 1024]
+    with pytest.raises(ParamsError, match=r"mapper\.dropout: needs one value per hidden layer"):
+        params_from_dict(raw_params)
+
+
+def test_missing_key_and_unknown_choice(raw_params):
+    del raw_params["render"]["steps"]
+    with pytest.raises(ParamsError, match=r"render\.steps: missing"):
+        params_from_dict(raw_params)
+    raw_params["render"]["steps"] = 4
+    raw_params["data"]["source"] = "youtube"
+    with pytest.raises(ParamsError, match=r"data\.source: must be one of"):
+        params_from_dict(raw_params)
+
+
+def test_unknown_synthetic_class_lists_the_known_ones(raw_params):
+    raw_params["data"]["synthetic"]["classes"] = ["siren", "kazoo"]
+    with pytest.raises(ParamsError, match=r"data\.synthetic\.classes: unknown class 'kazoo' \(known: siren"):
+        params_from_dict(raw_params)
+
+
+def test_bad_yaml_is_one_line(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("train: [unclosed\n")
+    with pytest.raises(ParamsError) as err:
+        load_params(path)
+    assert "not valid YAML" in str(err.value) and "\n" not in str(err.value)

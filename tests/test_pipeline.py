@@ -1,0 +1,109 @@
+"""End to end: the real `dvc repro` on the offline profile in a temporary git repository, through `a2i demo`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from ruamel.yaml import YAML
+
+from a2i_core import shards
+from a2i_core.audio_features import load_audio_embeddings
+from a2i_core.download import load_manifest
+from a2i_core.ingest import CANDIDATES_KIND
+from a2i_core.mapper import AudioToSD3Mapper
+from a2i_core.text import load_guidance, load_text_features
+from a2i_core.workspace import tool_env
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+STAGES = ["ingest", "download", "encoders", "embed_audio", "embed_text", "train", "evaluate", "render"]
+
+
+def _digest(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+
+
+def _ran(output: str) -> list[str]:
+    return re.findall(r"Running stage '(\w+)'", output)
+
+
+def _dvc(workspace: Path, *args: str) -> str:
+    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=workspace, env=tool_env(),
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> tuple[Path, str]:
+    tmp = tmp_path_factory.mktemp("e2e")
+    profile = YAML(typ="safe", pure=True).load((ROOT / "profiles" / "offline.yaml").read_text())
+    profile["data"]["synthetic"]["clips_per_class"] = 10  # smaller than the demo, same code paths
+    profile["train"]["epochs"] = 40
+    with open(tmp / "profile.yaml", "w") as f:
+        YAML().dump(profile, f)
+    protected = {name: _digest(ROOT / name) for name in ("params.yaml", "dvc.yaml", "dvc.lock")}
+    result = subprocess.run([sys.executable, "-m", "a2i_core.cli", "demo", "--workspace", str(tmp / "ws"),
+                             "--profile", str(tmp / "profile.yaml")], env=tool_env(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert {name: _digest(ROOT / name) for name in protected} == protected  # the project itself is untouched
+    return tmp / "ws", result.stdout + result.stderr
+
+
+def test_every_stage_ran_and_wrote_valid_outputs(workspace):
+    ws, output = workspace
+    assert _ran(output) == STAGES
+    candidates = shards.read_table(ws / "data/candidates.parquet", CANDIDATES_KIND).to_pandas()
+    assert len(candidates) == 80 and set(candidates["split"]) == {"train", "val", "test"}
+    manifest = load_manifest(ws / "data/audio")
+    assert (manifest["status"] == "ok").all() and len(manifest) == 80
+    ids, audio, meta = load_audio_embeddings(ws / "data/features/audio")
+    assert sorted(ids) == sorted(candidates["clip_id"]) and audio.shape == (80, 128) and np.isfinite(audio).all()
+    prompts, pooled = load_text_features(ws / "data/features/text")
+    assert sorted(prompts) == sorted(candidates["prompt"].unique()) and pooled.shape == (8, 64)
+    assert load_guidance(ws / "data/features/text")[1].shape == (77 + 32, 32)
+    mapper = AudioToSD3Mapper.from_pretrained(ws / "models/mapper")
+    assert mapper.config.out_dim == 64 and mapper.config.provenance["postprocess"] == "false"
+
+    eval_metrics = json.loads((ws / "metrics/eval.json").read_text())
+    assert eval_metrics["chance_top1"] == 1 / 8 and 0 <= eval_metrics["top1"] <= 1
+    assert eval_metrics["top1"] > eval_metrics["baseline_mean"]["top1"]
+    render = json.loads((ws / "metrics/render.json").read_text())
+    images = sorted((ws / "metrics/images").glob("*.png"))
+    assert render["images"] == len(images) == candidates.query("split == 'test'")["label"].nunique()
+    for path in images:
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.size == (128, 128)
+    assert "train_loss" in (ws / "metrics/train_curve.csv").read_text().splitlines()[0]
+
+
+def test_second_repro_does_nothing(workspace):
+    ws, _ = workspace
+    output = _dvc(ws, "repro")
+    assert _ran(output) == [] and "Data and pipelines are up to date" in output
+    assert "modified" not in _dvc(ws, "status")
+
+
+def test_metrics_are_listed(workspace):
+    ws, _ = workspace
+    shown = _dvc(ws, "metrics", "show", "--json")
+    assert '"top1"' in shown and '"best_epoch"' in shown
+
+
+def test_experiment_reruns_only_train_and_after(workspace):
+    ws, _ = workspace
+    output = _dvc(ws, "exp", "run", "-S", "train.epochs=3")
+    assert _ran(output) == ["train", "evaluate", "render"]
+    assert json.loads((ws / "metrics/train.json").read_text())["stopped_epoch"] <= 3
+    rows = json.loads(_dvc(ws, "exp", "show", "--json"))
+    experiments = [exp["revs"][0]["data"] for row in rows for exp in (row.get("experiments") or [])]
+    ours = [e for e in experiments if e["params"]["params.yaml"]["data"]["train"]["epochs"] == 3]
+    assert ours and "top1" in ours[0]["metrics"]["metrics/eval.json"]["data"]

@@ -1,0 +1,35 @@
+import numpy as np
+import pytest
+import torch
+
+from a2i_core import shards
+from a2i_core.sd3 import load_sd3
+from a2i_core.text import TEXT_KIND, embed_prompts, encode, load_guidance, load_text_features
+
+
+@pytest.fixture(scope="module")
+def text_pipe(tiny_sd3_dir):
+    return load_sd3(tiny_sd3_dir, "text", torch.device("cpu"))
+
+
+def test_one_encoder_call_per_unique_prompt(tmp_path, text_pipe):
+    prompts = ["an image of a dog", "an image of a bell", "an image of a dog"] * 5
+    stats = embed_prompts(text_pipe, prompts, tmp_path, tokens=5, max_sequence_length=16, batch_size=2,
+                          shard_rows=2, model="tiny")
+    assert stats["prompts"] == 3 and stats["encoder_calls"] == 3  # two prompts and the empty one
+    assert len(shards.shard_paths(tmp_path)) == 2
+    table = shards.read_shards(tmp_path, TEXT_KIND)
+    assert sorted(table["prompt"].to_pylist()) == ["", "an image of a bell", "an image of a dog"]
+    assert shards.to_numpy(table["tokens"]).shape == (3, 5, 32)
+    assert table["tokens"].type.value_type.value_type == "halffloat"
+
+    names, pooled = load_text_features(tmp_path)
+    assert names == ["an image of a bell", "an image of a dog"] and pooled.shape == (2, 64)
+    empty_pooled, empty_sequence = load_guidance(tmp_path)
+    assert empty_sequence.shape == (77 + 16, 32)
+
+    # Stored values are what the pipeline's own encode_prompt gives.
+    ref_pooled, ref_sequence = encode(text_pipe, ["an image of a dog", ""], 16)
+    assert np.allclose(pooled[1], ref_pooled[0], atol=1e-6)
+    assert np.allclose(empty_pooled, ref_pooled[1], atol=1e-6)
+    assert np.allclose(empty_sequence, ref_sequence[1].numpy(), atol=1e-2)  # float16 storage

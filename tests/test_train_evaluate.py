@@ -1,0 +1,54 @@
+import numpy as np
+import pandas as pd
+import torch
+
+from a2i_core.evaluate import evaluate_predictions, predict, true_prompt_ranks
+from a2i_core.params import MapperParams, TrainParams
+from a2i_core.train import combined_loss, train_mapper
+
+
+def _toy(n_per_class: int, seed: int):
+    # Four audio clusters, each mapped to its own target vector.
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((4, 16)) * 3
+    targets = rng.standard_normal((4, 8)).astype(np.float32)
+    labels = np.repeat(np.arange(4), n_per_class)
+    audio = (centers[labels] + rng.standard_normal((labels.size, 16))).astype(np.float32)
+    return audio, targets[labels], labels, targets
+
+
+def test_combined_loss_is_the_study_formula():
+    pred, target = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 2.0]])
+    # cos = 0, mse = (1 + 4) / 2
+    assert torch.isclose(combined_loss(pred, target, 0.7, 0.3), torch.tensor(0.7 * 1 + 0.3 * 2.5))
+
+
+def test_training_learns_and_stops_early():
+    x, y, labels, targets = _toy(40, 0)
+    xv, yv, vlabels, _ = _toy(10, 0)
+    train = TrainParams(lr=1e-3, batch_size=16, epochs=300, patience=5, w_cos=0.7, w_mse=0.3, seed=0, device="cpu")
+    result = train_mapper(x, y, xv, yv, MapperParams(hidden=[32, 32], dropout=[0.1, 0.1]), train,
+                          torch.device("cpu"), {})
+    assert result.stopped_epoch < 300 and result.stopped_epoch - result.best_epoch == 5
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"] / 3
+    prompts = [f"p{i}" for i in range(4)]
+    frame = pd.DataFrame({"label": vlabels, "prompt": [prompts[i] for i in vlabels]})
+    metrics, per_label = evaluate_predictions(predict(result.model, xv), yv, frame, prompts, targets, 0.7, 0.3)
+    assert metrics["top1"] == 1.0 and metrics["chance_top1"] == 0.25 and metrics["cosine"] > 0.9
+    assert len(per_label) == 4
+
+
+def test_same_seed_same_model():
+    x, y, _, _ = _toy(20, 1)
+    train = TrainParams(lr=1e-3, batch_size=8, epochs=3, patience=3, w_cos=0.7, w_mse=0.3, seed=7, device="cpu")
+    mapper = MapperParams(hidden=[16], dropout=[0.2])
+    a = train_mapper(x, y, x, y, mapper, train, torch.device("cpu"), {}).model
+    b = train_mapper(x, y, x, y, mapper, train, torch.device("cpu"), {}).model
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+def test_ranks_count_prompts_closer_than_the_true_one():
+    prompt_pooled = np.eye(3, dtype=np.float32)
+    pred = np.array([[1.0, 0.5, 0.0], [0.0, 0.2, 1.0]], np.float32)
+    ranks = true_prompt_ranks(pred, ["p1", "p2"], ["p0", "p1", "p2"], prompt_pooled)
+    assert ranks.tolist() == [2, 1]
