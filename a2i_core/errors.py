@@ -34,3 +34,16 @@ def exit_cleanly(main: F) -> F:
 
 def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def quiet_hf_libraries() -> None:
+    """Silence diffusers/transformers per-file progress bars and import-time notices; our own logs say what runs.
+
+    Call before importing diffusers pipelines: some notices are printed at import.
+    """
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    for lib in (diffusers_logging, transformers_logging):
+        lib.disable_progress_bar()
+        lib.set_verbosity_error()

@@ -9,7 +9,7 @@ from typing import Literal
 import torch
 
 from a2i_core.encoders import sd3_source
-from a2i_core.errors import A2IError
+from a2i_core.errors import A2IError, quiet_hf_libraries
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +20,7 @@ IMAGE_PARTS = ("transformer", "vae")
 def load_sd3(directory: str | Path, part: Literal["text", "image"], device: torch.device,
              dtype: torch.dtype = torch.float32):
     """A StableDiffusion3Pipeline holding only the text encoders, or only the transformer, VAE and scheduler."""
+    quiet_hf_libraries()
     from diffusers import StableDiffusion3Pipeline
     from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from a2i_core.errors import quiet_hf_libraries
 from a2i_core.vggish import EMBEDDING_DIM, VGGish
 
 # Words the tokenizers know whole; anything else falls back to single characters.
@@ -67,6 +68,7 @@ def _t5_tokenizer():
 
 def save_tiny_sd3(directory: str | Path, seed: int = 0) -> None:
     """Build a tiny StableDiffusion3Pipeline (every real component type) and ``save_pretrained`` it."""
+    quiet_hf_libraries()
     from diffusers import (
         AutoencoderKL,
         FlowMatchEulerDiscreteScheduler,
@@ -101,4 +103,4 @@ def save_tiny_sd3(directory: str | Path, seed: int = 0) -> None:
         transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae,
         text_encoder=text_encoder, tokenizer=tokenizer, text_encoder_2=text_encoder_2, tokenizer_2=_clip_tokenizer(),
         text_encoder_3=text_encoder_3, tokenizer_3=tokenizer_3)
-    pipe.save_pretrained(str(directory))
+    pipe.save_pretrained(str(directory), safe_serialization=True)
