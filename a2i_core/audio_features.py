@@ -6,9 +6,14 @@ Each row holds a clip's per-example embeddings (``frames``: n x 128, one per 0.9
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import json
 import logging
 import time
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +24,7 @@ from tqdm import tqdm
 from a2i_core import shards
 from a2i_core.audio import AudioError, decode
 from a2i_core.encoders import AudioEncoder
-from a2i_core.vggish import LogMelFrontend
+from a2i_core.vggish import EMBEDDING_DIM, LogMelFrontend
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +35,8 @@ AUDIO_KIND = "audio_features"
 def embed_waves(encoder: AudioEncoder, frontend: LogMelFrontend, waves: list[np.ndarray], batch_size: int,
                 device: torch.device) -> list[np.ndarray]:
     """Per-clip (n_i, 128) VGGish embeddings for a list of 16 kHz waveforms, batched across clips."""
-    examples = [frontend(torch.from_numpy(w).to(device)) for w in waves]  # each (n_i, 1, 96, 64)
-    counts = [e.shape[0] for e in examples]
-    stacked = torch.cat(examples)  # (sum n_i, 1, 96, 64)
+    stacked, counts = frontend.batch([torch.from_numpy(w).to(device) for w in waves])  # (sum n_i, 1, 96, 64)
+    stacked = stacked.contiguous(memory_format=torch.channels_last)  # the conv kernels' fast layout on CPU and GPU
     outputs = []
     for i in range(0, stacked.shape[0], batch_size):
         emb = encoder.model(stacked[i : i + batch_size])  # (b, 128)
@@ -42,51 +46,110 @@ def embed_waves(encoder: AudioEncoder, frontend: LogMelFrontend, waves: list[np.
     return [a.numpy() for a in torch.cat(outputs).split(counts)]
 
 
+def inputs_digest(chunk: list[tuple[str, Path]], settings: dict[str, str]) -> str:
+    """What a shard was computed from: its clips' ids and bytes, and every setting that changes the numbers."""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for clip_id, path in chunk:
+        digest.update(clip_id.encode() + b"\0")
+        try:
+            with open(path, "rb") as f:
+                digest.update(hashlib.file_digest(f, "sha256").digest())
+        except OSError:
+            digest.update(b"unreadable")
+    return digest.hexdigest()
+
+
+def decoded(clips: list[tuple[str, Path]], pool: ThreadPoolExecutor,
+            ahead: int) -> Iterator[tuple[str, np.ndarray | AudioError]]:
+    """(clip_id, waveform or the decode error) in order, decoding up to ``ahead`` clips in the background."""
+
+    def safe_decode(path: Path) -> np.ndarray | AudioError:
+        try:
+            return decode(path)
+        except AudioError as err:
+            return err
+
+    pending: deque[tuple[str, Future]] = deque()
+    for clip_id, path in clips:
+        pending.append((clip_id, pool.submit(safe_decode, path)))
+        if len(pending) > ahead:
+            first_id, future = pending.popleft()
+            yield first_id, future.result()
+    while pending:
+        first_id, future = pending.popleft()
+        yield first_id, future.result()
+
+
 def embed_clips(encoder: AudioEncoder, clips: Iterable[tuple[str, Path]], out_dir: str | Path, batch_size: int,
-                shard_rows: int, device: torch.device, metadata: dict[str, str]) -> dict:
-    """Decode, embed and write ``part-*.parquet``; a clip that cannot be decoded is logged and skipped."""
+                shard_rows: int, device: torch.device, metadata: dict[str, str], decode_workers: int = 2) -> dict:
+    """Decode, embed and write ``part-*.parquet``, shard by shard, resuming where a previous run stopped.
+
+    Clips are sorted by id and cut into shards of ``shard_rows``; a shard already on disk whose recorded inputs
+    digest matches is kept, so an interrupted run recomputes only unfinished shards. A clip that cannot be
+    decoded is logged and skipped. Memory is bounded by one shard, whatever the number of clips.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob(".part-*.tmp"):  # left by a killed run
+        stale.unlink()
     clips = sorted(clips)
-    encoder.model.to(device)
+    plan = [clips[i : i + shard_rows] for i in range(0, len(clips), shard_rows)]
+    for extra in shards.shard_paths(out_dir, missing_ok=True)[len(plan):]:
+        extra.unlink()
+    encoder.model.to(device, memory_format=torch.channels_last)
     if encoder.postprocessor is not None:
         encoder.postprocessor.to(device)
     frontend = LogMelFrontend().to(device)
     skipped: dict[str, str] = {}
-    written = 0
+    written = kept = 0
     start = time.monotonic()
     bar = tqdm(total=len(clips), desc="embed_audio", unit="clip")
-    for shard, first in enumerate(range(0, len(clips), shard_rows)):
-        ids, frames = [], []
-        chunk = clips[first : first + shard_rows]
-        # Embed a few batches' worth of clips at a time so memory stays bounded inside a large shard.
-        for i in range(0, len(chunk), batch_size):
-            group_ids, waves = [], []
-            for clip_id, path in chunk[i : i + batch_size]:
-                try:
-                    waves.append(decode(path))
-                    group_ids.append(clip_id)
-                except AudioError as err:
-                    skipped[clip_id] = str(err)
-                    log.warning("skipped %s: %s", clip_id, err)
-            if waves:
-                frames += embed_waves(encoder, frontend, waves, batch_size, device)
-                ids += group_ids
-            bar.update(len(chunk[i : i + batch_size]))
-        if ids:
+    pool = ThreadPoolExecutor(max_workers=decode_workers)  # ffmpeg runs in subprocesses: threads suffice
+    try:
+        for shard, chunk in enumerate(plan):
+            path = shards.shard_path(out_dir, shard)
+            digest = inputs_digest(chunk, metadata)
+            if path.is_file() and shards.table_metadata(path).get("inputs_sha256") == digest:
+                kept += 1
+                bar.update(len(chunk))
+                continue
+            ids, frames = [], []
+            stream = decoded(chunk, pool, ahead=2 * batch_size)
+            # Embed a batch of clips at a time (decoding the next ones meanwhile): memory stays bounded in a shard.
+            for i in range(0, len(chunk), batch_size):
+                group_ids, waves = [], []
+                for clip_id, wave in itertools.islice(stream, batch_size):
+                    if isinstance(wave, AudioError):
+                        skipped[clip_id] = str(wave)
+                        log.warning("skipped %s: %s", clip_id, wave)
+                    else:
+                        waves.append(wave)
+                        group_ids.append(clip_id)
+                if waves:
+                    frames += embed_waves(encoder, frontend, waves, batch_size, device)
+                    ids += group_ids
+                bar.update(len(chunk[i : i + batch_size]))
             table = pa.table({
                 "clip_id": pa.array(ids, pa.string()),
                 "n_frames": pa.array([f.shape[0] for f in frames], pa.int32()),
-                "frames": shards.ragged_list(frames),
-                "embedding": shards.fixed_list(np.stack([f.mean(axis=0) for f in frames])),
+                "frames": shards.ragged_list(frames, EMBEDDING_DIM),
+                "embedding": shards.fixed_list(_means(frames)),
             })
-            shards.write_table(table, shards.shard_path(out_dir, shard), AUDIO_KIND, metadata)
+            shards.write_table(table, path, AUDIO_KIND, {**metadata, "inputs_sha256": digest})
             written += len(ids)
-    bar.close()
+    finally:
+        bar.close()
+        pool.shutdown(cancel_futures=True)
     seconds = time.monotonic() - start
+    if kept:
+        log.info("%d of %d shards were already complete with the same inputs: kept, not recomputed", kept, len(plan))
     log.info("embedded %d clips in %.1f s (%.1f clips/s); skipped %d undecodable", written, seconds,
              written / max(seconds, 1e-9), len(skipped))
-    return {"clips": written, "skipped": len(skipped), "seconds": round(seconds, 3)}
+    return {"clips": written, "skipped": len(skipped), "shards_kept": kept, "seconds": round(seconds, 3)}
+
+
+def _means(frames: list[np.ndarray]) -> np.ndarray:
+    return np.stack([f.mean(axis=0) for f in frames]) if frames else np.zeros((0, EMBEDDING_DIM), np.float32)
 
 
 def load_audio_embeddings(directory: str | Path) -> tuple[list[str], np.ndarray, dict[str, str]]:

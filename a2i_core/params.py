@@ -80,13 +80,15 @@ class AudioEncoderParams:
     pca: str | None  # only read when postprocess is true
     pca_sha256: str | None
     postprocess: bool
-    batch_size: int
+    batch_size: int  # VGGish examples (0.96 s each) per forward pass
     shard_rows: int
+    decode_workers: int  # ffmpeg decodes running ahead of the network
     device: Device
 
     def __post_init__(self) -> None:
         _check(self.batch_size >= 1, "batch_size", "must be >= 1")
         _check(self.shard_rows >= 1, "shard_rows", "must be >= 1")
+        _check(self.decode_workers >= 1, "decode_workers", "must be >= 1")
         _check(not self.postprocess or self.pca is not None, "pca", "required when postprocess is true")
         for key in ("weights_sha256", "pca_sha256"):
             digest = getattr(self, key)
@@ -100,6 +102,8 @@ class DiffusionParams:
     model: str  # "tiny", a Hub id or a local diffusers directory
     tokens: int  # first N sequence tokens stored per prompt
     max_sequence_length: int  # T5 tokens
+    use_t5: bool  # false: T5 is never loaded and its part of the sequence is zeros, as in diffusers
+    store_sequence: bool  # also store every prompt's whole sequence (large: 333 x 4096 float16 each for SD3)
     batch_size: int
     shard_rows: int
     device: Device

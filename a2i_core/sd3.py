@@ -18,14 +18,19 @@ IMAGE_PARTS = ("transformer", "vae")
 
 
 def load_sd3(directory: str | Path, part: Literal["text", "image"], device: torch.device,
-             dtype: torch.dtype = torch.float32):
-    """A StableDiffusion3Pipeline holding only the text encoders, or only the transformer, VAE and scheduler."""
+             dtype: torch.dtype = torch.float32, use_t5: bool = True):
+    """A StableDiffusion3Pipeline holding only the text encoders, or only the transformer, VAE and scheduler.
+
+    ``use_t5=False`` leaves out T5 (4.7 B parameters for SD3 Medium) from the text side.
+    """
     quiet_hf_libraries()
     from diffusers import StableDiffusion3Pipeline
     from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     model, revision = sd3_source(directory)
     skipped = IMAGE_PARTS if part == "text" else TEXT_PARTS
+    if part == "text" and not use_t5:
+        skipped += ("text_encoder_3", "tokenizer_3")
     try:
         pipe = StableDiffusion3Pipeline.from_pretrained(
             model, revision=revision, dtype=dtype, **{name: None for name in skipped})
@@ -38,3 +43,12 @@ def load_sd3(directory: str | Path, part: Literal["text", "image"], device: torc
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def joint_attention_dim(directory: str | Path) -> int:
+    """The transformer's text width (4096 for SD3 Medium), read from its config without loading weights."""
+    from diffusers import SD3Transformer2DModel
+
+    model, revision = sd3_source(directory)
+    return int(SD3Transformer2DModel.load_config(model, subfolder="transformer", revision=revision)[
+        "joint_attention_dim"])

@@ -63,9 +63,9 @@ def shard_path(directory: str | Path, index: int) -> Path:
     return Path(directory) / f"part-{index:05d}.parquet"
 
 
-def shard_paths(directory: str | Path) -> list[Path]:
+def shard_paths(directory: str | Path, missing_ok: bool = False) -> list[Path]:
     paths = sorted(Path(directory).glob("part-*.parquet"))
-    if not paths:
+    if not paths and not missing_ok:
         raise SchemaError(f"{directory}: no part-*.parquet shards (has the stage that writes them run?)")
     return paths
 
@@ -91,10 +91,10 @@ def fixed_list(values: np.ndarray, dtype: pa.DataType = FLOAT32) -> pa.FixedSize
     return flat
 
 
-def ragged_list(arrays: list[np.ndarray], dtype: pa.DataType = FLOAT32) -> pa.ListArray:
-    """A list of (n_i, d) arrays -> list<fixed_size_list<dtype, d>> (e.g. per-clip frame embeddings)."""
+def ragged_list(arrays: list[np.ndarray], width: int, dtype: pa.DataType = FLOAT32) -> pa.ListArray:
+    """A list of (n_i, width) arrays -> list<fixed_size_list<dtype, width>> (e.g. per-clip frame embeddings)."""
     offsets = np.concatenate([[0], np.cumsum([a.shape[0] for a in arrays])]).astype(np.int32)
-    inner = fixed_list(np.concatenate(arrays, axis=0), dtype)
+    inner = fixed_list(np.concatenate([np.zeros((0, width)), *arrays], axis=0), dtype)
     return pa.ListArray.from_arrays(pa.array(offsets), inner)
 
 

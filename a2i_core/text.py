@@ -27,44 +27,68 @@ EMPTY_PROMPT = ""
 
 
 @torch.inference_mode()
-def encode(pipe, prompts: list[str], max_sequence_length: int) -> tuple[np.ndarray, torch.Tensor]:
-    """One encoder pass over a batch: pooled (B, P) float32 and the joint sequence (B, 77 + T5 tokens, D)."""
-    sequence, _, pooled, _ = pipe.encode_prompt(
-        prompt=prompts, prompt_2=None, prompt_3=None, device=pipe._execution_device,
-        do_classifier_free_guidance=False, max_sequence_length=max_sequence_length)
-    return pooled.float().cpu().numpy(), sequence.float().cpu()
+def encode(pipe, prompts: list[str], max_sequence_length: int,
+           joint_width: int | None = None) -> tuple[np.ndarray, torch.Tensor]:
+    """One encoder pass over a batch: pooled (B, P) float32 and the joint sequence (B, 77 + T5 tokens, D).
+
+    Without T5 (``pipe.text_encoder_3 is None``), its part of the sequence is zeros of width ``joint_width``,
+    which is what diffusers feeds the transformer then; diffusers' own zero path needs the transformer
+    loaded, so the CLIP part is composed here the way ``encode_prompt`` composes it.
+    """
+    device = pipe._execution_device
+    if pipe.text_encoder_3 is not None:
+        sequence, _, pooled, _ = pipe.encode_prompt(
+            prompt=prompts, prompt_2=None, prompt_3=None, device=device,
+            do_classifier_free_guidance=False, max_sequence_length=max_sequence_length)
+        return pooled.float().cpu().numpy(), sequence.float().cpu()
+    if joint_width is None:
+        raise ValueError("joint_width is needed to encode without T5")
+    clip_l, pooled_l = pipe._get_clip_prompt_embeds(prompt=prompts, device=device, clip_model_index=0)
+    clip_g, pooled_g = pipe._get_clip_prompt_embeds(prompt=prompts, device=device, clip_model_index=1)
+    clip = torch.cat([clip_l, clip_g], dim=-1)  # (B, 77, 768 + 1280)
+    clip = torch.nn.functional.pad(clip, (0, joint_width - clip.shape[-1]))  # (B, 77, D)
+    t5 = clip.new_zeros(len(prompts), max_sequence_length, joint_width)  # (B, T, D)
+    pooled = torch.cat([pooled_l, pooled_g], dim=-1)  # (B, P)
+    return pooled.float().cpu().numpy(), torch.cat([clip, t5], dim=-2).float().cpu()
 
 
 def embed_prompts(pipe, prompts: list[str], out_dir: str | Path, tokens: int, max_sequence_length: int,
-                  batch_size: int, shard_rows: int, model: str) -> dict:
+                  batch_size: int, shard_rows: int, model: str, store_sequence: bool = False,
+                  joint_width: int | None = None) -> dict:
     """Write ``part-*.parquet`` (one row per unique prompt, the empty one included) and ``guidance.parquet``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     unique = sorted(set(prompts) | {EMPTY_PROMPT})
     calls = 0
     start = time.monotonic()
-    meta: dict[str, str] = {"model": model, "tokens": str(tokens), "max_sequence_length": str(max_sequence_length)}
+    meta: dict[str, str] = {"model": model, "tokens": str(tokens), "max_sequence_length": str(max_sequence_length),
+                            "t5": str(pipe.text_encoder_3 is not None).lower()}
     with tqdm(total=len(unique), desc="embed_text", unit="prompt") as bar:
         for shard, first in enumerate(range(0, len(unique), shard_rows)):
             chunk = unique[first : first + shard_rows]
-            pooled_parts, token_parts = [], []
+            pooled_parts, token_parts, sequence_parts = [], [], []
             for i in range(0, len(chunk), batch_size):
                 batch = chunk[i : i + batch_size]
-                pooled, sequence = encode(pipe, batch, max_sequence_length)  # (B, P), (B, L, D)
+                pooled, sequence = encode(pipe, batch, max_sequence_length, joint_width)  # (B, P), (B, L, D)
                 calls += len(batch)
                 if tokens > sequence.shape[1]:
                     raise ValueError(f"diffusion.tokens={tokens} exceeds the sequence length {sequence.shape[1]}")
                 pooled_parts.append(pooled)
                 token_parts.append(sequence[:, :tokens].numpy())  # (B, N, D)
+                if store_sequence:
+                    sequence_parts.append(sequence.numpy())
                 if EMPTY_PROMPT in batch:
                     _write_guidance(out_dir, pooled[batch.index(EMPTY_PROMPT)],
                                     sequence[batch.index(EMPTY_PROMPT)].numpy(), meta)
                 bar.update(len(batch))
-            table = pa.table({
+            columns = {
                 "prompt": pa.array(chunk, pa.string()),
                 "pooled": shards.fixed_list(np.concatenate(pooled_parts)),
                 "tokens": shards.fixed_list(np.concatenate(token_parts), pa.float16()),
-            })
+            }
+            if store_sequence:
+                columns["sequence"] = shards.fixed_list(np.concatenate(sequence_parts), pa.float16())
+            table = pa.table(columns)
             meta.update(pooled_dim=str(table["pooled"].type.list_size),
                         width=str(table["tokens"].type.value_type.list_size))
             shards.write_table(table, shards.shard_path(out_dir, shard), TEXT_KIND, meta)

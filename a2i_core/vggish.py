@@ -89,29 +89,43 @@ def mel_matrix() -> np.ndarray:
 
 
 class LogMelFrontend(nn.Module):
-    """16 kHz waveform -> VGGish log-mel examples (n, 1, 96, 64), with no padding between examples."""
+    """16 kHz waveforms -> VGGish log-mel examples (n, 1, 96, 64), with no padding between examples.
+
+    The spectrogram is computed in float64: VGGish's log(mel + 0.01) amplifies float32 FFT rounding in quiet
+    bands next to loud ones by up to 3e-4, and float64 keeps us within 1e-5 of the numpy reference.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         n = torch.arange(WINDOW, dtype=torch.float64)
-        self.register_buffer("window", (0.5 - 0.5 * torch.cos(2 * math.pi * n / WINDOW)).float())  # periodic Hann
-        self.register_buffer("mel", torch.from_numpy(mel_matrix()).float())  # (257, 64)
+        self.register_buffer("window", 0.5 - 0.5 * torch.cos(2 * math.pi * n / WINDOW))  # periodic Hann
+        self.register_buffer("mel", torch.from_numpy(mel_matrix()))  # (257, 64) float64
 
-    def num_examples(self, num_samples: int) -> int:
+    @staticmethod
+    def num_examples(num_samples: int) -> int:
         frames = 1 + (max(num_samples, MIN_SAMPLES) - WINDOW) // HOP
         return 1 + (frames - EXAMPLE_FRAMES) // EXAMPLE_FRAMES
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        # wave: (samples,) float in [-1, 1]. A clip shorter than one example is padded to one by repeating
-        # it: zero padding would make a 0.5 s clip's embedding mostly describe silence.
-        if wave.shape[0] < MIN_SAMPLES:
-            wave = wave.repeat(-(-MIN_SAMPLES // wave.shape[0]))[:MIN_SAMPLES]
-        frames = wave.unfold(0, WINDOW, HOP)  # (F, 400)
-        spectrum = torch.fft.rfft(frames * self.window, n=FFT).abs()  # (F, 257)
+        # wave: (samples,) float in [-1, 1]
+        return self.batch([wave])[0]
+
+    def batch(self, waves: list[torch.Tensor]) -> tuple[torch.Tensor, list[int]]:
+        """Examples of several clips in one FFT: ((sum n_i, 1, 96, 64) float32, [n_i])."""
+        frames, counts = [], []
+        for wave in waves:
+            # A clip shorter than one example is padded to one by repeating it: zero padding would make a
+            # 0.5 s clip's embedding mostly describe silence.
+            if wave.shape[0] < MIN_SAMPLES:
+                wave = wave.repeat(-(-MIN_SAMPLES // wave.shape[0]))[:MIN_SAMPLES]
+            n = self.num_examples(wave.shape[0])
+            # Only the frames that fall into whole examples: (96 n, 400)
+            frames.append(wave.to(self.window.dtype).unfold(0, WINDOW, HOP)[: n * EXAMPLE_FRAMES])
+            counts.append(n)
+        spectrum = torch.fft.rfft(torch.cat(frames) * self.window, n=FFT).abs()  # (F, 257)
         log_mel = torch.log(spectrum @ self.mel + LOG_OFFSET)  # (F, 64)
-        n = 1 + (log_mel.shape[0] - EXAMPLE_FRAMES) // EXAMPLE_FRAMES
-        examples = log_mel[: n * EXAMPLE_FRAMES].reshape(n, EXAMPLE_FRAMES, MEL_BANDS)  # (n, 96, 64)
-        return examples.unsqueeze(1)  # (n, 1, 96, 64)
+        examples = log_mel.reshape(-1, 1, EXAMPLE_FRAMES, MEL_BANDS)  # (sum n_i, 1, 96, 64)
+        return examples.float(), counts
 
 
 def load_vggish(weights: dict[str, torch.Tensor]) -> VGGish:

@@ -1,6 +1,5 @@
 """embed_audio: VGGish embeddings of every downloaded clip -> data/features/audio/part-*.parquet."""
 
-import shutil
 from pathlib import Path
 
 from a2i_core import shards
@@ -22,9 +21,9 @@ def main() -> None:
     manifest = shards.read_table(AUDIO_DIR / "manifest.parquet", MANIFEST_KIND).to_pandas()
     ok = manifest[manifest["status"] == "ok"]
     encoder = load_audio_encoder("models/vggish", cfg.postprocess)
-    shutil.rmtree(OUT_DIR, ignore_errors=True)
     embed_clips(encoder, [(c, AUDIO_DIR / p) for c, p in zip(ok["clip_id"], ok["path"], strict=True)], OUT_DIR,
                 batch_size=cfg.batch_size, shard_rows=cfg.shard_rows, device=resolve_device(cfg.device),
+                decode_workers=cfg.decode_workers,
                 metadata={"encoder_sha256": encoder.weights_sha256, "postprocess": str(cfg.postprocess).lower()})
 
 

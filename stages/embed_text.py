@@ -10,7 +10,7 @@ from a2i_core.errors import exit_cleanly, setup_logging
 from a2i_core.files import write_json
 from a2i_core.ingest import CANDIDATES_KIND
 from a2i_core.params import load_params
-from a2i_core.sd3 import load_sd3
+from a2i_core.sd3 import joint_attention_dim, load_sd3
 from a2i_core.text import embed_prompts
 
 OUT_DIR = Path("data/features/text")
@@ -22,11 +22,13 @@ def main() -> None:
     cfg = load_params().diffusion
     prompts = shards.read_table("data/candidates.parquet", CANDIDATES_KIND, columns=["prompt"])["prompt"]
     device = resolve_device(cfg.device)
-    pipe = load_sd3("models/sd3", "text", device, resolve_dtype(cfg.dtype, device))
+    pipe = load_sd3("models/sd3", "text", device, resolve_dtype(cfg.dtype, device), use_t5=cfg.use_t5)
     shutil.rmtree(OUT_DIR, ignore_errors=True)
     stats = embed_prompts(pipe, prompts.to_pylist(), OUT_DIR, tokens=cfg.tokens,
                           max_sequence_length=cfg.max_sequence_length, batch_size=cfg.batch_size,
-                          shard_rows=cfg.shard_rows, model=sd3_source("models/sd3")[0])
+                          shard_rows=cfg.shard_rows, model=sd3_source("models/sd3")[0],
+                          store_sequence=cfg.store_sequence,
+                          joint_width=None if cfg.use_t5 else joint_attention_dim("models/sd3"))
     write_json("metrics/text.json", stats)
 
 

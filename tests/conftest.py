@@ -35,7 +35,8 @@ def offline_params(offline_raw: dict):
 def tiny_vggish_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("models") / "vggish"
     prepare_vggish(AudioEncoderParams(weights="tiny", weights_sha256=None, pca="tiny", pca_sha256=None,
-                                      postprocess=True, batch_size=8, shard_rows=8, device="cpu"), out)
+                                      postprocess=True, batch_size=8, shard_rows=8, decode_workers=1,
+                                      device="cpu"), out)
     return out
 
 

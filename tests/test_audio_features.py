@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from a2i_core import shards
@@ -41,3 +42,74 @@ def test_batching_across_clips_does_not_change_results(tiny_vggish_dir):
     alone = [embed_waves(encoder, frontend, [w], batch_size=1, device=torch.device("cpu"))[0] for w in waves]
     for a, b in zip(together, alone, strict=True):
         assert np.allclose(a, b, atol=1e-3)  # quantised values: identical up to rounding ties
+
+
+def _clips(tmp_path, n: int, seconds: float):
+    rng = np.random.default_rng(1)
+    clips = []
+    for i in range(n):
+        path = tmp_path / "audio" / f"c{i:02d}.wav"
+        write_wav(path, (rng.standard_normal(int(seconds * 16000)) * 0.1).astype(np.float32))
+        clips.append((f"c{i:02d}", path))
+    return clips
+
+
+def test_rerun_keeps_finished_shards_and_recomputes_changed_ones(tmp_path, tiny_vggish_dir, monkeypatch):
+    from a2i_core import audio_features
+
+    encoder = load_audio_encoder(tiny_vggish_dir, postprocess=False)
+    clips = _clips(tmp_path, 6, 1.0)
+    out, cpu = tmp_path / "features", torch.device("cpu")
+    calls = []
+    original = audio_features.embed_waves
+
+    def interrupt_on_second_shard(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(audio_features, "embed_waves", interrupt_on_second_shard)
+    with pytest.raises(KeyboardInterrupt):
+        embed_clips(encoder, clips, out, batch_size=2, shard_rows=2, device=cpu, metadata={})
+    assert [p.name for p in shards.shard_paths(out)] == ["part-00000.parquet"]
+    monkeypatch.setattr(audio_features, "embed_waves", original)
+    assert embed_clips(encoder, clips, out, 2, 2, cpu, {})["shards_kept"] == 1
+    assert embed_clips(encoder, clips, out, 2, 2, cpu, {})["clips"] == 0  # all kept
+    write_wav(clips[3][1], np.zeros(16000, np.float32) + 0.01)
+    stats = embed_clips(encoder, clips, out, 2, 2, cpu, {})
+    assert stats["shards_kept"] == 2 and stats["clips"] == 2  # only the changed clip's shard
+    assert embed_clips(encoder, clips, out, 2, 2, cpu, {"postprocess": "other"})["shards_kept"] == 0
+    embed_clips(encoder, clips[:3], out, 2, 2, cpu, {})
+    assert len(shards.shard_paths(out)) == 2  # shards beyond the plan are removed
+
+
+def test_a_killed_run_resumes_with_only_unfinished_shards(tmp_path, tiny_vggish_dir):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    clips = _clips(tmp_path, 8, 8.0)
+    out = tmp_path / "features"
+    script = (
+        "import sys, torch; from pathlib import Path\n"
+        "from a2i_core.audio_features import embed_clips\n"
+        "from a2i_core.encoders import load_audio_encoder\n"
+        f"enc = load_audio_encoder({str(tiny_vggish_dir)!r}, postprocess=False)\n"
+        f"clips = [(p.stem, p) for p in sorted(Path({str(tmp_path / 'audio')!r}).glob('*.wav'))]\n"
+        f"embed_clips(enc, clips, {str(out)!r}, 2, 2, torch.device('cpu'), {{}})\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (out / "part-00001.parquet").exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = len(shards.shard_paths(out))
+    assert 2 <= finished < 4, "the run should have been killed midway"
+    encoder = load_audio_encoder(tiny_vggish_dir, postprocess=False)
+    stats = embed_clips(encoder, clips, out, 2, 2, torch.device("cpu"), {})
+    assert stats["shards_kept"] == finished and stats["clips"] == 8 - 2 * finished
+    assert not list(out.glob(".*tmp")) and len(shards.shard_paths(out)) == 4

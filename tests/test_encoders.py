@@ -11,7 +11,7 @@ from a2i_core.sd3 import load_sd3
 
 def _params(**kw) -> AudioEncoderParams:
     base = dict(weights="tiny", weights_sha256=None, pca=None, pca_sha256=None, postprocess=False, batch_size=4,
-                shard_rows=4, device="cpu")
+                shard_rows=4, decode_workers=1, device="cpu")
     return AudioEncoderParams(**{**base, **kw})
 
 

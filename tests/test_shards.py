@@ -10,7 +10,7 @@ def test_fixed_and_nested_lists_roundtrip(tmp_path):
     tokens = np.random.default_rng(1).standard_normal((3, 2, 4)).astype(np.float16)
     frames = [np.ones((n, 4), np.float32) * n for n in (1, 3, 2)]
     table = pa.table({"id": ["a", "b", "c"], "pooled": shards.fixed_list(pooled),
-                      "tokens": shards.fixed_list(tokens, pa.float16()), "frames": shards.ragged_list(frames)})
+                      "tokens": shards.fixed_list(tokens, pa.float16()), "frames": shards.ragged_list(frames, 4)})
     assert table["tokens"].type == pa.list_(pa.list_(pa.float16(), 4), 2)
     shards.write_table(table, shards.shard_path(tmp_path, 0), "demo", {"model": "m"})
     back = shards.read_table(shards.shard_path(tmp_path, 0), "demo")
