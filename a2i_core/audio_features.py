@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from a2i_core import shards
 from a2i_core.audio import AudioError, decode
+from a2i_core.distributed import SOLO, World
 from a2i_core.encoders import AudioEncoder
 from a2i_core.vggish import EMBEDDING_DIM, LogMelFrontend
 
@@ -81,7 +82,8 @@ def decoded(clips: list[tuple[str, Path]], pool: ThreadPoolExecutor,
 
 
 def embed_clips(encoder: AudioEncoder, clips: Iterable[tuple[str, Path]], out_dir: str | Path, batch_size: int,
-                shard_rows: int, device: torch.device, metadata: dict[str, str], decode_workers: int = 2) -> dict:
+                shard_rows: int, device: torch.device, metadata: dict[str, str], decode_workers: int = 2,
+                world: World = SOLO) -> dict:
     """Decode, embed and write ``part-*.parquet``, shard by shard, resuming where a previous run stopped.
 
     Clips are sorted by id and cut into shards of ``shard_rows``; a shard already on disk whose recorded inputs
@@ -89,13 +91,16 @@ def embed_clips(encoder: AudioEncoder, clips: Iterable[tuple[str, Path]], out_di
     decoded is logged and skipped. Memory is bounded by one shard, whatever the number of clips.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.glob(".part-*.tmp"):  # left by a killed run
-        stale.unlink()
     clips = sorted(clips)
     plan = [clips[i : i + shard_rows] for i in range(0, len(clips), shard_rows)]
-    for extra in shards.shard_paths(out_dir, missing_ok=True)[len(plan):]:
-        extra.unlink()
+    if world.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for stale in out_dir.glob(".part-*.tmp"):  # left by a killed run
+            stale.unlink()
+        for extra in shards.shard_paths(out_dir, missing_ok=True)[len(plan):]:
+            extra.unlink()
+    world.barrier()
+    mine = world.mine(plan)
     encoder.model.to(device, memory_format=torch.channels_last)
     if encoder.postprocessor is not None:
         encoder.postprocessor.to(device)
@@ -103,10 +108,11 @@ def embed_clips(encoder: AudioEncoder, clips: Iterable[tuple[str, Path]], out_di
     skipped: dict[str, str] = {}
     written = kept = 0
     start = time.monotonic()
-    bar = tqdm(total=len(clips), desc="embed_audio", unit="clip")
+    bar = tqdm(total=sum(len(c) for _, c in mine), desc=f"embed_audio[{world.rank}]", unit="clip",
+               position=world.rank)
     pool = ThreadPoolExecutor(max_workers=decode_workers)  # ffmpeg runs in subprocesses: threads suffice
     try:
-        for shard, chunk in enumerate(plan):
+        for shard, chunk in mine:
             path = shards.shard_path(out_dir, shard)
             digest = inputs_digest(chunk, metadata)
             if path.is_file() and shards.table_metadata(path).get("inputs_sha256") == digest:
@@ -141,11 +147,15 @@ def embed_clips(encoder: AudioEncoder, clips: Iterable[tuple[str, Path]], out_di
         bar.close()
         pool.shutdown(cancel_futures=True)
     seconds = time.monotonic() - start
-    if kept:
+    world.barrier()
+    parts = world.gather((written, len(skipped), kept))
+    written, n_skipped, kept = (sum(p[i] for p in parts) for i in range(3))
+    if kept and world.is_main:
         log.info("%d of %d shards were already complete with the same inputs: kept, not recomputed", kept, len(plan))
-    log.info("embedded %d clips in %.1f s (%.1f clips/s); skipped %d undecodable", written, seconds,
-             written / max(seconds, 1e-9), len(skipped))
-    return {"clips": written, "skipped": len(skipped), "shards_kept": kept, "seconds": round(seconds, 3)}
+    if world.is_main:
+        log.info("embedded %d clips in %.1f s (%.1f clips/s, %d processes); skipped %d undecodable", written,
+                 seconds, written / max(seconds, 1e-9), world.size, n_skipped)
+    return {"clips": written, "skipped": n_skipped, "shards_kept": kept, "seconds": round(seconds, 3)}
 
 
 def _means(frames: list[np.ndarray]) -> np.ndarray:
@@ -156,4 +166,7 @@ def load_audio_embeddings(directory: str | Path) -> tuple[list[str], np.ndarray,
     """clip ids, their mean embeddings (n, 128), and the features' metadata (encoder, postprocess...)."""
     paths = shards.shard_paths(directory)
     table = shards.read_shards(directory, AUDIO_KIND, columns=["clip_id", "embedding"])
-    return table["clip_id"].to_pylist(), shards.to_numpy(table["embedding"]), shards.table_metadata(paths[0])
+    # What made the features (encoder weights, postprocess), not per-shard bookkeeping.
+    meta = {k: v for k, v in shards.table_metadata(paths[0]).items()
+            if k not in ("inputs_sha256", "schema_version", "kind")}
+    return table["clip_id"].to_pylist(), shards.to_numpy(table["embedding"]), meta

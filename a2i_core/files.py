@@ -34,11 +34,16 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        replace_dir(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def replace_dir(src: str | Path, dest: str | Path) -> None:
+    """Put the finished directory ``src`` in place of ``dest`` (the old one is removed first)."""
+    if Path(dest).exists():
+        shutil.rmtree(dest)
+    os.replace(src, dest)
 
 
 def write_text(path: str | Path, text: str) -> None:

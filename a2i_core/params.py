@@ -158,6 +158,7 @@ class RenderParams:
     size: int
     seed: int
     batch_size: int
+    compile: bool  # torch.compile the transformer and VAE decoder (pays off for many images on a GPU)
     device: Device
     dtype: DType
 
@@ -172,12 +173,19 @@ class RenderParams:
 
 @dataclass(frozen=True)
 class Params:
+    # How dvc.yaml starts the stages that can spread over GPUs (embed_audio, embed_text, render):
+    # "python", or e.g. "torchrun --standalone --nproc-per-node 8" for one process per GPU.
+    launch: str
     data: DataParams
     audio_encoder: AudioEncoderParams
     diffusion: DiffusionParams
     mapper: MapperParams
     train: TrainParams
     render: RenderParams
+
+    def __post_init__(self) -> None:
+        _check(self.launch.split()[:1] in (["python"], ["python3"], ["torchrun"]), "launch",
+               "must start with python or torchrun")
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

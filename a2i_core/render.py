@@ -12,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm import tqdm
 
+from a2i_core.distributed import SOLO, World
 from a2i_core.files import atomic_path
 
 log = logging.getLogger(__name__)
@@ -30,23 +32,30 @@ class RenderSettings:
 
 @torch.inference_mode()
 def render(pipe, pooled: np.ndarray, empty_pooled: np.ndarray, empty_sequence: np.ndarray,
-           settings: RenderSettings, device: torch.device, dtype: torch.dtype) -> list:
-    """One PIL image per row of ``pooled`` (n, P). Image i uses seed ``settings.seed + i``, whatever the batching."""
-    images = []
+           settings: RenderSettings, device: torch.device, dtype: torch.dtype,
+           world: World = SOLO) -> list[tuple[int, Image.Image]]:
+    """(index, PIL image) for the rows of ``pooled`` (n, P) this process renders.
+
+    Image i uses seed ``settings.seed + i``, and batches are planned the same way whatever the number of
+    processes (process r takes batches r, r + world, ...), so every image is the same however it is run.
+    """
+    n = len(pooled)
+    batches = [list(range(i, min(i + settings.batch_size, n))) for i in range(0, n, settings.batch_size)]
     sequence = torch.from_numpy(np.asarray(empty_sequence, np.float32)).to(device, dtype)  # (L, D)
     negative_pooled = torch.from_numpy(empty_pooled).to(device, dtype)  # (P,)
-    for first in tqdm(range(0, len(pooled), settings.batch_size), desc="render", unit="batch"):
-        batch = torch.from_numpy(pooled[first : first + settings.batch_size]).to(device, dtype)  # (B, P)
+    images = []
+    for _, indices in tqdm(world.mine(batches), desc=f"render[{world.rank}]", unit="batch", position=world.rank):
+        batch = torch.from_numpy(pooled[indices]).to(device, dtype)  # (B, P)
         b = batch.shape[0]
         # Precomputed embeddings are not expanded by the pipeline: repeat them per image ourselves.
         seq = sequence.unsqueeze(0).expand(b, -1, -1)  # (B, L, D)
-        generators = [torch.Generator(device="cpu").manual_seed(settings.seed + first + j) for j in range(b)]
+        generators = [torch.Generator(device="cpu").manual_seed(settings.seed + i) for i in indices]
         out = pipe(
             prompt_embeds=seq, pooled_prompt_embeds=batch,
             negative_prompt_embeds=seq, negative_pooled_prompt_embeds=negative_pooled.expand(b, -1),
             num_inference_steps=settings.steps, guidance_scale=settings.guidance,
             height=settings.size, width=settings.size, generator=generators, output_type="pil")
-        images += out.images
+        images += list(zip(indices, out.images, strict=True))
     return images
 
 
@@ -54,3 +63,9 @@ def save_png(image, path: str | Path) -> None:
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG")
 
+
+
+def compile_for_speed(pipe) -> None:
+    """torch.compile the transformer and the VAE decoder: minutes of compilation, then faster steps."""
+    pipe.transformer = torch.compile(pipe.transformer, fullgraph=False)
+    pipe.vae.decode = torch.compile(pipe.vae.decode, fullgraph=False)

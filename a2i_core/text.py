@@ -17,6 +17,7 @@ import torch
 from tqdm import tqdm
 
 from a2i_core import shards
+from a2i_core.distributed import SOLO, World
 
 log = logging.getLogger(__name__)
 
@@ -54,18 +55,24 @@ def encode(pipe, prompts: list[str], max_sequence_length: int,
 
 def embed_prompts(pipe, prompts: list[str], out_dir: str | Path, tokens: int, max_sequence_length: int,
                   batch_size: int, shard_rows: int, model: str, store_sequence: bool = False,
-                  joint_width: int | None = None) -> dict:
-    """Write ``part-*.parquet`` (one row per unique prompt, the empty one included) and ``guidance.parquet``."""
+                  joint_width: int | None = None, world: World = SOLO) -> dict:
+    """Write ``part-*.parquet`` (one row per unique prompt, the empty one included) and ``guidance.parquet``.
+
+    Under torchrun each process encodes every ``world.size``-th shard; the shards are the same whatever the
+    number of processes.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     unique = sorted(set(prompts) | {EMPTY_PROMPT})
+    plan = [unique[i : i + shard_rows] for i in range(0, len(unique), shard_rows)]
+    mine = world.mine(plan)
     calls = 0
     start = time.monotonic()
     meta: dict[str, str] = {"model": model, "tokens": str(tokens), "max_sequence_length": str(max_sequence_length),
                             "t5": str(pipe.text_encoder_3 is not None).lower()}
-    with tqdm(total=len(unique), desc="embed_text", unit="prompt") as bar:
-        for shard, first in enumerate(range(0, len(unique), shard_rows)):
-            chunk = unique[first : first + shard_rows]
+    with tqdm(total=sum(len(c) for _, c in mine), desc=f"embed_text[{world.rank}]", unit="prompt",
+              position=world.rank) as bar:
+        for shard, chunk in mine:
             pooled_parts, token_parts, sequence_parts = [], [], []
             for i in range(0, len(chunk), batch_size):
                 batch = chunk[i : i + batch_size]
@@ -93,7 +100,11 @@ def embed_prompts(pipe, prompts: list[str], out_dir: str | Path, tokens: int, ma
                         width=str(table["tokens"].type.value_type.list_size))
             shards.write_table(table, shards.shard_path(out_dir, shard), TEXT_KIND, meta)
     seconds = time.monotonic() - start
-    log.info("embedded %d unique prompts with %d encoder calls in %.1f s", len(unique), calls, seconds)
+    world.barrier()
+    calls = sum(world.gather(calls))
+    if world.is_main:
+        log.info("embedded %d unique prompts with %d encoder calls in %.1f s (%d processes)", len(unique), calls,
+                 seconds, world.size)
     return {"prompts": len(unique), "encoder_calls": calls, "seconds": round(seconds, 3),
             "prompts_per_second": round(len(unique) / max(seconds, 1e-9), 2)}
 

@@ -35,7 +35,7 @@ def tiny_vggish_pca(seed: int = 0) -> dict[str, torch.Tensor]:
     return {"pca_eigen_vectors": q, "pca_means": torch.zeros(EMBEDDING_DIM, 1)}
 
 
-def _clip_tokenizer():
+def clip_tokenizer():
     from transformers import CLIPTokenizer
 
     specials = ["<|startoftext|>", "<|endoftext|>"]
@@ -56,7 +56,7 @@ def _clip_tokenizer():
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
 
 
-def _t5_tokenizer():
+def t5_tokenizer():
     from transformers import T5TokenizerFast
 
     scores = {"<pad>": 0.0, "</s>": 0.0, "<unk>": 0.0, "▁": -2.0}
@@ -78,7 +78,7 @@ def save_tiny_sd3(directory: str | Path, seed: int = 0) -> None:
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
     torch.manual_seed(seed)
-    tokenizer, tokenizer_3 = _clip_tokenizer(), _t5_tokenizer()
+    tokenizer, tokenizer_3 = clip_tokenizer(), t5_tokenizer()
 
     def clip(hidden: int) -> CLIPTextModelWithProjection:
         return CLIPTextModelWithProjection(CLIPTextConfig(
@@ -101,6 +101,6 @@ def save_tiny_sd3(directory: str | Path, seed: int = 0) -> None:
         shift_factor=0.0609, scaling_factor=1.5035)
     pipe = StableDiffusion3Pipeline(
         transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae,
-        text_encoder=text_encoder, tokenizer=tokenizer, text_encoder_2=text_encoder_2, tokenizer_2=_clip_tokenizer(),
+        text_encoder=text_encoder, tokenizer=tokenizer, text_encoder_2=text_encoder_2, tokenizer_2=clip_tokenizer(),
         text_encoder_3=text_encoder_3, tokenizer_3=tokenizer_3)
     pipe.save_pretrained(str(directory), safe_serialization=True)

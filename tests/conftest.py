@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -45,3 +47,23 @@ def tiny_sd3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("models") / "sd3"
     prepare_sd3("tiny", out)
     return out
+
+
+@pytest.fixture(scope="session")
+def demo_workspace(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The offline pipeline, made smaller, run once through `a2i demo` (the real `dvc repro`) in a temp repo.
+
+    Returns the workspace and what the run printed. Tests that change the workspace must work on a copy.
+    """
+    from a2i_core.workspace import tool_env
+
+    tmp = tmp_path_factory.mktemp("demo")
+    profile = YAML(typ="safe", pure=True).load(OFFLINE_PROFILE.read_text())
+    profile["data"]["synthetic"]["clips_per_class"] = 10  # smaller than the demo, same code paths
+    profile["train"]["epochs"] = 40
+    with open(tmp / "profile.yaml", "w") as f:
+        YAML().dump(profile, f)
+    result = subprocess.run([sys.executable, "-m", "a2i_core.cli", "demo", "--workspace", str(tmp / "ws"),
+                             "--profile", str(tmp / "profile.yaml")], env=tool_env(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return tmp / "ws", result.stdout + result.stderr

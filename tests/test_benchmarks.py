@@ -26,3 +26,27 @@ def test_embed_text_benchmark_counts_one_call_per_unique_prompt():
     out = _run("embed_text.py")
     rows = re.findall(r"^\| (\d+) \| 60 \| 21 \| (\d+) \|", out, flags=re.M)
     assert rows and all(calls == "21" for _, calls in rows)
+
+
+def test_render_benchmark_runs_tiny():
+    out = _run("render.py")
+    assert re.search(r"\| \(a\) stock pipeline call, eager \| float32 \| 1 \|", out)
+    assert re.search(r"\| \(b\) a2i render \| float32 \| 2 \|", out)
+
+
+def test_render_benchmark_builds_sd3_medium_architecture():
+    # On the meta device: shapes without memory, so the GPU build is checked here too.
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("render_benchmark", ROOT / "benchmarks" / "render.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    pipe = module.sd3_medium_on(torch.device("meta"), torch.float16)
+    count = {name: sum(p.numel() for p in getattr(pipe, name).parameters()) / 1e9
+             for name in ("transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3")}
+    assert 2.0 < count["transformer"] < 2.1  # SD3 Medium's MMDiT: 2.03 B
+    assert 4.7 < count["text_encoder_3"] < 4.8  # T5-XXL encoder
+    assert 0.69 < count["text_encoder_2"] < 0.70 and 0.12 < count["text_encoder"] < 0.13
+    assert pipe.vae_scale_factor == 8 and 0.08 < count["vae"] < 0.09

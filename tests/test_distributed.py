@@ -1,0 +1,67 @@
+"""embed_audio, embed_text and render give identical outputs with 2 torchrun processes (gloo, CPU) and with 1."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from ruamel.yaml import YAML
+
+from a2i_core import shards
+from a2i_core.audio_features import AUDIO_KIND
+from a2i_core.text import TEXT_KIND
+from a2i_core.workspace import tool_env
+
+pytestmark = pytest.mark.e2e
+OUTPUTS = {"embed_audio": "data/features/audio", "embed_text": "data/features/text", "render": "metrics/images"}
+
+
+def _run(ws: Path, stage: str, processes: int) -> None:
+    shutil.rmtree(ws / OUTPUTS[stage], ignore_errors=True)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
+    cmd = (launcher if processes > 1 else [sys.executable]) + ["-m", f"stages.{stage}"]
+    result = subprocess.run(cmd, cwd=ws, env={**tool_env(), "OMP_NUM_THREADS": "1"}, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def _tables(directory: Path, kind: str) -> list:
+    return [shards.read_table(p, kind) for p in shards.shard_paths(directory)]
+
+
+def test_two_processes_give_the_same_outputs_as_one(demo_workspace, tmp_path):
+    ws = tmp_path / "ws"
+    shutil.copytree(demo_workspace[0], ws, ignore=shutil.ignore_patterns(".dvc", ".git"))
+    params = YAML(typ="safe", pure=True).load((ws / "params.yaml").read_text())
+    # Several units of work per process: shards of 16 clips, of 3 prompts, batches of 2 images.
+    params["audio_encoder"]["shard_rows"] = 16
+    params["diffusion"]["shard_rows"] = 3
+    params["render"]["batch_size"] = 2
+    with open(ws / "params.yaml", "w") as f:
+        YAML().dump(params, f)
+
+    single = {}
+    for stage in OUTPUTS:
+        _run(ws, stage, 1)
+        single[stage] = tmp_path / f"single-{stage}"
+        shutil.copytree(ws / OUTPUTS[stage], single[stage])
+    for stage in OUTPUTS:
+        _run(ws, stage, 2)
+
+    audio_1, audio_2 = _tables(single["embed_audio"], AUDIO_KIND), _tables(ws / OUTPUTS["embed_audio"], AUDIO_KIND)
+    assert len(audio_1) == len(audio_2) >= 4
+    assert all(a.equals(b) and a.schema.metadata == b.schema.metadata for a, b in zip(audio_1, audio_2, strict=True))
+    text_1, text_2 = _tables(single["embed_text"], TEXT_KIND), _tables(ws / OUTPUTS["embed_text"], TEXT_KIND)
+    assert len(text_1) == len(text_2) >= 3 and all(a.equals(b) for a, b in zip(text_1, text_2, strict=True))
+    assert (single["embed_text"] / "guidance.parquet").read_bytes() == \
+        (ws / OUTPUTS["embed_text"] / "guidance.parquet").read_bytes()
+    images_1 = sorted(p.name for p in single["render"].iterdir())
+    assert images_1 == sorted(p.name for p in (ws / OUTPUTS["render"]).iterdir()) and len(images_1) >= 4
+    for name in images_1:
+        with Image.open(single["render"] / name) as a, Image.open(ws / OUTPUTS["render"] / name) as b:
+            assert np.array_equal(np.asarray(a), np.asarray(b)), name
