@@ -34,6 +34,12 @@ def ffmpeg_binary() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
+def _downmix(sample_rate: int) -> str:
+    # One resampling step that also averages the channels, as VGGish's reference does: ffmpeg's default
+    # stereo-to-mono matrix is (L + R) / sqrt(2), 41 % louder than the mean.
+    return f"aresample={sample_rate}:rematrix_maxval=1.0,aformat=sample_fmts=flt:channel_layouts=mono"
+
+
 def decode(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Decode any audio file to mono float32 at ``sample_rate``; raise AudioError if ffmpeg cannot."""
     path = Path(path)
@@ -42,7 +48,8 @@ def decode(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     try:
         raw, _ = (
             ffmpeg.input(str(path))
-            .output("pipe:", format="f32le", acodec="pcm_f32le", ac=1, ar=sample_rate, vn=None)
+            .output("pipe:", format="f32le", acodec="pcm_f32le", ac=1, ar=sample_rate, vn=None,
+                    af=_downmix(sample_rate))
             .global_args("-nostdin", "-hide_banner", "-loglevel", "error")
             .run(cmd=ffmpeg_binary(), capture_stdout=True, capture_stderr=True)
         )

@@ -152,6 +152,11 @@ def main() -> None:
     print(f"| 16 kHz input (same samples) | {len(at_16k)} | {err_16k.max():.2e} | {np.median(err_16k):.2e} |")
     print(f"| other rates (ffmpeg swr vs resampy) | {len(resampled)} | {err_other.max():.2e} | "
           f"{np.median(err_other):.2e} |")
+    for rate in RATES:
+        keys = [p.stem for p in paths if f"_{rate}_" in p.stem]
+        if rate != 16000 and keys:
+            err = relative_errors(ours, ref, keys)
+            print(f"| &nbsp; {rate} Hz | {len(keys)} | {err.max():.2e} | {np.median(err):.2e} |")
     print(f"\n| peak memory of embed_audio ({args.memory_seconds:.0f} s clips) | MiB |")
     print("| --- | ---: |")
     for n, peak in zip(sizes, peaks, strict=True):

@@ -30,3 +30,11 @@ def test_unreadable_and_missing_files_give_one_clear_error(tmp_path):
         decode(bad)
     with pytest.raises(AudioError, match="no such file"):
         decode(tmp_path / "nope.mp3")
+
+
+def test_stereo_is_averaged_like_the_reference(tmp_path):
+    # ffmpeg's default downmix is (L + R) / sqrt(2); VGGish's reference takes the mean of the channels.
+    t = np.arange(16000) / 16000
+    stereo = np.stack([0.5 * np.sin(2 * np.pi * 440 * t), 0.2 * np.sin(2 * np.pi * 660 * t)], axis=1)
+    sf.write(tmp_path / "s.wav", stereo, 16000, subtype="FLOAT")
+    assert np.abs(decode(tmp_path / "s.wav") - stereo.mean(axis=1)).max() < 1e-6
