@@ -107,23 +107,34 @@ def load_audio_encoder(directory: str | Path, postprocess: bool) -> AudioEncoder
     return AudioEncoder(model, post, sha256_file(weights_path))
 
 
-def prepare_sd3(model: str, out_dir: str | Path) -> dict:
-    """Build the tiny SD3, or pin a Hub id / local directory in ``source.json``."""
+def prepare_pretrained(model: str, out_dir: str | Path, marker: str, build_tiny) -> dict:
+    """Build the tiny model into ``out_dir``, or pin a Hub id / local directory in ``source.json``.
+
+    ``marker`` is the file that makes a directory a saved model of this kind (model_index.json, config.json).
+    """
     out_dir = Path(out_dir)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     if model == TINY:
-        tiny.save_tiny_sd3(out_dir)
+        build_tiny(out_dir)
         return {"model": TINY}
     if Path(model).is_dir():
-        if not (Path(model) / "model_index.json").is_file():
-            raise A2IError(f"{model}: not a diffusers pipeline directory (no model_index.json)")
+        if not (Path(model) / marker).is_file():
+            raise A2IError(f"{model}: not a saved model directory (no {marker})")
         record = {"model": str(Path(model).resolve()), "revision": None}
     else:
         record = {"model": model, "revision": _hub_revision(model)}
     out_dir.mkdir(parents=True)
     write_text(out_dir / SOURCE_FILE, json.dumps(record, indent=2) + "\n")
     return record
+
+
+def prepare_sd3(model: str, out_dir: str | Path) -> dict:
+    return prepare_pretrained(model, out_dir, "model_index.json", tiny.save_tiny_sd3)
+
+
+def prepare_clip(model: str, out_dir: str | Path) -> dict:
+    return prepare_pretrained(model, out_dir, "config.json", tiny.save_tiny_clip)
 
 
 def _hub_revision(model_id: str) -> str:
@@ -141,13 +152,17 @@ def _hub_revision(model_id: str) -> str:
         raise A2IError(f"cannot reach the Hub to resolve {model_id}: {str(err).splitlines()[0]}") from None
 
 
-def sd3_source(directory: str | Path) -> tuple[str, str | None]:
+def pretrained_source(directory: str | Path, marker: str = "model_index.json") -> tuple[str, str | None]:
     """What ``from_pretrained`` should load: (local dir or Hub id, revision)."""
     directory = Path(directory)
-    if (directory / "model_index.json").is_file():
+    if (directory / marker).is_file():
         return str(directory), None
     source = directory / SOURCE_FILE
     if not source.is_file():
-        raise A2IError(f"{directory}: no SD3 pipeline or source.json (run the encoders stage: dvc repro encoders)")
+        raise A2IError(f"{directory}: no saved model or source.json (run the encoders stage: dvc repro encoders)")
     record = json.loads(source.read_text())
     return record["model"], record.get("revision")
+
+
+def sd3_source(directory: str | Path) -> tuple[str, str | None]:
+    return pretrained_source(directory, "model_index.json")

@@ -14,8 +14,18 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def predict(model: AudioToSD3Mapper, audio: np.ndarray) -> np.ndarray:
-    return model.eval()(torch.from_numpy(audio)).numpy()
+def predict(model: AudioToSD3Mapper, audio: np.ndarray,
+            mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Predicted pooled (n, P) and, for a tokens mapper, tokens (n, N, D)."""
+    output = model.eval()(torch.from_numpy(audio), None if mask is None else torch.from_numpy(mask))
+    pooled, tokens = model.split(output)
+    return pooled.numpy(), None if tokens is None else tokens.numpy()
+
+
+def token_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """Cosine and MSE of predicted sequence tokens (n, N, D), averaged over tokens."""
+    cos = np.sum(_normalise(pred) * _normalise(target), axis=-1)  # (n, N)
+    return {"tokens_cosine": float(cos.mean()), "tokens_mse": float(np.mean((pred - target) ** 2))}
 
 
 def regression_metrics(pred: np.ndarray, target: np.ndarray, w_cos: float, w_mse: float) -> dict[str, float]:

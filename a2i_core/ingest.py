@@ -7,11 +7,13 @@ import hashlib
 import pandas as pd
 import pyarrow as pa
 
+from a2i_core.errors import A2IError
 from a2i_core.params import DataParams
 from a2i_core.sources import synthetic
 
 CANDIDATES_KIND = "candidates"
-SPLITS = ("train", "val", "test")
+HELDOUT = "heldout"
+SPLITS = ("train", "val", "test", HELDOUT)
 
 
 def split_of(group: str, seed: int, val_fraction: float, test_fraction: float) -> str:
@@ -36,6 +38,13 @@ def build_candidates(data: DataParams) -> pd.DataFrame:
     else:  # params validation admits only the sources above
         raise AssertionError(data.source)
     frame["split"] = [split_of(g, data.seed, data.val_fraction, data.test_fraction) for g in frame["group"]]
+    if data.heldout_classes:
+        unknown = sorted(set(data.heldout_classes) - set(frame["label"]))
+        if unknown:
+            raise A2IError(f"data.heldout_classes: {unknown} are not labels of this source")
+        # Whole recordings: a clip that carries a held-out label never reaches training under another label.
+        heldout_groups = set(frame.loc[frame["label"].isin(data.heldout_classes), "group"])
+        frame.loc[frame["group"].isin(heldout_groups), "split"] = HELDOUT
     return frame.sort_values(["clip_id", "label"], ignore_index=True)
 
 

@@ -1,8 +1,10 @@
-"""The mapper: VGGish embedding (128) -> SD3 pooled text embedding (2048), a plain MLP.
+"""The mapper: VGGish audio embeddings -> SD3 text conditioning, a plain nn.Module.
 
-Knows nothing of training or rendering. ``save_pretrained`` writes ``model.safetensors`` and
-``config.json``; the config also carries ``provenance`` (which audio features and diffusion model it was
-trained on) so inference can refuse mismatched inputs.
+Input is either the clip's mean VGGish vector (128) or its sequence of per-0.96 s frames (T x 128, read by a
+small transformer). Output is the pooled text embedding (2048 for SD3 Medium), optionally followed by the
+first ``tokens`` rows of the sequence embedding (N x 4096), flattened. Knows nothing of training or rendering.
+``save_pretrained`` writes ``model.safetensors`` and ``config.json``; the config's ``provenance`` records which
+audio features and diffusion model it was trained on, so inference can refuse mismatched inputs.
 """
 
 from __future__ import annotations
@@ -25,20 +27,38 @@ CONFIG_NAME = "config.json"
 @dataclass
 class MapperConfig:
     in_dim: int
-    out_dim: int
+    pooled_dim: int
     hidden: list[int]
     dropout: list[float]
+    tokens: int = 0  # predicted sequence tokens; 0 for target "pooled"
+    token_width: int = 0
+    input: str = "mean"  # "mean" or "frames"
+    frames_width: int = 256
+    frames_layers: int = 2
+    max_frames: int = 32
     provenance: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def out_dim(self) -> int:
+        return self.pooled_dim + self.tokens * self.token_width
 
 
 class AudioToSD3Mapper(nn.Module):
-    """Linear -> LayerNorm -> GELU -> Dropout per hidden layer, then a linear head to the target width."""
+    """[frame transformer ->] Linear -> LayerNorm -> GELU -> Dropout per hidden layer -> Linear head."""
 
     def __init__(self, config: MapperConfig) -> None:
         super().__init__()
         self.config = config
-        layers: list[nn.Module] = []
         width = config.in_dim
+        if config.input == "frames":
+            w = config.frames_width
+            self.frame_proj = nn.Linear(config.in_dim, w)
+            self.frame_pos = nn.Parameter(torch.randn(config.max_frames, w) * 0.02)
+            layer = nn.TransformerEncoderLayer(w, nhead=4, dim_feedforward=2 * w, dropout=0.1, batch_first=True,
+                                               norm_first=True)
+            self.frame_encoder = nn.TransformerEncoder(layer, config.frames_layers, enable_nested_tensor=False)
+            width = w
+        layers: list[nn.Module] = []
         for size, p in zip(config.hidden, config.dropout, strict=True):
             layers += [nn.Linear(width, size), nn.LayerNorm(size), nn.GELU(), nn.Dropout(p)]
             width = size
@@ -52,15 +72,24 @@ class AudioToSD3Mapper(nn.Module):
         self.input_mean.copy_(mean)
         self.input_std.copy_(std.clamp_min(1e-6))
 
-    def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        # audio: (B, in_dim) -> (B, out_dim)
-        return self.net((audio - self.input_mean) / self.input_std)
+    def forward(self, audio: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        # audio: (B, 128) clip means, or (B, T, 128) frames with mask (B, T), True where a frame is real
+        x = (audio - self.input_mean) / self.input_std
+        if self.config.input == "frames":
+            if mask is None:
+                raise ValueError("a frames mapper needs the frames' mask")
+            h = self.frame_proj(x) + self.frame_pos[: x.shape[1]]  # (B, T, W)
+            h = self.frame_encoder(h, src_key_padding_mask=~mask)  # (B, T, W)
+            m = mask.unsqueeze(-1).to(h.dtype)
+            x = (h * m).sum(1) / m.sum(1).clamp_min(1)  # (B, W): mean over real frames
+        return self.net(x)  # (B, P + N * D)
 
-    def save_pretrained(self, directory: str | Path) -> None:
-        with atomic_dir(directory) as tmp:
-            state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-            save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-            (tmp / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+    def split(self, output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, P + N * D) -> pooled (B, P), tokens (B, N, D) or None."""
+        pooled = output[:, : self.config.pooled_dim]
+        if not self.config.tokens:
+            return pooled, None
+        return pooled, output[:, self.config.pooled_dim :].reshape(-1, self.config.tokens, self.config.token_width)
 
     def check_provenance(self, actual: dict[str, str], what: str) -> None:
         """Refuse inputs made differently from the training features (other weights, other postprocess...)."""
@@ -68,6 +97,12 @@ class AudioToSD3Mapper(nn.Module):
             expected = self.config.provenance.get(key)
             if expected is not None and expected != value:
                 raise A2IError(f"{what} has {key}={value!r}, but this mapper was trained with {expected!r}")
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        with atomic_dir(directory) as tmp:
+            state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+            save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+            (tmp / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> AudioToSD3Mapper:

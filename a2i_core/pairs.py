@@ -1,18 +1,18 @@
-"""(audio embedding, prompt embedding) training pairs, joined by id, never by row position."""
+"""(audio embedding, prompt embedding) pairs, joined by id, never by row position."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from a2i_core import shards
-from a2i_core.audio_features import load_audio_embeddings
+from a2i_core.audio_features import AUDIO_KIND, load_audio_embeddings
 from a2i_core.ingest import CANDIDATES_KIND
-from a2i_core.text import load_text_features
+from a2i_core.text import TEXT_KIND, load_text_features
 
 log = logging.getLogger(__name__)
 
@@ -20,19 +20,68 @@ log = logging.getLogger(__name__)
 @dataclass
 class Pairs:
     frame: pd.DataFrame  # clip_id, label, prompt, split: one row per pair
-    audio: np.ndarray  # (n, 128) float32
-    target: np.ndarray  # (n, P) float32
+    audio: np.ndarray  # (n, 128) clip means
+    pooled: np.ndarray  # (n, P) target pooled embeddings
     prompts: list[str]  # every prompt (the retrieval candidates)
     prompt_pooled: np.ndarray  # (K, P)
     audio_meta: dict[str, str]
+    frames: np.ndarray | None = None  # (n, T, 128), zero-padded
+    mask: np.ndarray | None = None  # (n, T), True where a frame is real
+    tokens: np.ndarray | None = None  # (n, N, D) target first sequence tokens
 
     def split(self, name: str) -> Pairs:
         keep = (self.frame["split"] == name).to_numpy()
-        return Pairs(self.frame[keep].reset_index(drop=True), self.audio[keep], self.target[keep],
-                     self.prompts, self.prompt_pooled, self.audio_meta)
+
+        def pick(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[keep]
+
+        return replace(self, frame=self.frame[keep].reset_index(drop=True), audio=self.audio[keep],
+                       pooled=self.pooled[keep], frames=pick(self.frames), mask=pick(self.mask),
+                       tokens=pick(self.tokens))
+
+    def inputs(self, kind: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """The mapper's input: clip means, or (frames, mask)."""
+        return (self.audio, None) if kind == "mean" else (self.frames, self.mask)
+
+    def targets(self, with_tokens: bool) -> np.ndarray:
+        """(n, P) or (n, P + N * D): what the mapper predicts."""
+        if not with_tokens:
+            return self.pooled
+        return np.concatenate([self.pooled, self.tokens.reshape(len(self.tokens), -1)], axis=1)
 
 
-def load_pairs(candidates_path: str | Path, audio_dir: str | Path, text_dir: str | Path) -> Pairs:
+def pad_frames(frames: list[np.ndarray], max_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ragged (n_i, 128) arrays -> (n, T, 128) zero-padded and (n, T) mask, T = min(longest, max_frames)."""
+    length = min(max(len(f) for f in frames), max_frames)
+    out = np.zeros((len(frames), length, frames[0].shape[1]), np.float32)
+    mask = np.zeros((len(frames), length), bool)
+    for i, f in enumerate(frames):
+        f = f[:length]
+        out[i, : len(f)] = f
+        mask[i, : len(f)] = True
+    return out, mask
+
+
+def load_frames(directory: str | Path, clip_ids: list[str]) -> list[np.ndarray]:
+    """Each clip's per-example embeddings (n_i, 128), in the order of ``clip_ids``."""
+    table = shards.read_shards(directory, AUDIO_KIND, columns=["clip_id", "frames"])
+    column = table["frames"].combine_chunks()
+    values = shards.to_numpy(column.flatten())  # (sum n_i, 128)
+    offsets = column.offsets.to_numpy()
+    row = {cid: i for i, cid in enumerate(table["clip_id"].to_pylist())}
+    return [values[offsets[row[c]] : offsets[row[c] + 1]] for c in clip_ids]
+
+
+def load_token_targets(directory: str | Path, prompts: list[str]) -> np.ndarray:
+    """The stored first sequence tokens (n, N, D) of each prompt in ``prompts``, as float32."""
+    table = shards.read_shards(directory, TEXT_KIND, columns=["prompt", "tokens"])
+    row = {p: i for i, p in enumerate(table["prompt"].to_pylist())}
+    tokens = shards.to_numpy(table["tokens"])
+    return tokens[[row[p] for p in prompts]].astype(np.float32)
+
+
+def load_pairs(candidates_path: str | Path, audio_dir: str | Path, text_dir: str | Path,
+               frames: bool = False, tokens: bool = False, max_frames: int = 32) -> Pairs:
     candidates = shards.read_table(candidates_path, CANDIDATES_KIND,
                                    columns=["clip_id", "label", "prompt", "split"]).to_pandas()
     clip_ids, audio, audio_meta = load_audio_embeddings(audio_dir)
@@ -47,11 +96,16 @@ def load_pairs(candidates_path: str | Path, audio_dir: str | Path, text_dir: str
         raise ValueError(f"{len(missing_prompts)} prompts have no text features, e.g. {sorted(missing_prompts)[0]!r}: "
                          "rerun embed_text")
     frame = candidates[has_audio].reset_index(drop=True)
-    return Pairs(
+    pairs = Pairs(
         frame=frame,
         audio=audio[audio_row[frame["clip_id"]].to_numpy()].astype(np.float32),
-        target=pooled[prompt_row[frame["prompt"]].to_numpy()],
+        pooled=pooled[prompt_row[frame["prompt"]].to_numpy()],
         prompts=prompts,
         prompt_pooled=pooled,
         audio_meta=audio_meta,
     )
+    if frames:
+        pairs.frames, pairs.mask = pad_frames(load_frames(audio_dir, frame["clip_id"].tolist()), max_frames)
+    if tokens:
+        pairs.tokens = load_token_targets(text_dir, frame["prompt"].tolist())
+    return pairs

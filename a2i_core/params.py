@@ -54,6 +54,7 @@ class DataParams:
     val_fraction: float
     test_fraction: float
     seed: int
+    heldout_classes: list[str]  # labels kept out of training entirely: the "heldout" split tests generalisation
     synthetic: SyntheticParams | None = None
 
     def __post_init__(self) -> None:
@@ -119,10 +120,18 @@ class DiffusionParams:
 
 @dataclass(frozen=True)
 class MapperParams:
+    target: Literal["pooled", "pooled+tokens"]  # +tokens: also the first diffusion.tokens sequence tokens
+    input: Literal["mean", "frames"]  # the clip's mean VGGish vector, or a small transformer over its frames
     hidden: list[int]
     dropout: list[float]
+    frames_width: int  # the frame transformer's width (input: frames)
+    frames_layers: int
+    max_frames: int  # longer clips use their first max_frames frames (0.96 s each)
 
     def __post_init__(self) -> None:
+        _check(self.frames_width >= 8 and self.frames_width % 4 == 0, "frames_width", "must be a multiple of 4, >= 8")
+        _check(self.frames_layers >= 1, "frames_layers", "must be >= 1")
+        _check(self.max_frames >= 1, "max_frames", "must be >= 1")
         _check(len(self.hidden) >= 1, "hidden", "needs at least one layer")
         _check(all(h >= 1 for h in self.hidden), "hidden", "sizes must be >= 1")
         _check(len(self.dropout) == len(self.hidden), "dropout", "needs one value per hidden layer")
@@ -158,6 +167,7 @@ class RenderParams:
     size: int
     seed: int
     batch_size: int
+    sequence_fill: Literal["zeros", "empty_prompt"]  # the sequence positions the mapper does not predict
     compile: bool  # torch.compile the transformer and VAE decoder (pays off for many images on a GPU)
     device: Device
     dtype: DType
@@ -172,6 +182,15 @@ class RenderParams:
 
 
 @dataclass(frozen=True)
+class EvaluateParams:
+    clip_model: str  # scores rendered images against prompts: "tiny", a Hub id or a local directory
+    device: Device
+
+    def __post_init__(self) -> None:
+        _check_device(self.device)
+
+
+@dataclass(frozen=True)
 class Params:
     # How dvc.yaml starts the stages that can spread over GPUs (embed_audio, embed_text, render):
     # "python", or e.g. "torchrun --standalone --nproc-per-node 8" for one process per GPU.
@@ -181,6 +200,7 @@ class Params:
     diffusion: DiffusionParams
     mapper: MapperParams
     train: TrainParams
+    evaluate: EvaluateParams
     render: RenderParams
 
     def __post_init__(self) -> None:

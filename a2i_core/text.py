@@ -131,3 +131,12 @@ def load_guidance(directory: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """The empty prompt's pooled (P,) and full sequence (L, D) embeddings."""
     table = shards.read_table(Path(directory) / GUIDANCE_FILE, GUIDANCE_KIND)
     return shards.to_numpy(table["pooled"])[0].astype(np.float32), shards.to_numpy(table["sequence"])[0]
+
+
+def load_sequences(directory: str | Path, prompts: list[str]) -> np.ndarray | None:
+    """The stored whole sequences (n, L, D) of ``prompts``, or None when they were not stored."""
+    table = shards.read_shards(directory, TEXT_KIND)
+    if "sequence" not in table.column_names:
+        return None
+    row = {p: i for i, p in enumerate(table["prompt"].to_pylist())}
+    return shards.to_numpy(table["sequence"])[[row[p] for p in prompts]]

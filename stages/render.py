@@ -1,5 +1,8 @@
-"""render: images for a few held-out clips per class -> metrics/images/*.png and metrics/render.json.
+"""render: images for a few held-out clips per class -> metrics/images/<row>/*.png, a contact sheet,
+metrics/render_index.csv and metrics/render.json.
 
+Rows, each with the same seed per clip: the mapper (with render.sequence_fill, and with the other fill),
+the true prompt's own SD3 embeddings (the upper bound), and the training-set mean embedding (the lower bound).
 Spreads over GPUs when launched with torchrun (params: launch); every image is the same however it is run.
 """
 
@@ -7,20 +10,25 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+from PIL import Image
+
 from a2i_core.devices import resolve_dtype
 from a2i_core.distributed import close_world, init_world
 from a2i_core.errors import exit_cleanly, setup_logging
 from a2i_core.evaluate import predict
-from a2i_core.files import replace_dir, write_json
+from a2i_core.files import atomic_path, replace_dir, write_json
 from a2i_core.mapper import AudioToSD3Mapper
 from a2i_core.pairs import load_pairs
 from a2i_core.params import load_params
-from a2i_core.render import RenderSettings, compile_for_speed, render, save_png
+from a2i_core.render import RenderSettings, compile_for_speed, contact_sheet, fill_sequence, render, save_png
 from a2i_core.sd3 import load_sd3
-from a2i_core.text import load_guidance
+from a2i_core.text import load_guidance, load_sequences
 
 OUT_DIR = Path("metrics/images")
 TMP_DIR = Path("metrics/.images.tmp")
+FILLS = ("empty_prompt", "zeros")
 
 
 @exit_cleanly
@@ -29,37 +37,77 @@ def main() -> None:
     cfg = load_params().render
     world = init_world()
     mapper = AudioToSD3Mapper.from_pretrained("models/mapper")
-    test = load_pairs("data/candidates.parquet", "data/features/audio", "data/features/text").split("test")
-    mapper.check_provenance(test.audio_meta, "data/features/audio")
-    chosen = test.frame.sort_values("clip_id").groupby("label").head(cfg.clips_per_class)
+    pairs = load_pairs("data/candidates.parquet", "data/features/audio", "data/features/text",
+                       frames=mapper.config.input == "frames", tokens=True, max_frames=mapper.config.max_frames)
+    mapper.check_provenance(pairs.audio_meta, "data/features/audio")
+    test = pairs.split("test")
+    chosen = test.frame.sort_values("clip_id").groupby("label").head(cfg.clips_per_class).index.to_numpy()
+    clips = test.frame.loc[chosen].reset_index(drop=True)
+    x, mask = test.inputs(mapper.config.input)
+    pred_pooled, pred_tokens = predict(mapper, x[chosen], None if mask is None else mask[chosen])
+    empty_pooled, empty_sequence = load_guidance("data/features/text")
+    fills = {"empty_prompt": empty_sequence.astype(np.float32), "zeros": np.zeros_like(empty_sequence, np.float32)}
+    full = load_sequences("data/features/text", clips["prompt"].tolist())  # None unless diffusion.store_sequence
+    other_fill = next(f for f in FILLS if f != cfg.sequence_fill)
+    mean_pooled = pairs.split("train").pooled.mean(0)
+
+    def head(tokens, i):
+        return None if tokens is None else tokens[i]
+
+    # Each row: (name, pooled (n, P), sequence of clip i).
+    rows = [
+        ("mapper", pred_pooled, lambda i: fill_sequence(fills[cfg.sequence_fill], head(pred_tokens, i))),
+        (f"mapper_fill_{other_fill}", pred_pooled, lambda i: fill_sequence(fills[other_fill], head(pred_tokens, i))),
+        ("true_prompt", test.pooled[chosen],
+         lambda i: full[i] if full is not None else fill_sequence(fills[cfg.sequence_fill], test.tokens[chosen][i])),
+        ("baseline_mean", np.repeat(mean_pooled[None], len(clips), axis=0),
+         lambda i: fills[cfg.sequence_fill]),
+    ]
+    n = len(clips)
+    pooled = np.concatenate([r[1] for r in rows]).astype(np.float32)  # (rows * n, P)
+
+    def sequences(indices: list[int]) -> np.ndarray:
+        return np.stack([rows[j // n][2](j % n) for j in indices])  # (B, L, D)
+
     device = world.device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
     pipe = load_sd3("models/sd3", "image", device, dtype)
     if cfg.compile:
         compile_for_speed(pipe)
-    empty_pooled, empty_sequence = load_guidance("data/features/text")
     if world.is_main:
         shutil.rmtree(TMP_DIR, ignore_errors=True)
-        TMP_DIR.mkdir(parents=True)
+        for name, _, _ in rows:
+            (TMP_DIR / name).mkdir(parents=True)
     world.barrier()
 
     start = time.monotonic()
     settings = RenderSettings(cfg.steps, cfg.guidance, cfg.size, cfg.seed, cfg.batch_size)
-    images = render(pipe, predict(mapper, test.audio[chosen.index.to_numpy()]), empty_pooled, empty_sequence,
-                    settings, device, dtype, world)
-    names = [f"{label}-{clip_id}.png" for label, clip_id in zip(chosen["label"], chosen["clip_id"], strict=True)]
-    for i, image in images:
-        save_png(image, TMP_DIR / names[i])
+    seeds = [cfg.seed + j % n for j in range(len(pooled))]  # one seed per clip, shared by its rows
+    images = render(pipe, pooled, sequences, empty_pooled, empty_sequence, settings, device, dtype, seeds, world)
+    files = [f"{rows[j // n][0]}/{clips['label'][j % n]}-{clips['clip_id'][j % n]}.png" for j in range(len(pooled))]
+    for j, image in images:
+        save_png(image, TMP_DIR / files[j])
     seconds = time.monotonic() - start
     world.barrier()
     seconds = max(world.gather(seconds))
 
     if world.is_main:
+        index = pd.DataFrame({"row": [rows[j // n][0] for j in range(len(files))], "file": files,
+                              "label": [clips["label"][j % n] for j in range(len(files))],
+                              "clip_id": [clips["clip_id"][j % n] for j in range(len(files))],
+                              "prompt": [clips["prompt"][j % n] for j in range(len(files))]})
+        sheet_rows = [(f"{clips['label'][i]} ({clips['clip_id'][i]})",
+                       [Image.open(TMP_DIR / files[r * n + i]) for r in (0, 2, 3)]) for i in range(n)]
+        with atomic_path("metrics/contact_sheet.png") as tmp:
+            contact_sheet(sheet_rows, ["mapper", "true prompt", "mean baseline"]).save(tmp, format="PNG")
         replace_dir(TMP_DIR, OUT_DIR)
+        with atomic_path("metrics/render_index.csv") as tmp:
+            index.to_csv(tmp, index=False)
         write_json("metrics/render.json", {
-            "images": len(names), "size": cfg.size, "steps": cfg.steps, "guidance": cfg.guidance,
+            "images": len(files), "clips": n, "size": cfg.size, "steps": cfg.steps, "guidance": cfg.guidance,
+            "sequence_fill": cfg.sequence_fill, "true_prompt_sequence": "full" if full is not None else "head",
             "processes": world.size, "device": device.type, "dtype": str(dtype).removeprefix("torch."),
-            "seconds_per_image": round(seconds / max(len(names), 1), 4)})
+            "seconds_per_image": round(seconds / max(len(files), 1), 4)})
     close_world(world)
 
 

@@ -1,28 +1,44 @@
-"""train: fit the mapper on the train split, early-stopped on val -> models/mapper/, metrics/train.json."""
+"""train: fit the mapper on the train split, early-stopped on val -> models/mapper/, metrics/train.json.
 
-import pandas as pd
+Per-epoch curves go through dvclive to metrics/train/ (`dvc plots show`).
+"""
+
+from dvclive import Live
 
 from a2i_core.devices import resolve_device
 from a2i_core.encoders import sd3_source
 from a2i_core.errors import exit_cleanly, setup_logging
-from a2i_core.files import atomic_path, write_json
+from a2i_core.files import write_json
 from a2i_core.pairs import load_pairs
 from a2i_core.params import load_params
-from a2i_core.train import train_mapper
+from a2i_core.train import Split, mapper_config, train_mapper
 
 
 @exit_cleanly
 def main() -> None:
     setup_logging()
     params = load_params()
-    pairs = load_pairs("data/candidates.parquet", "data/features/audio", "data/features/text")
+    cfg = params.mapper
+    with_tokens = cfg.target == "pooled+tokens"
+    pairs = load_pairs("data/candidates.parquet", "data/features/audio", "data/features/text",
+                       frames=cfg.input == "frames", tokens=with_tokens, max_frames=cfg.max_frames)
     train, val = pairs.split("train"), pairs.split("val")
-    provenance = {**pairs.audio_meta, "diffusion_model": sd3_source("models/sd3")[0]}
-    result = train_mapper(train.audio, train.target, val.audio, val.target, params.mapper, params.train,
-                          resolve_device(params.train.device), provenance)
+    device = resolve_device(params.train.device)
+    config = mapper_config(cfg, pairs.audio.shape[1], pairs.pooled.shape[1],
+                           pairs.tokens.shape[1:] if with_tokens else None,
+                           provenance={**pairs.audio_meta, "diffusion_model": sd3_source("models/sd3")[0]})
+    live = Live("metrics/train", dvcyaml=None, save_dvc_exp=False, report=None)
+
+    def log_epoch(record: dict) -> None:
+        for key in ("train_loss", "val_loss", "val_cosine"):
+            live.log_metric(key, record[key])
+        live.next_step()
+
+    result = train_mapper(Split.of(*train.inputs(cfg.input), train.targets(with_tokens), device),
+                          Split.of(*val.inputs(cfg.input), val.targets(with_tokens), device),
+                          config, cfg, params.train, on_epoch=log_epoch)
+    live.end()
     result.model.save_pretrained("models/mapper")
-    with atomic_path("metrics/train_curve.csv") as tmp:
-        pd.DataFrame(result.history).to_csv(tmp, index=False)
     best = result.history[result.best_epoch - 1]
     write_json("metrics/train.json", {
         "train_pairs": len(train.frame), "val_pairs": len(val.frame), "best_epoch": result.best_epoch,

@@ -53,7 +53,7 @@ def test_tiny_sd3_loads_text_or_image_side_only(tiny_sd3_dir):
 def test_a_local_sd3_directory_is_pinned(tmp_path, tiny_sd3_dir):
     prepare_sd3(str(tiny_sd3_dir), tmp_path / "sd3")
     assert sd3_source(tmp_path / "sd3") == (str(tiny_sd3_dir.resolve()), None)
-    with pytest.raises(A2IError, match="not a diffusers pipeline directory"):
+    with pytest.raises(A2IError, match="not a saved model directory"):
         prepare_sd3(str(tmp_path), tmp_path / "other")
 
 

@@ -6,7 +6,7 @@ from a2i_core.mapper import AudioToSD3Mapper, MapperConfig
 
 
 def _mapper() -> AudioToSD3Mapper:
-    config = MapperConfig(in_dim=128, out_dim=2048, hidden=[512, 1024, 1024], dropout=[0.3, 0.3, 0.4],
+    config = MapperConfig(in_dim=128, pooled_dim=2048, hidden=[512, 1024, 1024], dropout=[0.3, 0.3, 0.4],
                           provenance={"postprocess": "true", "encoder_sha256": "abc"})
     return AudioToSD3Mapper(config)
 
@@ -37,3 +37,21 @@ def test_mismatched_features_are_refused(tmp_path):
         model.check_provenance({"postprocess": "false"}, "features")
     with pytest.raises(A2IError, match="no trained mapper"):
         AudioToSD3Mapper.from_pretrained(tmp_path)
+
+
+def test_frames_input_and_token_target(tmp_path):
+    config = MapperConfig(in_dim=128, pooled_dim=64, hidden=[32], dropout=[0.1], tokens=3, token_width=16,
+                          input="frames", frames_width=32, frames_layers=1, max_frames=8)
+    model = AudioToSD3Mapper(config).eval()
+    frames = torch.randn(2, 5, 128)
+    mask = torch.tensor([[True] * 5, [True, True, False, False, False]])
+    out = model(frames, mask)
+    assert out.shape == (2, 64 + 3 * 16)
+    pooled, tokens = model.split(out)
+    assert pooled.shape == (2, 64) and tokens.shape == (2, 3, 16)
+    # Padding frames do not change a clip's output.
+    changed = frames.clone()
+    changed[1, 2:] = 99.0
+    assert torch.allclose(model(changed, mask)[1], out[1], atol=1e-5)
+    model.save_pretrained(tmp_path / "m")
+    assert torch.allclose(AudioToSD3Mapper.from_pretrained(tmp_path / "m")(frames, mask), out, atol=1e-6)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -26,7 +27,9 @@ pytestmark = pytest.mark.e2e
 PROTECTED = ("params.yaml", "dvc.yaml", "dvc.lock")
 PROTECTED_DIGESTS = {name: hashlib.sha256((ROOT / name).read_bytes()).hexdigest() if (ROOT / name).exists()
                      else None for name in PROTECTED}  # taken at import, before any fixture runs the demo
-STAGES = ["ingest", "download", "encoders", "embed_audio", "embed_text", "train", "evaluate", "render"]
+STAGES = ["ingest", "download", "encoders", "embed_audio", "embed_text", "train", "evaluate", "render",
+          "image_eval"]
+ROWS = ["baseline_mean", "mapper", "mapper_fill_zeros", "true_prompt"]
 
 
 def _digest(path: Path) -> str | None:
@@ -70,12 +73,20 @@ def test_every_stage_ran_and_wrote_valid_outputs(workspace):
     assert eval_metrics["chance_top1"] == 1 / 8 and 0 <= eval_metrics["top1"] <= 1
     assert eval_metrics["top1"] > eval_metrics["baseline_mean"]["top1"]
     render = json.loads((ws / "metrics/render.json").read_text())
-    images = sorted((ws / "metrics/images").glob("*.png"))
-    assert render["images"] == len(images) == candidates.query("split == 'test'")["label"].nunique()
+    n_clips = candidates.query("split == 'test'")["label"].nunique()
+    assert sorted(p.name for p in (ws / "metrics/images").iterdir()) == ROWS
+    images = sorted((ws / "metrics/images").glob("*/*.png"))
+    assert render["images"] == len(images) == len(ROWS) * n_clips and render["true_prompt_sequence"] == "full"
     for path in images:
         with Image.open(path) as image:
             assert image.format == "PNG" and image.size == (128, 128)
-    assert "train_loss" in (ws / "metrics/train_curve.csv").read_text().splitlines()[0]
+    with Image.open(ws / "metrics/contact_sheet.png") as sheet:
+        assert sheet.height > 128 * n_clips
+    image_eval = json.loads((ws / "metrics/image_eval.json").read_text())
+    assert set(ROWS) <= set(image_eval) and image_eval["mapper"]["images"] == n_clips
+    assert all(0 <= image_eval[row]["zero_shot_top1"] <= 1 for row in ROWS)
+    curve = (ws / "metrics/train/plots/metrics/val_loss.tsv").read_text().splitlines()
+    assert curve[0].split("\t") == ["step", "val_loss"] and len(curve) > 5
 
 
 def test_second_repro_does_nothing(workspace):
@@ -94,9 +105,30 @@ def test_metrics_are_listed(workspace):
 def test_experiment_reruns_only_train_and_after(workspace):
     ws, _ = workspace
     output = _dvc(ws, "exp", "run", "-S", "train.epochs=3")
-    assert _ran(output) == ["train", "evaluate", "render"]
+    assert _ran(output) == ["train", "evaluate", "render", "image_eval"]
     assert json.loads((ws / "metrics/train.json").read_text())["stopped_epoch"] <= 3
     rows = json.loads(_dvc(ws, "exp", "show", "--json"))
     experiments = [exp["revs"][0]["data"] for row in rows for exp in (row.get("experiments") or [])]
     ours = [e for e in experiments if e["params"]["params.yaml"]["data"]["train"]["epochs"] == 3]
     assert ours and "top1" in ours[0]["metrics"]["metrics/eval.json"]["data"]
+
+
+def test_plots_show_curves_classes_images_and_sheet(workspace):
+    ws, _ = workspace
+    shown = json.loads(_dvc(ws, "plots", "show", "--json"))
+    assert not shown.get("errors")
+    plots = shown["data"]
+    assert plots["Training curves"] and plots["Per-class retrieval (top-1)"]
+    assert "metrics/contact_sheet.png" in plots and any(name.startswith("metrics/images/mapper/") for name in plots)
+
+
+def test_variants_run_as_experiments(workspace):
+    ws, _ = workspace
+    _dvc(ws, "exp", "run", "-S", "mapper.target=pooled+tokens", "-S", "mapper.input=frames",
+         "-S", "render.sequence_fill=zeros", "-S", "data.heldout_classes=[dog]")
+    evaluation = json.loads((ws / "metrics/eval.json").read_text())
+    assert "tokens_cosine" in evaluation and evaluation["heldout"]["pairs"] == 10
+    assert "dog" not in pd.read_csv(ws / "metrics/eval_per_class.csv").query("split == 'test'")["label"].tolist()
+    config = AudioToSD3Mapper.from_pretrained(ws / "models/mapper").config
+    assert config.input == "frames" and config.tokens == 20
+    assert json.loads((ws / "metrics/render.json").read_text())["sequence_fill"] == "zeros"

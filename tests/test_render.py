@@ -14,7 +14,9 @@ def test_images_depend_on_seed_not_on_batching(tiny_sd3_dir):
 
     def run(batch_size: int):
         settings = RenderSettings(steps=2, guidance=4.0, size=32, seed=5, batch_size=batch_size)
-        return render(image_pipe, pooled[:2], pooled[2], sequence[2].numpy(), settings, cpu, torch.float32)
+        empty = sequence[2].numpy()
+        return render(image_pipe, pooled[:2], lambda idx: np.stack([empty] * len(idx)), pooled[2], empty, settings,
+                      cpu, torch.float32)
 
     one_by_one, together = [im for _, im in run(1)], [im for _, im in run(2)]
     assert [im.size for im in together] == [(32, 32), (32, 32)]

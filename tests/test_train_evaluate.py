@@ -4,7 +4,7 @@ import torch
 
 from a2i_core.evaluate import evaluate_predictions, predict, true_prompt_ranks
 from a2i_core.params import MapperParams, TrainParams
-from a2i_core.train import combined_loss, train_mapper
+from a2i_core.train import Split, combined_loss, mapper_config, train_mapper
 
 
 def _toy(n_per_class: int, seed: int):
@@ -17,6 +17,17 @@ def _toy(n_per_class: int, seed: int):
     return audio, targets[labels], labels, targets
 
 
+def _mapper(hidden, dropout) -> MapperParams:
+    return MapperParams(target="pooled", input="mean", hidden=hidden, dropout=dropout, frames_width=32,
+                        frames_layers=1, max_frames=8)
+
+
+def _train(x, y, xv, yv, mapper: MapperParams, train: TrainParams):
+    cpu = torch.device("cpu")
+    config = mapper_config(mapper, x.shape[1], y.shape[1], None, {})
+    return train_mapper(Split.of(x, None, y, cpu), Split.of(xv, None, yv, cpu), config, mapper, train)
+
+
 def test_combined_loss_is_the_study_formula():
     pred, target = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 2.0]])
     # cos = 0, mse = (1 + 4) / 2
@@ -27,13 +38,12 @@ def test_training_learns_and_stops_early():
     x, y, labels, targets = _toy(40, 0)
     xv, yv, vlabels, _ = _toy(10, 0)
     train = TrainParams(lr=1e-3, batch_size=16, epochs=300, patience=5, w_cos=0.7, w_mse=0.3, seed=0, device="cpu")
-    result = train_mapper(x, y, xv, yv, MapperParams(hidden=[32, 32], dropout=[0.1, 0.1]), train,
-                          torch.device("cpu"), {})
+    result = _train(x, y, xv, yv, _mapper([32, 32], [0.1, 0.1]), train)
     assert result.stopped_epoch < 300 and result.stopped_epoch - result.best_epoch == 5
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"] / 3
     prompts = [f"p{i}" for i in range(4)]
     frame = pd.DataFrame({"label": vlabels, "prompt": [prompts[i] for i in vlabels]})
-    metrics, per_label = evaluate_predictions(predict(result.model, xv), yv, frame, prompts, targets, 0.7, 0.3)
+    metrics, per_label = evaluate_predictions(predict(result.model, xv)[0], yv, frame, prompts, targets, 0.7, 0.3)
     assert metrics["top1"] == 1.0 and metrics["chance_top1"] == 0.25 and metrics["cosine"] > 0.9
     assert len(per_label) == 4
 
@@ -41,9 +51,9 @@ def test_training_learns_and_stops_early():
 def test_same_seed_same_model():
     x, y, _, _ = _toy(20, 1)
     train = TrainParams(lr=1e-3, batch_size=8, epochs=3, patience=3, w_cos=0.7, w_mse=0.3, seed=7, device="cpu")
-    mapper = MapperParams(hidden=[16], dropout=[0.2])
-    a = train_mapper(x, y, x, y, mapper, train, torch.device("cpu"), {}).model
-    b = train_mapper(x, y, x, y, mapper, train, torch.device("cpu"), {}).model
+    mapper = _mapper([16], [0.2])
+    a = _train(x, y, x, y, mapper, train).model
+    b = _train(x, y, x, y, mapper, train).model
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
 
 
