@@ -18,7 +18,9 @@ $(VENV)/.installed: pyproject.toml
 	  if nvidia-smi >/dev/null 2>&1; then $(BIN)/python -m pip install "torch>=2.4,<2.15"; \
 	  else $(BIN)/python -m pip install "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)); fi; \
 	fi
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,s3]'
+	# The remote test's S3 server. Pinning botocore to what dvc-s3 brought keeps pip from backtracking for minutes.
+	$(BIN)/python -m pip install -q "moto[server]>=5" "botocore==$$($(BIN)/python -c 'import botocore; print(botocore.__version__)')"
 	touch $@
 
 demo: install

@@ -72,7 +72,7 @@ def prepare(workspace: str | Path, profile: str | Path, root: Path | None = None
     for name in PIPELINE_FILES:
         _copy(root / name, workspace / name)
     shutil.copy2(profile, workspace / "params.yaml")
-    (workspace / ".gitignore").write_text("/data\n/models\n/metrics/images\n__pycache__/\n")
+    (workspace / ".gitignore").write_text("__pycache__/\n")  # DVC ignores the outputs it tracks
     if not (workspace / ".git").exists():
         run(["git", "init", "-q", "-b", "main"], workspace)
     if not (workspace / ".dvc").exists():
