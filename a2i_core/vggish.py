@@ -26,6 +26,8 @@ EXAMPLE_FRAMES = 96  # 0.96 s of 10 ms frames
 EMBEDDING_DIM = 128
 MIN_SAMPLES = WINDOW + (EXAMPLE_FRAMES - 1) * HOP  # shortest waveform that yields one example
 QUANTIZE_MIN, QUANTIZE_MAX = -2.0, 2.0
+# Recorded in a mapper's provenance: features from another frontend are not the same features.
+FRONTEND = "vggish-logmel-v1: 16 kHz, 25 ms Hann / 10 ms hop, 512 FFT, 64 mel 125-7500 Hz, log(+0.01), 96 frames"
 
 
 class VGGish(nn.Module):

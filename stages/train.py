@@ -5,13 +5,16 @@ Per-epoch curves go through dvclive to metrics/train/ (`dvc plots show`).
 
 from dvclive import Live
 
+from a2i_core.artifact import MapperArtifact
 from a2i_core.devices import resolve_device
 from a2i_core.encoders import sd3_source
 from a2i_core.errors import exit_cleanly, setup_logging
 from a2i_core.files import write_json
 from a2i_core.pairs import load_pairs
 from a2i_core.params import load_params
+from a2i_core.text import load_guidance
 from a2i_core.train import Split, mapper_config, train_mapper
+from a2i_core.vggish import FRONTEND
 
 
 @exit_cleanly
@@ -24,9 +27,11 @@ def main() -> None:
                        frames=cfg.input == "frames", tokens=with_tokens, max_frames=cfg.max_frames)
     train, val = pairs.split("train"), pairs.split("val")
     device = resolve_device(params.train.device)
+    empty_pooled, empty_sequence = load_guidance("data/features/text")
+    provenance = {**pairs.audio_meta, "frontend": FRONTEND, "diffusion_model": sd3_source("models/sd3")[0],
+                  "sequence_shape": "x".join(map(str, empty_sequence.shape))}
     config = mapper_config(cfg, pairs.audio.shape[1], pairs.pooled.shape[1],
-                           pairs.tokens.shape[1:] if with_tokens else None,
-                           provenance={**pairs.audio_meta, "diffusion_model": sd3_source("models/sd3")[0]})
+                           pairs.tokens.shape[1:] if with_tokens else None, provenance)
     live = Live("metrics/train", dvcyaml=None, save_dvc_exp=False, report=None)
 
     def log_epoch(record: dict) -> None:
@@ -38,7 +43,8 @@ def main() -> None:
                           Split.of(*val.inputs(cfg.input), val.targets(with_tokens), device),
                           config, cfg, params.train, on_epoch=log_epoch)
     live.end()
-    result.model.save_pretrained("models/mapper")
+    MapperArtifact(result.model, empty_pooled, empty_sequence, pairs.prompts,
+                   pairs.prompt_pooled).save("models/mapper")
     best = result.history[result.best_epoch - 1]
     write_json("metrics/train.json", {
         "train_pairs": len(train.frame), "val_pairs": len(val.frame), "best_epoch": result.best_epoch,

@@ -50,3 +50,12 @@ def test_render_benchmark_builds_sd3_medium_architecture():
     assert 4.7 < count["text_encoder_3"] < 4.8  # T5-XXL encoder
     assert 0.69 < count["text_encoder_2"] < 0.70 and 0.12 < count["text_encoder"] < 0.13
     assert pipe.vae_scale_factor == 8 and 0.08 < count["vae"] < 0.09
+
+
+def test_generate_latency_benchmark_on_the_demo_mapper(demo_workspace):
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "generate.py"), "--project",
+                             str(demo_workspace[0]), "--device", "cpu", "--repeats", "1"],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for step in ("decode", "embed", "map", "render", "**total**"):
+        assert re.search(rf"^\| {re.escape(step)} \| [0-9.]+ \|$", result.stdout, flags=re.M), step

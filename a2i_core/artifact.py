@@ -1,0 +1,63 @@
+"""The trained mapper as a self-contained inference artifact (``models/mapper/``).
+
+Besides the mapper's weights and config (whose provenance names the audio encoder and its sha256, the
+postprocess setting, the frontend, the diffusion model and its widths), the directory holds what rendering and
+the nearest-prompt display need: the empty-prompt guidance embeddings and the prompt bank.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from a2i_core.errors import A2IError
+from a2i_core.files import atomic_dir
+from a2i_core.mapper import AudioToSD3Mapper
+
+GUIDANCE_NAME = "guidance.safetensors"
+PROMPTS_NAME = "prompts.json"
+PROMPT_BANK_NAME = "prompt_bank.safetensors"
+
+
+@dataclass
+class MapperArtifact:
+    mapper: AudioToSD3Mapper
+    empty_pooled: np.ndarray  # (P,)
+    empty_sequence: np.ndarray  # (L, D)
+    prompts: list[str]
+    prompt_pooled: np.ndarray  # (K, P)
+
+    def save(self, directory: str | Path) -> None:
+        with atomic_dir(directory) as tmp:
+            self.mapper.save_pretrained(tmp)
+            save_file({"empty_pooled": torch.from_numpy(np.ascontiguousarray(self.empty_pooled, np.float32)),
+                       "empty_sequence": torch.from_numpy(np.ascontiguousarray(self.empty_sequence, np.float32))},
+                      str(tmp / GUIDANCE_NAME))
+            save_file({"pooled": torch.from_numpy(np.ascontiguousarray(self.prompt_pooled, np.float32))},
+                      str(tmp / PROMPT_BANK_NAME))
+            (tmp / PROMPTS_NAME).write_text(json.dumps(self.prompts, indent=1) + "\n")
+
+    @classmethod
+    def load(cls, directory: str | Path) -> MapperArtifact:
+        directory = Path(directory)
+        mapper = AudioToSD3Mapper.from_pretrained(directory)
+        missing = [n for n in (GUIDANCE_NAME, PROMPTS_NAME, PROMPT_BANK_NAME) if not (directory / n).is_file()]
+        if missing:
+            raise A2IError(f"{directory}: incomplete mapper artifact, missing {', '.join(missing)} (rerun train)")
+        guidance = load_file(str(directory / GUIDANCE_NAME))
+        return cls(mapper, guidance["empty_pooled"].numpy(), guidance["empty_sequence"].numpy(),
+                   json.loads((directory / PROMPTS_NAME).read_text()),
+                   load_file(str(directory / PROMPT_BANK_NAME))["pooled"].numpy())
+
+    def nearest_prompts(self, pooled: np.ndarray, k: int = 3) -> list[list[tuple[str, float]]]:
+        """For each predicted pooled embedding (n, P), the k closest prompts by cosine, with the cosine."""
+        a = pooled / np.linalg.norm(pooled, axis=-1, keepdims=True).clip(1e-12)
+        b = self.prompt_pooled / np.linalg.norm(self.prompt_pooled, axis=-1, keepdims=True).clip(1e-12)
+        sims = a @ b.T  # (n, K)
+        order = np.argsort(-sims, axis=1)[:, :k]
+        return [[(self.prompts[j], float(sims[i, j])) for j in row] for i, row in enumerate(order)]

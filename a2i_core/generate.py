@@ -1,0 +1,125 @@
+"""Any sound to an image with a trained mapper: decode -> VGGish -> mapper -> SD3 (transformer + VAE only).
+
+Models are loaded once; many files are embedded in one batch and rendered in batches. Inputs are checked
+against the mapper's provenance: other VGGish weights, another postprocess setting or an SD3 of other widths
+are refused, since the mapper never saw such features.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from a2i_core.artifact import MapperArtifact
+from a2i_core.audio import AudioError, decode
+from a2i_core.audio_features import embed_waves
+from a2i_core.devices import resolve_dtype
+from a2i_core.encoders import load_audio_encoder
+from a2i_core.errors import A2IError
+from a2i_core.pairs import pad_frames
+from a2i_core.render import RenderSettings, fill_sequence, render
+from a2i_core.sd3 import load_sd3
+from a2i_core.vggish import FRONTEND, LogMelFrontend
+
+log = logging.getLogger(__name__)
+SILENCE_RMS = 1e-4  # -80 dBFS: nothing for VGGish to hear
+
+
+def pick_device(name: str) -> torch.device:
+    """Like params' devices, but a missing GPU falls back to the CPU with a warning instead of stopping."""
+    if name == "auto" or name.startswith("cuda"):
+        if torch.cuda.is_available():
+            return torch.device("cuda" if name == "auto" else name)
+        if name != "auto":
+            log.warning("no CUDA GPU is visible: falling back to the CPU (slow for a real SD3)")
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+@dataclass
+class Sound:
+    path: Path
+    pooled: np.ndarray  # (P,)
+    tokens: np.ndarray | None  # (N, D)
+    nearest: list[tuple[str, float]]
+    images: list[Image.Image] = field(default_factory=list)
+
+
+class SoundToImage:
+    def __init__(self, mapper_dir: str | Path, vggish_dir: str | Path, sd3_dir: str | Path, device: torch.device,
+                 dtype: str = "bfloat16") -> None:
+        self.artifact = MapperArtifact.load(mapper_dir)
+        config = self.artifact.mapper.config
+        provenance = config.provenance
+        if provenance.get("frontend", FRONTEND) != FRONTEND:
+            raise A2IError(f"{mapper_dir}: trained on features from another frontend ({provenance['frontend']})")
+        self.encoder = load_audio_encoder(vggish_dir, postprocess=provenance.get("postprocess") == "true")
+        expected = provenance.get("encoder_sha256")
+        if expected and self.encoder.weights_sha256 != expected:
+            raise A2IError(f"{vggish_dir}: VGGish weights sha256 {self.encoder.weights_sha256[:12]}... differ from "
+                           f"the {expected[:12]}... this mapper was trained on")
+        self.device = device
+        self.dtype = resolve_dtype(dtype, device)
+        self.pipe = load_sd3(sd3_dir, "image", device, self.dtype)
+        transformer = self.pipe.transformer.config
+        width = self.artifact.empty_sequence.shape[1]
+        if transformer.pooled_projection_dim != config.pooled_dim or transformer.joint_attention_dim != width:
+            raise A2IError(f"{sd3_dir}: this SD3 takes pooled {transformer.pooled_projection_dim} / text "
+                           f"{transformer.joint_attention_dim} wide, the mapper gives {config.pooled_dim} / {width}")
+        self.encoder.model.to(device, memory_format=torch.channels_last)
+        if self.encoder.postprocessor is not None:
+            self.encoder.postprocessor.to(device)
+        self.frontend = LogMelFrontend().to(device)
+
+    @staticmethod
+    def load_audio(paths: list[Path]) -> list[np.ndarray]:
+        """Decode every file first, so a bad one stops the run before any model work, with all problems named."""
+        waves, problems = [], []
+        for path in paths:
+            try:
+                wave = decode(path)
+            except AudioError as err:
+                problems.append(str(err))
+                continue
+            if np.sqrt(np.mean(wave.astype(np.float64) ** 2)) < SILENCE_RMS:
+                problems.append(f"{path}: silent (RMS below -80 dBFS): there is nothing to hear")
+            waves.append(wave)
+        if problems:
+            raise A2IError("; ".join(problems))
+        return waves
+
+    @torch.inference_mode()
+    def sounds(self, paths: list[Path]) -> list[Sound]:
+        """Embed and map every file; the top-3 nearest prompts come with each."""
+        waves = self.load_audio(paths)
+        frames = embed_waves(self.encoder, self.frontend, waves, batch_size=64, device=self.device)
+        mapper = self.artifact.mapper
+        if mapper.config.input == "frames":
+            x, mask = pad_frames(frames, mapper.config.max_frames)
+            output = mapper(torch.from_numpy(x), torch.from_numpy(mask))
+        else:
+            output = mapper(torch.from_numpy(np.stack([f.mean(0) for f in frames])))
+        pooled, tokens = (t.numpy() if t is not None else None for t in mapper.split(output))
+        nearest = self.artifact.nearest_prompts(pooled)
+        return [Sound(p, pooled[i], None if tokens is None else tokens[i], nearest[i]) for i, p in enumerate(paths)]
+
+    def render(self, sounds: list[Sound], settings: RenderSettings, images_per_sound: int,
+               sequence_fill: str = "empty_prompt") -> float:
+        """Fill each Sound's images; image k of a sound uses seed ``settings.seed + k``. Returns seconds."""
+        fill = self.artifact.empty_sequence if sequence_fill == "empty_prompt" else \
+            np.zeros_like(self.artifact.empty_sequence)
+        plan = [(s, k) for s in sounds for k in range(images_per_sound)]
+        pooled = np.stack([s.pooled for s, _ in plan]).astype(np.float32)
+        start = time.monotonic()
+        images = render(self.pipe, pooled, lambda idx: np.stack([fill_sequence(fill, plan[j][0].tokens) for j in idx]),
+                        self.artifact.empty_pooled, self.artifact.empty_sequence, settings, self.device, self.dtype,
+                        seeds=[settings.seed + k for _, k in plan])
+        for j, image in images:
+            plan[j][0].images.append(image)
+        return time.monotonic() - start

@@ -1,0 +1,129 @@
+"""End-to-end latency of one sound -> one image, split into decode, embed, map and render.
+
+    python benchmarks/generate.py --project .demo                # the offline demo's mapper, on CPU
+    python benchmarks/generate.py --sd3-medium --device cuda     # SD3 Medium's architecture, random weights, GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from a2i_core.audio import decode, write_wav
+from a2i_core.audio_features import embed_waves
+from a2i_core.generate import SoundToImage, pick_device
+from a2i_core.render import RenderSettings, render
+from a2i_core.sources.synthetic import clip_specs, synthesize
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@contextlib.contextmanager
+def timed(times: dict[str, float], name: str, device: torch.device) -> Iterator[None]:
+    sync(device)
+    start = time.perf_counter()
+    yield
+    sync(device)
+    times[name] = time.perf_counter() - start
+
+
+def time_one(generator: SoundToImage, clip: Path, settings: RenderSettings, device: torch.device) -> dict:
+    """One sound to one image, the way `a2i generate` does it, timed step by step."""
+    times: dict[str, float] = {}
+    with timed(times, "decode", device):
+        wave = decode(clip)
+    with timed(times, "embed", device):
+        frames = embed_waves(generator.encoder, generator.frontend, [wave], 64, device)  # [(n, 128)]
+    with timed(times, "map", device), torch.inference_mode():
+        pooled, _ = generator.artifact.mapper.split(
+            generator.artifact.mapper(torch.from_numpy(frames[0].mean(0, keepdims=True))))
+    empty = generator.artifact.empty_sequence
+    with timed(times, "render", device):
+        render(generator.pipe, pooled.numpy(), lambda idx: np.stack([empty] * len(idx)),
+               generator.artifact.empty_pooled, empty, settings, device, generator.dtype)
+    return times
+
+
+def demo_generator(project: Path, device: torch.device) -> tuple[SoundToImage, RenderSettings]:
+    from a2i_core.params import load_params
+
+    r = load_params(project / "params.yaml").render
+    generator = SoundToImage(project / "models/mapper", project / "models/vggish", project / "models/sd3", device)
+    return generator, RenderSettings(r.steps, r.guidance, r.size, r.seed, batch_size=1)
+
+
+def sd3_medium_generator(device: torch.device, steps: int, size: int) -> tuple[SoundToImage, RenderSettings]:
+    """The same inference object, with SD3 Medium's architecture, VGGish and a mapper all randomly initialised."""
+    from a2i_core.artifact import MapperArtifact
+    from a2i_core.encoders import AudioEncoder
+    from a2i_core.mapper import AudioToSD3Mapper, MapperConfig
+    from a2i_core.tiny import tiny_vggish_weights
+    from a2i_core.vggish import LogMelFrontend, load_vggish
+
+    spec = importlib.util.spec_from_file_location("render_benchmark", Path(__file__).with_name("render.py"))
+    render_benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(render_benchmark)
+    pipe = render_benchmark.sd3_medium_on(device, torch.bfloat16)
+    for name in ("text_encoder", "text_encoder_2", "text_encoder_3"):
+        setattr(pipe, name, None)
+    pipe.set_progress_bar_config(disable=True)
+    mapper = AudioToSD3Mapper(MapperConfig(in_dim=128, pooled_dim=2048, hidden=[512, 1024, 1024],
+                                           dropout=[0.3, 0.3, 0.4])).eval()
+    generator = SoundToImage.__new__(SoundToImage)  # assembled from parts instead of loaded from directories
+    generator.artifact = MapperArtifact(mapper, np.zeros(2048, np.float32), np.zeros((333, 4096), np.float32),
+                                        ["an image of a dog"], np.ones((1, 2048), np.float32))
+    generator.encoder = AudioEncoder(load_vggish(tiny_vggish_weights()).to(device, memory_format=torch.channels_last),
+                                     None, "random")
+    generator.device, generator.dtype, generator.pipe = device, torch.bfloat16, pipe
+    generator.frontend = LogMelFrontend().to(device)
+    return generator, RenderSettings(steps, 7.0, size, 0, batch_size=1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--project", type=Path, default=Path(".demo"))
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--sd3-medium", action="store_true")
+    parser.add_argument("--steps", type=int, default=28)
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    device = pick_device(args.device)
+    if args.sd3_medium:
+        generator, settings = sd3_medium_generator(device, args.steps, args.size)
+    else:
+        if not (args.project / "models/mapper").is_dir():
+            raise SystemExit(f"{args.project}: no trained mapper; run `make demo` first")
+        generator, settings = demo_generator(args.project, device)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = Path(tmp) / "bell.wav"
+        write_wav(clip, synthesize(next(iter(clip_specs(["bell"], 1, 5.0, 5.0, 0).values()))))
+        time_one(generator, clip, settings, device)  # warm-up: kernels, caches, ffmpeg's first start
+        rows = [time_one(generator, clip, settings, device) for _ in range(args.repeats)]
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU x{torch.get_num_threads()} threads"
+    model = "SD3 Medium architecture, random weights" if args.sd3_medium else f"offline profile ({args.project})"
+    print(f"\na2i generate latency on {name}: {model}, 5 s clip, {settings.size}², {settings.steps} steps, "
+          f"median of {args.repeats}\n")
+    print("| step | seconds |")
+    print("| --- | ---: |")
+    for step in ("decode", "embed", "map", "render"):
+        print(f"| {step} | {np.median([r[step] for r in rows]):.4f} |")
+    print(f"| **total** | {np.median([sum(r.values()) for r in rows]):.4f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""`a2i generate` on a folder of mixed audio files with the demo's mapper, and its clear failures."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from PIL import Image
+
+from a2i_core.artifact import MapperArtifact
+from a2i_core.audio import ffmpeg_binary
+from a2i_core.errors import A2IError
+from a2i_core.generate import SoundToImage
+from a2i_core.sources.synthetic import clip_specs, synthesize
+from a2i_core.workspace import tool_env
+
+pytestmark = pytest.mark.e2e
+FORMATS = [("dog", "mp3", 44100, 2), ("bell", "ogg", 22050, 1), ("siren", "flac", 48000, 2), ("clock", "wav", 8000, 1)]
+
+
+def _generate(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "a2i_core.cli", "generate", *args], env=tool_env(),
+                          capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def mixed_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mixed")
+    specs = clip_specs([label for label, *_ in FORMATS], 1, 2.0, 4.0, seed=11)
+    for (label, ext, rate, channels), spec in zip(FORMATS, specs.values(), strict=True):
+        src = folder / f"{label}.src.wav"
+        sf.write(src, synthesize(spec), 16000)
+        subprocess.run([ffmpeg_binary(), "-y", "-loglevel", "error", "-i", str(src), "-ar", str(rate), "-ac",
+                        str(channels), str(folder / f"{label}.{ext}")], check=True)
+        src.unlink()
+    return folder
+
+
+def test_a_folder_of_mixed_files_becomes_images(demo_workspace, mixed_folder, tmp_path):
+    files = sorted(str(p) for p in mixed_folder.iterdir())
+    result = _generate(*files, "--out", str(tmp_path / "out"), "--project", str(demo_workspace[0]),
+                       "--images-per-sound", "2", "--steps", "2", "--device", "cpu")
+    assert result.returncode == 0, result.stderr[-2000:]
+    images = sorted((tmp_path / "out").iterdir())
+    assert len(images) == 8
+    for path in images:
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.size == (128, 128)
+    # Each sound's nearest prompt is printed; random encoders still tell these sounds apart.
+    lines = {line.split(":")[0]: line for line in result.stdout.splitlines() if ":" in line}
+    for label, ext, *_ in FORMATS:
+        assert lines[f"{label}.{ext}"].count("'an image of") == 3
+
+
+def test_clear_errors(demo_workspace, tmp_path):
+    project = str(demo_workspace[0])
+    missing = _generate(str(tmp_path / "nope.wav"), "--out", str(tmp_path), "--project", project)
+    assert missing.returncode == 1 and missing.stderr.strip() == f"error: no such file: {tmp_path / 'nope.wav'}"
+    (tmp_path / "broken.mp3").write_bytes(b"ID3 not really")
+    sf.write(tmp_path / "silence.wav", np.zeros(16000), 16000)
+    bad = _generate(str(tmp_path / "broken.mp3"), str(tmp_path / "silence.wav"), "--out", str(tmp_path / "o"),
+                    "--project", project, "--device", "cpu")
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert "broken.mp3: cannot decode audio" in bad.stderr and "silence.wav: silent" in bad.stderr
+    assert not (tmp_path / "o").exists()  # nothing half-written
+    no_mapper = _generate(str(tmp_path / "silence.wav"), "--out", str(tmp_path), "--project", str(tmp_path))
+    assert no_mapper.returncode == 1 and "no trained mapper" in no_mapper.stderr
+
+
+def test_artifact_round_trips_and_other_weights_are_refused(demo_workspace, tmp_path):
+    ws = demo_workspace[0]
+    artifact = MapperArtifact.load(ws / "models/mapper")
+    artifact.save(tmp_path / "mapper")
+    again = MapperArtifact.load(tmp_path / "mapper")
+    assert again.prompts == artifact.prompts and np.array_equal(again.empty_sequence, artifact.empty_sequence)
+    assert again.mapper.config == artifact.mapper.config
+    # VGGish weights other than the mapper's training features came from.
+    other = tmp_path / "vggish"
+    shutil.copytree(ws / "models/vggish", other)
+    weights = torch.load(other / "vggish.pth", weights_only=True)
+    weights["embeddings.4.bias"] += 1
+    torch.save(weights, other / "vggish.pth")
+    with pytest.raises(A2IError, match="differ from the .* this mapper was trained on"):
+        SoundToImage(ws / "models/mapper", other, ws / "models/sd3", torch.device("cpu"))
