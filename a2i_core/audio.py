@@ -7,6 +7,7 @@ or the one the imageio-ffmpeg wheel carries.
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 from pathlib import Path
 
@@ -32,6 +33,23 @@ def ffmpeg_binary() -> str:
     import imageio_ffmpeg
 
     return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+@functools.cache
+def ffmpeg_dir() -> str:
+    """A directory whose ``ffmpeg`` is ffmpeg_binary(): what yt-dlp's ``ffmpeg_location`` wants."""
+    binary = Path(ffmpeg_binary())
+    if binary.name == "ffmpeg":
+        return str(binary.parent)
+    link_dir = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "a2i" / "ffmpeg-bin"
+    link_dir.mkdir(parents=True, exist_ok=True)
+    link = link_dir / "ffmpeg"
+    if not link.exists() or link.resolve() != binary.resolve():
+        tmp = link_dir / f".ffmpeg.{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(binary)
+        os.replace(tmp, link)
+    return str(link_dir)
 
 
 def _downmix(sample_rate: int) -> str:

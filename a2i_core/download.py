@@ -1,24 +1,38 @@
-"""The download stage's logic: make every candidate clip a 16 kHz mono file, with a manifest row per clip.
+"""The download stage's logic: make every candidate clip a 16 kHz mono WAV, with a manifest row per clip.
 
-Resumable by design: the manifest is rewritten (atomically) as clips finish, a rerun skips clips already
-``ok`` whose file is present, and each clip file is written to a temporary name and renamed.
+Sources: synthetic clips are generated, local files (ESC-50, folders) are decoded, YouTube segments (AudioSet,
+AudioCaps) are fetched with yt-dlp's ``download_ranges`` and ffmpeg. Statuses: ok, unavailable (private,
+removed, terminated, 404), rate-limited (429), network, decode. Rate-limited and network failures are retried
+with exponential backoff and jitter, here and on the next run; the others are final.
+
+Resumable: each clip file is written to a temporary name and renamed, the manifest is rewritten as clips
+finish, and a rerun skips clips whose file is there.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import random
 import re
+import shutil
+import tempfile
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import soundfile as sf
 from tqdm import tqdm
 
 from a2i_core import shards
-from a2i_core.audio import SAMPLE_RATE, write_wav
+from a2i_core.audio import SAMPLE_RATE, AudioError, decode, ffmpeg_dir, write_wav
 from a2i_core.errors import A2IError
+from a2i_core.params import DownloadParams
 from a2i_core.sources import synthetic
 
 log = logging.getLogger(__name__)
@@ -26,7 +40,17 @@ log = logging.getLogger(__name__)
 MANIFEST_KIND = "audio_manifest"
 MANIFEST_NAME = "manifest.parquet"
 CLIP_ID = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
+YTID = re.compile(r"^[A-Za-z0-9_-]{11}$")
 MANIFEST_COLUMNS = ["clip_id", "status", "reason", "path", "seconds"]
+RETRYABLE = {"rate-limited", "network"}
+
+
+class ClipFailure(A2IError):
+    """One clip could not be fetched; ``status`` says whether trying again can help."""
+
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def check_clip_id(clip_id: str) -> str:
@@ -37,7 +61,7 @@ def check_clip_id(clip_id: str) -> str:
 
 
 def load_manifest(audio_dir: Path) -> pd.DataFrame:
-    path = audio_dir / MANIFEST_NAME
+    path = Path(audio_dir) / MANIFEST_NAME
     if not path.is_file():
         return pd.DataFrame(columns=MANIFEST_COLUMNS)
     return shards.read_table(path, MANIFEST_KIND).to_pandas()
@@ -51,7 +75,7 @@ def save_manifest(audio_dir: Path, rows: dict[str, dict]) -> None:
     shards.write_table(table, audio_dir / MANIFEST_NAME, MANIFEST_KIND)
 
 
-def fetch_synthetic(clip: pd.Series, out: Path) -> float:
+def fetch_synthetic(clip: pd.Series, out: Path, cfg: DownloadParams) -> float:
     spec = synthetic.ClipSpec(label=clip["label"], seed=int(clip["seed"]), seconds=float(clip["seconds"]),
                               gain_db=float(clip["gain_db"]), snr_db=float(clip["snr_db"]))
     wave = synthetic.synthesize(spec)
@@ -59,41 +83,157 @@ def fetch_synthetic(clip: pd.Series, out: Path) -> float:
     return wave.size / SAMPLE_RATE
 
 
-FETCHERS: dict[str, Callable[[pd.Series, Path], float]] = {"synthetic": fetch_synthetic}
+def fetch_local(clip: pd.Series, out: Path, cfg: DownloadParams) -> float:
+    try:
+        wave = decode(clip["uri"])
+    except AudioError as err:
+        raise ClipFailure("decode", str(err)) from None
+    write_wav(out, wave)
+    return wave.size / SAMPLE_RATE
 
 
-def download_clips(candidates: pd.DataFrame, audio_dir: str | Path, save_every: int = 200) -> dict[str, int]:
+def classify(message: str) -> str:
+    """A yt-dlp / HTTP error message -> manifest status."""
+    text = message.lower()
+    if "429" in text or "too many requests" in text:
+        return "rate-limited"
+    if any(k in text for k in ("private video", "video unavailable", "has been removed", "terminated",
+                               "not available", "404", "410", "copyright", "sign in to confirm your age")):
+        return "unavailable"
+    if any(k in text for k in ("timed out", "timeout", "connection", "temporary failure", "network", "500", "502",
+                               "503", "504", "reset by peer", "unreachable")):
+        return "network"
+    return "decode" if "ffmpeg" in text or "invalid data" in text else "unavailable"
+
+
+class _Silent:
+    """yt-dlp's logger: our manifest and log say what happened, not its console output."""
+
+    def debug(self, msg: str) -> None:
+        pass
+
+    info = warning = debug
+
+    def error(self, msg: str) -> None:
+        log.debug("yt-dlp: %s", msg)
+
+
+def fetch_youtube(clip: pd.Series, out: Path, cfg: DownloadParams) -> float:
+    import yt_dlp
+    from yt_dlp.utils import DownloadError, download_range_func
+
+    ytid, start, end = str(clip["ytid"]), float(clip["start"]), float(clip["end"])
+    if not YTID.match(ytid) or not 0 <= start < end:  # never let a bad id reach a URL or ffmpeg
+        raise ClipFailure("unavailable", f"invalid YouTube id or times: {ytid!r} {start}-{end}")
+    with tempfile.TemporaryDirectory(prefix=".dl-", dir=out.parent) as tmp:
+        options = {
+            "outtmpl": str(Path(tmp) / "media.%(ext)s"), "format": "bestaudio/best", "quiet": True,
+            "no_warnings": True, "noprogress": True, "logger": _Silent(), "retries": 0, "socket_timeout": 30,
+            "download_ranges": download_range_func(None, [(start, end)]), "ffmpeg_location": ffmpeg_dir(),
+            "cookiefile": cfg.cookies, "noplaylist": True,
+        }
+        try:
+            with yt_dlp.YoutubeDL(options) as ydl:
+                ydl.download([cfg.url_template.format(ytid=ytid)])
+        except DownloadError as err:
+            message = str(err).removeprefix("ERROR: ")
+            raise ClipFailure(classify(message), message) from None
+        media = [p for p in Path(tmp).iterdir() if p.is_file() and not p.name.endswith(".part")]
+        if not media:
+            raise ClipFailure("unavailable", "yt-dlp produced no file")
+        try:
+            wave = decode(media[0])
+        except AudioError as err:
+            raise ClipFailure("decode", f"segment {start}-{end} s: {err}") from None
+    write_wav(out, wave)
+    return wave.size / SAMPLE_RATE
+
+
+Fetcher = Callable[[pd.Series, Path, DownloadParams], float]
+FETCHERS: dict[str, Fetcher] = {"synthetic": fetch_synthetic, "esc50": fetch_local, "folder": fetch_local,
+                                "audioset": fetch_youtube, "audiocaps": fetch_youtube}
+
+
+class RateLimit:
+    """At most ``per_second`` starts per second across all workers."""
+
+    def __init__(self, per_second: float) -> None:
+        self.interval = 1 / per_second if per_second > 0 else 0.0
+        self.next = time.monotonic()
+        self.lock = threading.Lock()
+
+    def wait(self) -> None:
+        if not self.interval:
+            return
+        with self.lock:
+            now = time.monotonic()
+            delay, self.next = max(0.0, self.next - now), max(now, self.next) + self.interval
+        time.sleep(delay)
+
+
+def fetch_with_retries(fetch: Fetcher, clip: pd.Series, out: Path, cfg: DownloadParams, limit: RateLimit) -> dict:
+    clip_id = clip["clip_id"]
+    for attempt in range(1, cfg.max_attempts + 1):
+        limit.wait()
+        try:
+            seconds = fetch(clip, out, cfg)
+            return {"clip_id": clip_id, "status": "ok", "reason": "", "path": out.name, "seconds": seconds}
+        except ClipFailure as failure:
+            status, reason = failure.status, str(failure)
+        except A2IError as err:
+            status, reason = "decode", str(err)
+        if status not in RETRYABLE or attempt == cfg.max_attempts:
+            break
+        # Exponential backoff with full jitter: workers that hit a 429 together do not retry together.
+        time.sleep(random.uniform(0, cfg.backoff_seconds * 2 ** (attempt - 1)))
+    return {"clip_id": clip_id, "status": status, "reason": reason[:500], "path": "", "seconds": 0.0}
+
+
+def download_clips(candidates: pd.DataFrame, audio_dir: str | Path, cfg: DownloadParams,
+                   save_every: int = 50) -> dict[str, int]:
     """Materialise every clip of ``candidates`` under ``audio_dir``; return counts by status."""
     audio_dir = Path(audio_dir)
     audio_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["PATH"] = f"{ffmpeg_dir()}{os.pathsep}{os.environ.get('PATH', '')}"  # yt-dlp looks for ffmpeg here
+    for leftover in list(audio_dir.glob(".*.tmp")) + list(audio_dir.glob(".dl-*")):  # from a killed run
+        shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
     clips = candidates.drop_duplicates("clip_id").set_index("clip_id", drop=False).sort_index()
-    rows = {r["clip_id"]: r for r in load_manifest(audio_dir).to_dict("records")}
-    for stale in sorted(audio_dir.glob("*.wav")):
-        if stale.stem not in clips.index:
-            log.info("%s: no longer a candidate, removed", stale.name)
-            stale.unlink()
+    for clip_id in clips.index:
+        check_clip_id(clip_id)
+    rows = {r["clip_id"]: r for r in load_manifest(audio_dir).to_dict("records") if r["clip_id"] in clips.index}
+    for wav in sorted(audio_dir.glob("*.wav")):
+        if wav.stem not in clips.index:
+            log.info("%s: no longer a candidate, removed", wav.name)
+            wav.unlink()
+        elif rows.get(wav.stem, {}).get("status") != "ok":  # written (atomically) before a kill saved the manifest
+            rows[wav.stem] = {"clip_id": wav.stem, "status": "ok", "reason": "", "path": wav.name,
+                              "seconds": float(sf.info(wav).duration)}
     done = {cid for cid, r in rows.items() if r["status"] == "ok" and (audio_dir / r["path"]).is_file()}
-    todo = [cid for cid in clips.index if cid not in done]
-    log.info("%d clips: %d already done, skipped; %d to fetch", len(clips), len(done & set(clips.index)), len(todo))
-    start = time.monotonic()
+    final = {cid for cid, r in rows.items() if r["status"] not in RETRYABLE | {"ok"}}
+    todo = [cid for cid in clips.index if cid not in done and cid not in final]
+    log.info("%d clips: %d already done and %d failed for good (skipped), %d to fetch", len(clips), len(done),
+             len(final), len(todo))
+    limit, counts = RateLimit(cfg.requests_per_second), Counter()
     try:
-        for i, clip_id in enumerate(tqdm(todo, desc="download", unit="clip"), start=1):
-            clip = clips.loc[check_clip_id(clip_id)]
-            name = f"{clip_id}.wav"
-            try:
-                seconds = FETCHERS[clip["source"]](clip, audio_dir / name)
-                rows[clip_id] = {"clip_id": clip_id, "status": "ok", "reason": "", "path": name, "seconds": seconds}
-            except A2IError as err:
-                rows[clip_id] = {"clip_id": clip_id, "status": "failed", "reason": str(err), "path": "",
-                                 "seconds": 0.0}
-                log.warning("%s: failed: %s", clip_id, err)
-            if i % save_every == 0:
-                save_manifest(audio_dir, rows)
+        with ThreadPoolExecutor(max_workers=cfg.workers) as pool, \
+                tqdm(total=len(todo), desc="download", unit="clip") as bar:
+            futures = [pool.submit(fetch_with_retries, FETCHERS[clips.loc[c, "source"]], clips.loc[c],
+                                   audio_dir / f"{c}.wav", cfg, limit) for c in todo]
+            for i, future in enumerate(as_completed(futures), start=1):
+                row = future.result()
+                rows[row["clip_id"]] = row
+                counts[row["status"]] += 1
+                if row["status"] != "ok":
+                    log.debug("%s: %s: %s", row["clip_id"], row["status"], row["reason"])
+                bar.set_postfix(ok=counts["ok"], failed=sum(counts.values()) - counts["ok"], refresh=False)
+                bar.update()
+                if i % save_every == 0:
+                    save_manifest(audio_dir, rows)
     finally:
-        # Keep only clips still wanted, and record progress even when interrupted.
-        rows = {cid: r for cid, r in rows.items() if cid in clips.index}
-        save_manifest(audio_dir, rows)
-    counts = pd.Series([r["status"] for r in rows.values()]).value_counts().to_dict()
-    log.info("download finished in %.1f s: %s", time.monotonic() - start,
-             ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-    return {str(k): int(v) for k, v in counts.items()}
+        save_manifest(audio_dir, rows)  # progress survives Ctrl-C
+    totals = Counter(r["status"] for r in rows.values())
+    lost = sum(v for k, v in totals.items() if k != "ok")
+    log.info("download: %d of %d clips ok; %d lost (%.1f %%): %s", totals["ok"], len(clips), lost,
+             100 * lost / max(len(clips), 1),
+             ", ".join(f"{k} {v}" for k, v in sorted(totals.items()) if k != "ok") or "none")
+    return {str(k): int(v) for k, v in sorted(totals.items())}

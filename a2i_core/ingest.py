@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import logging
+from collections import Counter
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 
 from a2i_core.errors import A2IError
 from a2i_core.params import DataParams
-from a2i_core.sources import synthetic
+from a2i_core.sources import audioset, local, synthetic
+from a2i_core.sources.fetch import local_copy, sha256_of
 
+log = logging.getLogger(__name__)
 CANDIDATES_KIND = "candidates"
 HELDOUT = "heldout"
 SPLITS = ("train", "val", "test", HELDOUT)
@@ -31,12 +36,21 @@ def prompt_for(template: str, name: str) -> str:
     return template.format(name=name)
 
 
-def build_candidates(data: DataParams) -> pd.DataFrame:
-    """One row per (clip, label) pair: clip_id, group, label, prompt, split, plus the source's own columns."""
+def build_candidates(data: DataParams) -> tuple[pd.DataFrame, dict]:
+    """One row per (clip, label) pair: clip_id, group, label, prompt, split, plus the source's own columns;
+    and what the source reports (rows read, labels dropped and why, header checks)."""
+    report: dict = {}
     if data.source == "synthetic":
         frame = synthetic_candidates(data)
-    else:  # params validation admits only the sources above
-        raise AssertionError(data.source)
+    elif data.source == "audioset":
+        frame, report = audioset_candidates(data)
+    elif data.source == "audiocaps":
+        frame, report = audiocaps_candidates(data)
+    else:
+        rows = local.esc50_rows(data.esc50.root) if data.source == "esc50" else \
+            local.folder_rows(data.folder.root, data.folder.labels_csv)
+        frame = rows.assign(prompt=[prompt_for(data.prompt_template, n) for n in rows["name"]],
+                            source=data.source).drop(columns="name")
     frame["split"] = [split_of(g, data.seed, data.val_fraction, data.test_fraction) for g in frame["group"]]
     if data.heldout_classes:
         unknown = sorted(set(data.heldout_classes) - set(frame["label"]))
@@ -45,7 +59,7 @@ def build_candidates(data: DataParams) -> pd.DataFrame:
         # Whole recordings: a clip that carries a held-out label never reaches training under another label.
         heldout_groups = set(frame.loc[frame["label"].isin(data.heldout_classes), "group"])
         frame.loc[frame["group"].isin(heldout_groups), "split"] = HELDOUT
-    return frame.sort_values(["clip_id", "label"], ignore_index=True)
+    return frame.sort_values(["clip_id", "label"], ignore_index=True), report
 
 
 def synthetic_candidates(data: DataParams) -> pd.DataFrame:
@@ -66,6 +80,57 @@ def synthetic_candidates(data: DataParams) -> pd.DataFrame:
             "snr_db": spec.snr_db,
         })
     return pd.DataFrame(rows)
+
+
+def audioset_candidates(data: DataParams) -> tuple[pd.DataFrame, dict]:
+    cfg = data.audioset
+    files = {"class_labels": cfg.class_labels, "qa_counts": cfg.qa_counts, "ontology": cfg.ontology}
+    paths = {k: local_copy(v) for k, v in files.items()}
+    segment_paths = [local_copy(s) for s in cfg.segments]
+    names = audioset.read_class_labels(paths["class_labels"])
+    quality = audioset.read_quality(paths["qa_counts"], list(names))
+    restrictions = audioset.read_restrictions(paths["ontology"])
+    kept, dropped = audioset.label_filter(names, quality, restrictions, cfg.min_label_quality,
+                                          cfg.excluded_restrictions, cfg.include, cfg.exclude)
+    pairs, stats, dropped_pairs = audioset.select_pairs(segment_paths, kept, cfg.max_pairs_per_class, data.seed)
+    frame = pd.DataFrame({
+        "clip_id": [f"{s.ytid}_{round(s.start * 1000)}" for s, _ in pairs],
+        "group": [s.ytid for s, _ in pairs],  # a video: never in two splits
+        "label": [names[mid] for _, mid in pairs],
+        "mid": [mid for _, mid in pairs],
+        "prompt": [prompt_for(data.prompt_template, audioset.readable_name(names[mid])) for _, mid in pairs],
+        "source": "audioset", "ytid": [s.ytid for s, _ in pairs],
+        "start": [s.start for s, _ in pairs], "end": [s.end for s, _ in pairs],
+    })
+    report = {
+        "metadata_sha256": {k: sha256_of(p) for k, p in {**paths, **{str(s): s for s in segment_paths}}.items()},
+        "segment_files": {Path(f.path).name: {"segments_read": f.segments, "invalid_rows": f.invalid_rows,
+                                              "header": f.header, "header_mismatches": f.mismatches()}
+                          for f in stats},
+        "segments_read": sum(f.segments for f in stats),
+        "labels_total": len(names), "labels_kept": len(kept),
+        "labels_dropped": dict(Counter(dropped.values())),
+        "pairs_dropped": dict(dropped_pairs),
+    }
+    return frame, report
+
+
+def audiocaps_candidates(data: DataParams) -> tuple[pd.DataFrame, dict]:
+    """Captions are the prompts; clips come through the same YouTube downloader as AudioSet's."""
+    rows, invalid = [], 0
+    for location in data.audiocaps.csv:
+        caps = pd.read_csv(local_copy(location))
+        for cap_id, ytid, start, caption in caps[["audiocap_id", "youtube_id", "start_time", "caption"]].itertuples(
+                index=False):
+            if not audioset.YTID.match(str(ytid)) or not float(start) >= 0:
+                invalid += 1
+                continue
+            rows.append({"clip_id": f"{ytid}_{round(float(start) * 1000)}", "group": str(ytid),
+                         "label": f"audiocaps_{cap_id}", "prompt": str(caption).strip(), "source": "audiocaps",
+                         "ytid": str(ytid), "start": float(start), "end": float(start) + 10.0})
+    if invalid:
+        log.warning("AudioCaps: %d rows with an invalid YouTube id or start time skipped", invalid)
+    return pd.DataFrame(rows), {"invalid_rows": invalid}
 
 
 def candidates_table(frame: pd.DataFrame) -> pa.Table:

@@ -48,14 +48,52 @@ class SyntheticParams:
 
 
 @dataclass(frozen=True)
+class AudiosetParams:
+    segments: list[str]  # segment CSVs: URLs or local paths (balanced_train_segments.csv, eval_segments.csv, ...)
+    class_labels: str  # class_labels_indices.csv
+    qa_counts: str  # qa_true_counts.csv
+    ontology: str  # ontology.json
+    min_label_quality: float  # num_true / num_rated
+    excluded_restrictions: list[str]  # ontology restrictions that drop a label
+    include: list[str]  # mids or display names; empty keeps all
+    exclude: list[str]
+    max_pairs_per_class: int  # 0: no cap
+
+    def __post_init__(self) -> None:
+        _check(len(self.segments) >= 1, "segments", "needs at least one segment file")
+        _check(0 <= self.min_label_quality <= 1, "min_label_quality", "must be in [0, 1]")
+        _check(self.max_pairs_per_class >= 0, "max_pairs_per_class", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class Esc50Params:
+    root: str  # a local copy (meta/esc50.csv, audio/) or the official archive's URL (.zip)
+
+
+@dataclass(frozen=True)
+class AudiocapsParams:
+    csv: list[str]  # audiocap_id,youtube_id,start_time,caption files: URLs or local paths
+
+
+@dataclass(frozen=True)
+class FolderParams:
+    root: str  # any directory of audio files
+    labels_csv: str | None  # file,label rows; without it, labels are the files' subfolder names
+
+
+@dataclass(frozen=True)
 class DataParams:
-    source: Literal["synthetic"]
+    source: Literal["synthetic", "audioset", "esc50", "audiocaps", "folder"]
     prompt_template: str
     val_fraction: float
     test_fraction: float
     seed: int
     heldout_classes: list[str]  # labels kept out of training entirely: the "heldout" split tests generalisation
     synthetic: SyntheticParams | None = None
+    audioset: AudiosetParams | None = None
+    esc50: Esc50Params | None = None
+    audiocaps: AudiocapsParams | None = None
+    folder: FolderParams | None = None
 
     def __post_init__(self) -> None:
         _check("{name}" in self.prompt_template, "prompt_template", "must contain {name}")
@@ -63,6 +101,23 @@ class DataParams:
         _check(0 < self.test_fraction < 1, "test_fraction", "must be in (0, 1)")
         _check(self.val_fraction + self.test_fraction < 1, "test_fraction", "val + test must leave a train split")
         _check(getattr(self, self.source) is not None, self.source, f"section required when source is {self.source!r}")
+
+
+@dataclass(frozen=True)
+class DownloadParams:
+    url_template: str  # where a YouTube id's media is; tests point it at a local server
+    workers: int
+    max_attempts: int  # for retryable failures (HTTP 429, network), with exponential backoff and jitter
+    backoff_seconds: float
+    requests_per_second: float  # a global rate limit over all workers; 0 for none
+    cookies: str | None  # a Netscape cookies file for yt-dlp
+
+    def __post_init__(self) -> None:
+        _check("{ytid}" in self.url_template, "url_template", "must contain {ytid}")
+        _check(self.workers >= 1, "workers", "must be >= 1")
+        _check(self.max_attempts >= 1, "max_attempts", "must be >= 1")
+        _check(self.backoff_seconds >= 0, "backoff_seconds", "must be >= 0")
+        _check(self.requests_per_second >= 0, "requests_per_second", "must be >= 0")
 
 
 Device = str  # "auto", "cpu", "cuda", "cuda:1", ...
@@ -196,6 +251,7 @@ class Params:
     # "python", or e.g. "torchrun --standalone --nproc-per-node 8" for one process per GPU.
     launch: str
     data: DataParams
+    download: DownloadParams
     audio_encoder: AudioEncoderParams
     diffusion: DiffusionParams
     mapper: MapperParams

@@ -11,9 +11,9 @@ from a2i_core.params import load_params
 def main() -> None:
     setup_logging()
     params = load_params()
-    candidates = build_candidates(params.data)
+    candidates, report = build_candidates(params.data)
     shards.write_table(candidates_table(candidates), "data/candidates.parquet", CANDIDATES_KIND)
-    write_json("metrics/data.json", data_counts(candidates))
+    write_json("metrics/data.json", {**data_counts(candidates), **report})
 
 
 if __name__ == "__main__":

@@ -5,17 +5,20 @@ from a2i_core import download
 from a2i_core.download import check_clip_id, download_clips, load_manifest
 from a2i_core.errors import A2IError
 from a2i_core.ingest import build_candidates
-from a2i_core.params import params_from_dict
+from a2i_core.params import DownloadParams, params_from_dict
+
+CFG = DownloadParams(url_template="http://127.0.0.1:1/{ytid}", workers=2, max_attempts=2, backoff_seconds=0.01,
+                     requests_per_second=0, cookies=None)
 
 
 @pytest.fixture
 def candidates(raw_params) -> pd.DataFrame:
     raw_params["data"]["synthetic"].update(classes=["siren", "clock"], clips_per_class=4, max_seconds=1.0)
-    return build_candidates(params_from_dict(raw_params).data)
+    return build_candidates(params_from_dict(raw_params).data)[0]
 
 
 def test_download_writes_clips_and_manifest(tmp_path, candidates):
-    counts = download_clips(candidates, tmp_path)
+    counts = download_clips(candidates, tmp_path, CFG)
     manifest = load_manifest(tmp_path)
     assert counts == {"ok": 8} and sorted(manifest["clip_id"]) == sorted(candidates["clip_id"])
     assert all((tmp_path / p).is_file() for p in manifest["path"])
@@ -23,13 +26,13 @@ def test_download_writes_clips_and_manifest(tmp_path, candidates):
 
 
 def test_rerun_only_fetches_what_is_missing(tmp_path, candidates, monkeypatch):
-    download_clips(candidates, tmp_path)
+    download_clips(candidates, tmp_path, CFG)
     (tmp_path / "siren_0001.wav").unlink()
     fetched = []
     original = download.FETCHERS["synthetic"]
-    monkeypatch.setitem(download.FETCHERS, "synthetic", lambda clip, out: fetched.append(out.name) or
-                        original(clip, out))
-    download_clips(candidates, tmp_path)
+    monkeypatch.setitem(download.FETCHERS, "synthetic", lambda clip, out, cfg: fetched.append(out.name) or
+                        original(clip, out, cfg))
+    download_clips(candidates, tmp_path, CFG)
     assert fetched == ["siren_0001.wav"]
 
 
@@ -37,23 +40,24 @@ def test_interrupted_download_keeps_finished_clips(tmp_path, candidates, monkeyp
     original = download.FETCHERS["synthetic"]
     calls = []
 
-    def flaky(clip, out):
+    def flaky(clip, out, cfg):
         calls.append(out.name)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return original(clip, out)
+        return original(clip, out, cfg)
 
     monkeypatch.setitem(download.FETCHERS, "synthetic", flaky)
+    one_worker = DownloadParams(**{**CFG.__dict__, "workers": 1})
     with pytest.raises(KeyboardInterrupt):
-        download_clips(candidates, tmp_path)
+        download_clips(candidates, tmp_path, one_worker)
     assert len(load_manifest(tmp_path)) == 2  # the two finished clips are recorded
     monkeypatch.setitem(download.FETCHERS, "synthetic", original)
-    assert download_clips(candidates, tmp_path) == {"ok": 8}
+    assert download_clips(candidates, tmp_path, CFG) == {"ok": 8}
 
 
 def test_stale_clips_are_removed(tmp_path, candidates):
-    download_clips(candidates, tmp_path)
-    download_clips(candidates[candidates["label"] == "clock"], tmp_path)
+    download_clips(candidates, tmp_path, CFG)
+    download_clips(candidates[candidates["label"] == "clock"], tmp_path, CFG)
     assert sorted(p.stem for p in tmp_path.glob("*.wav")) == [f"clock_{i:04d}" for i in range(4)]
     assert set(load_manifest(tmp_path)["clip_id"]) == {f"clock_{i:04d}" for i in range(4)}
 

@@ -13,7 +13,7 @@ def test_split_is_stable_and_near_the_fractions():
 
 def test_candidates_from_the_synthetic_source(raw_params):
     raw_params["data"]["synthetic"]["clips_per_class"] = 10
-    frame = build_candidates(params_from_dict(raw_params).data)
+    frame, _ = build_candidates(params_from_dict(raw_params).data)
     assert len(frame) == 80 and frame["clip_id"].is_unique
     assert set(frame["split"]) == {"train", "val", "test"}
     assert frame.groupby("group")["split"].nunique().max() == 1

@@ -1,0 +1,51 @@
+"""A folder of recordings in mixed formats, rates and lengths goes through ingest -> embed_audio (real DVC)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+from ruamel.yaml import YAML
+
+from a2i_core.audio import ffmpeg_binary
+from a2i_core.audio_features import load_audio_embeddings
+from a2i_core.download import load_manifest
+from a2i_core.sources.synthetic import clip_specs, synthesize
+from a2i_core.workspace import prepare, tool_env
+from tests.conftest import OFFLINE_PROFILE
+
+pytestmark = pytest.mark.e2e
+FILES = [("dog/a.mp3", 44100, 2, 0.4), ("dog/b.ogg", 22050, 1, 3.0), ("bell/c.flac", 48000, 2, 12.0),
+         ("bell/d.wav", 8000, 1, 1.5), ("rain/e.m4a", 32000, 1, 2.0)]
+
+
+def test_mixed_folder_to_embeddings(tmp_path):
+    root = tmp_path / "recordings"
+    for (rel, rate, channels, seconds), spec in zip(FILES, clip_specs(["dog"], len(FILES), 1.0, 1.0, 5).values(),
+                                                    strict=True):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        src = tmp_path / "src.wav"
+        sf.write(src, np.resize(synthesize(spec), int(seconds * 16000)), 16000)
+        subprocess.run([ffmpeg_binary(), "-y", "-loglevel", "error", "-i", str(src), "-ar", str(rate), "-ac",
+                        str(channels), str(root / rel)], check=True)
+    (root / "rain" / "broken.wav").write_bytes(b"RIFF....WAVEfmt garbage")
+    profile = YAML(typ="safe", pure=True).load(OFFLINE_PROFILE.read_text())
+    profile["data"].update(source="folder", folder={"root": str(root), "labels_csv": None})
+    del profile["data"]["synthetic"]
+    with open(tmp_path / "profile.yaml", "w") as f:
+        YAML().dump(profile, f)
+    ws = prepare(tmp_path / "ws", tmp_path / "profile.yaml")
+    result = subprocess.run([sys.executable, "-m", "dvc", "repro", "embed_audio"], cwd=ws, env=tool_env(),
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+    manifest = load_manifest(ws / "data/audio").set_index("clip_id")
+    assert (manifest["status"] == "ok").sum() == len(FILES)
+    broken = manifest[manifest["status"] != "ok"]
+    assert len(broken) == 1 and broken["status"].iloc[0] == "decode" and "cannot decode" in broken["reason"].iloc[0]
+    ids, embeddings, _ = load_audio_embeddings(ws / "data/features/audio")
+    assert sorted(ids) == sorted(manifest.index[manifest["status"] == "ok"])
+    assert embeddings.shape == (len(FILES), 128) and np.isfinite(embeddings).all()
