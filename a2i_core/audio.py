@@ -7,12 +7,15 @@ or the one the imageio-ffmpeg wheel carries.
 from __future__ import annotations
 
 import functools
+import io
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import ffmpeg
 import numpy as np
+import pyarrow.parquet as pq
 import soundfile as sf
 
 from a2i_core.errors import A2IError
@@ -58,8 +61,33 @@ def _downmix(sample_rate: int) -> str:
     return f"aresample={sample_rate}:rematrix_maxval=1.0,aformat=sample_fmts=flt:channel_layouts=mono"
 
 
-def decode(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Decode any audio file to mono float32 at ``sample_rate``; raise AudioError if ffmpeg cannot."""
+@dataclass(frozen=True)
+class PackedClip:
+    """One clip inside a pack: row group ``row`` of the Parquet file ``pack`` holds its FLAC bytes."""
+
+    pack: Path
+    row: int
+
+    def read(self) -> bytes:
+        return pq.ParquetFile(self.pack).read_row_group(self.row, columns=["flac"])["flac"][0].as_py()
+
+
+def encode_flac(wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, wave, sample_rate, subtype="PCM_16", format="FLAC")
+    return buffer.getvalue()
+
+
+def decode(path: str | Path | PackedClip, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Decode any audio file (or a packed clip) to mono float32 at ``sample_rate``; AudioError if that fails."""
+    if isinstance(path, PackedClip):
+        try:  # packs hold 16 kHz mono FLAC written by the download stage: no resampling, no ffmpeg
+            wave, rate = sf.read(io.BytesIO(path.read()), dtype="float32")
+        except (OSError, RuntimeError, IndexError) as err:
+            raise AudioError(f"{path.pack} row {path.row}: cannot read packed clip ({err})") from None
+        if rate != sample_rate or wave.ndim != 1:
+            raise AudioError(f"{path.pack} row {path.row}: packed clip is {rate} Hz, {wave.ndim}-D")
+        return wave
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"{path}: no such file")

@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from a2i_core import shards
-from a2i_core.audio import AudioError, decode
+from a2i_core.audio import AudioError, PackedClip, decode
 from a2i_core.distributed import SOLO, World
 from a2i_core.encoders import AudioEncoder
 from a2i_core.vggish import EMBEDDING_DIM, LogMelFrontend
@@ -47,24 +47,27 @@ def embed_waves(encoder: AudioEncoder, frontend: LogMelFrontend, waves: list[np.
     return [a.numpy() for a in torch.cat(outputs).split(counts)]
 
 
-def inputs_digest(chunk: list[tuple[str, Path]], settings: dict[str, str]) -> str:
+def inputs_digest(chunk: list[tuple[str, Path | PackedClip]], settings: dict[str, str]) -> str:
     """What a shard was computed from: its clips' ids and bytes, and every setting that changes the numbers."""
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for clip_id, path in chunk:
         digest.update(clip_id.encode() + b"\0")
         try:
-            with open(path, "rb") as f:
-                digest.update(hashlib.file_digest(f, "sha256").digest())
-        except OSError:
+            if isinstance(path, PackedClip):
+                digest.update(hashlib.sha256(path.read()).digest())
+            else:
+                with open(path, "rb") as f:
+                    digest.update(hashlib.file_digest(f, "sha256").digest())
+        except (OSError, IndexError):
             digest.update(b"unreadable")
     return digest.hexdigest()
 
 
-def decoded(clips: list[tuple[str, Path]], pool: ThreadPoolExecutor,
+def decoded(clips: list[tuple[str, Path | PackedClip]], pool: ThreadPoolExecutor,
             ahead: int) -> Iterator[tuple[str, np.ndarray | AudioError]]:
     """(clip_id, waveform or the decode error) in order, decoding up to ``ahead`` clips in the background."""
 
-    def safe_decode(path: Path) -> np.ndarray | AudioError:
+    def safe_decode(path: Path | PackedClip) -> np.ndarray | AudioError:
         try:
             return decode(path)
         except AudioError as err:
@@ -81,17 +84,19 @@ def decoded(clips: list[tuple[str, Path]], pool: ThreadPoolExecutor,
         yield first_id, future.result()
 
 
-def embed_clips(encoder: AudioEncoder, clips: Iterable[tuple[str, Path]], out_dir: str | Path, batch_size: int,
-                shard_rows: int, device: torch.device, metadata: dict[str, str], decode_workers: int = 2,
-                world: World = SOLO) -> dict:
+def embed_clips(encoder: AudioEncoder, clips: Iterable[tuple[str, Path | PackedClip]], out_dir: str | Path,
+                batch_size: int, shard_rows: int, device: torch.device, metadata: dict[str, str],
+                decode_workers: int = 2, world: World = SOLO) -> dict:
     """Decode, embed and write ``part-*.parquet``, shard by shard, resuming where a previous run stopped.
 
-    Clips are sorted by id and cut into shards of ``shard_rows``; a shard already on disk whose recorded inputs
-    digest matches is kept, so an interrupted run recomputes only unfinished shards. A clip that cannot be
-    decoded is logged and skipped. Memory is bounded by one shard, whatever the number of clips.
+    Clips (a file path or a PackedClip each) are cut, in the given order, into shards of ``shard_rows``; a
+    shard already on disk whose recorded inputs digest matches is kept, so an interrupted run recomputes only
+    unfinished shards. A clip that cannot be decoded is logged and skipped. Memory is bounded by one shard,
+    whatever the number of clips. Under torchrun each process takes every ``world.size``-th shard; the shards
+    are the same whatever the number of processes.
     """
     out_dir = Path(out_dir)
-    clips = sorted(clips)
+    clips = list(clips)  # in the caller's (deterministic) order: packed clips stay next to their pack-mates
     plan = [clips[i : i + shard_rows] for i in range(0, len(clips), shard_rows)]
     if world.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from a2i_core import shards
-from a2i_core.audio import SAMPLE_RATE, AudioError, decode, ffmpeg_dir, write_wav
+from a2i_core.audio import SAMPLE_RATE, AudioError, PackedClip, decode, encode_flac, ffmpeg_dir, write_wav
 from a2i_core.errors import A2IError
 from a2i_core.params import DownloadParams
 from a2i_core.sources import synthetic
@@ -41,7 +41,9 @@ MANIFEST_KIND = "audio_manifest"
 MANIFEST_NAME = "manifest.parquet"
 CLIP_ID = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 YTID = re.compile(r"^[A-Za-z0-9_-]{11}$")
-MANIFEST_COLUMNS = ["clip_id", "status", "reason", "path", "seconds"]
+MANIFEST_COLUMNS = ["clip_id", "status", "reason", "path", "row", "seconds"]
+PACK_KIND = "audio_pack"
+STAGING = ".staging"
 RETRYABLE = {"rate-limited", "network"}
 
 
@@ -68,11 +70,49 @@ def load_manifest(audio_dir: Path) -> pd.DataFrame:
 
 
 def save_manifest(audio_dir: Path, rows: dict[str, dict]) -> None:
-    frame = pd.DataFrame([rows[k] for k in sorted(rows)], columns=MANIFEST_COLUMNS)
+    frame = pd.DataFrame([{"row": -1, **rows[k]} for k in sorted(rows)], columns=MANIFEST_COLUMNS)
     table = pa.Table.from_pandas(frame, preserve_index=False, schema=pa.schema([
         ("clip_id", pa.string()), ("status", pa.string()), ("reason", pa.string()),
-        ("path", pa.string()), ("seconds", pa.float64())]))
+        ("path", pa.string()), ("row", pa.int32()), ("seconds", pa.float64())]))
     shards.write_table(table, audio_dir / MANIFEST_NAME, MANIFEST_KIND)
+
+
+def clip_sources(audio_dir: str | Path) -> list[tuple[str, Path | PackedClip]]:
+    """Every ok clip's audio: its WAV file, or its row in a pack; pack-mates next to each other."""
+    audio_dir = Path(audio_dir)
+    ok = load_manifest(audio_dir).query("status == 'ok'").sort_values(["path", "row", "clip_id"])
+    return [(c, PackedClip(audio_dir / p, int(r)) if r >= 0 else audio_dir / p)
+            for c, p, r in zip(ok["clip_id"], ok["path"], ok["row"], strict=True)]
+
+
+class PackWriter:
+    """Gathers finished clips as FLAC and writes them ``size`` at a time into ``packs/pack-NNNNN.parquet``.
+
+    Each clip is its own row group, so one clip is read without reading its pack. A kill loses at most the
+    clips gathered since the last pack; the rerun fetches them again.
+    """
+
+    def __init__(self, audio_dir: Path, size: int) -> None:
+        self.dir, self.size, self.buffer = audio_dir / "packs", size, []
+        self.dir.mkdir(exist_ok=True)
+        existing = sorted(self.dir.glob("pack-*.parquet"))
+        self.next = int(existing[-1].stem.split("-")[1]) + 1 if existing else 0
+
+    def add(self, row: dict, wav: Path) -> list[dict]:
+        self.buffer.append((row, encode_flac(decode(wav))))
+        wav.unlink()
+        return self.flush() if len(self.buffer) >= self.size else []
+
+    def flush(self) -> list[dict]:
+        if not self.buffer:
+            return []
+        path = self.dir / f"pack-{self.next:05d}.parquet"
+        table = pa.table({"clip_id": [r["clip_id"] for r, _ in self.buffer],
+                          "flac": pa.array([b for _, b in self.buffer], pa.binary())})
+        shards.write_table(table, path, PACK_KIND, row_group_size=1)
+        rows = [{**r, "path": f"packs/{path.name}", "row": i} for i, (r, _) in enumerate(self.buffer)]
+        self.buffer, self.next = [], self.next + 1
+        return rows
 
 
 def fetch_synthetic(clip: pd.Series, out: Path, cfg: DownloadParams) -> float:
@@ -195,8 +235,14 @@ def download_clips(candidates: pd.DataFrame, audio_dir: str | Path, cfg: Downloa
     audio_dir = Path(audio_dir)
     audio_dir.mkdir(parents=True, exist_ok=True)
     os.environ["PATH"] = f"{ffmpeg_dir()}{os.pathsep}{os.environ.get('PATH', '')}"  # yt-dlp looks for ffmpeg here
-    for leftover in list(audio_dir.glob(".*.tmp")) + list(audio_dir.glob(".dl-*")):  # from a killed run
-        shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+    for leftover in [*audio_dir.glob(".*.tmp"), *audio_dir.glob(".dl-*"), audio_dir / STAGING]:  # a killed run's
+        if leftover.is_dir():
+            shutil.rmtree(leftover)
+        elif leftover.exists():
+            leftover.unlink()
+    packer = PackWriter(audio_dir, cfg.pack_size) if cfg.pack_size else None
+    target_dir = audio_dir / STAGING if packer else audio_dir
+    target_dir.mkdir(exist_ok=True)
     clips = candidates.drop_duplicates("clip_id").set_index("clip_id", drop=False).sort_index()
     for clip_id in clips.index:
         check_clip_id(clip_id)
@@ -218,10 +264,14 @@ def download_clips(candidates: pd.DataFrame, audio_dir: str | Path, cfg: Downloa
         with ThreadPoolExecutor(max_workers=cfg.workers) as pool, \
                 tqdm(total=len(todo), desc="download", unit="clip") as bar:
             futures = [pool.submit(fetch_with_retries, FETCHERS[clips.loc[c, "source"]], clips.loc[c],
-                                   audio_dir / f"{c}.wav", cfg, limit) for c in todo]
+                                   target_dir / f"{c}.wav", cfg, limit) for c in todo]
             for i, future in enumerate(as_completed(futures), start=1):
                 row = future.result()
-                rows[row["clip_id"]] = row
+                if packer and row["status"] == "ok":
+                    packed = packer.add(row, target_dir / row["path"])
+                    rows.update({r["clip_id"]: r for r in packed})
+                else:
+                    rows[row["clip_id"]] = row
                 counts[row["status"]] += 1
                 if row["status"] != "ok":
                     log.debug("%s: %s: %s", row["clip_id"], row["status"], row["reason"])
@@ -229,8 +279,11 @@ def download_clips(candidates: pd.DataFrame, audio_dir: str | Path, cfg: Downloa
                 bar.update()
                 if i % save_every == 0:
                     save_manifest(audio_dir, rows)
+        if packer:
+            rows.update({r["clip_id"]: r for r in packer.flush()})
     finally:
         save_manifest(audio_dir, rows)  # progress survives Ctrl-C
+        shutil.rmtree(audio_dir / STAGING, ignore_errors=True)
     totals = Counter(r["status"] for r in rows.values())
     lost = sum(v for k, v in totals.items() if k != "ok")
     log.info("download: %d of %d clips ok; %d lost (%.1f %%): %s", totals["ok"], len(clips), lost,

@@ -111,8 +111,10 @@ class DownloadParams:
     backoff_seconds: float
     requests_per_second: float  # a global rate limit over all workers; 0 for none
     cookies: str | None  # a Netscape cookies file for yt-dlp
+    pack_size: int  # 0: one WAV file per clip; N: N clips per Parquet pack (for millions of clips)
 
     def __post_init__(self) -> None:
+        _check(self.pack_size >= 0, "pack_size", "must be >= 0")
         _check("{ytid}" in self.url_template, "url_template", "must contain {ytid}")
         _check(self.workers >= 1, "workers", "must be >= 1")
         _check(self.max_attempts >= 1, "max_attempts", "must be >= 1")

@@ -25,13 +25,14 @@ class SchemaError(A2IError):
     pass
 
 
-def write_table(table: pa.Table, path: str | Path, kind: str, metadata: dict[str, str] | None = None) -> None:
+def write_table(table: pa.Table, path: str | Path, kind: str, metadata: dict[str, str] | None = None,
+                row_group_size: int | None = None) -> None:
     meta = dict(table.schema.metadata or {})
     meta.update({b"a2i.schema_version": SCHEMA_VERSION.encode(), b"a2i.kind": kind.encode()})
     for key, value in (metadata or {}).items():
         meta[f"a2i.{key}".encode()] = value.encode()
     with atomic_path(path) as tmp:
-        pq.write_table(table.replace_schema_metadata(meta), tmp, compression="zstd")
+        pq.write_table(table.replace_schema_metadata(meta), tmp, compression="zstd", row_group_size=row_group_size)
 
 
 def read_table(path: str | Path, kind: str, columns: list[str] | None = None) -> pa.Table:

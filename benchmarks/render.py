@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from a2i_core.devices import resolve_device
@@ -136,10 +137,13 @@ def main() -> None:
         compile_for_speed(pipe)
     settings = RenderSettings(args.steps, args.guidance, args.size, seed=0, batch_size=args.batch_size)
     warm = RenderSettings(2, args.guidance, args.size, seed=0, batch_size=args.batch_size)
-    render(pipe, targets[: args.batch_size], empty_pooled, empty_sequence, warm, device, fast)  # warm-up/compile
+    def sequences(indices: list[int]) -> np.ndarray:
+        return np.stack([empty_sequence] * len(indices))  # (B, L, D): the empty prompt's, as the stage does
+
+    render(pipe, targets[: args.batch_size], sequences, empty_pooled, empty_sequence, warm, device, fast)  # warm-up
     sync(device)
     start = time.perf_counter()
-    images = render(pipe, targets, empty_pooled, empty_sequence, settings, device, fast)
+    images = render(pipe, targets, sequences, empty_pooled, empty_sequence, settings, device, fast)
     sync(device)
     ours_s = time.perf_counter() - start
     assert len(images) == args.images

@@ -60,7 +60,11 @@ def demo_workspace(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]
     tmp = tmp_path_factory.mktemp("demo")
     profile = YAML(typ="safe", pure=True).load(OFFLINE_PROFILE.read_text())
     profile["data"]["synthetic"]["clips_per_class"] = 10  # smaller than the demo, same code paths
-    profile["train"]["epochs"] = 40
+    profile["train"]["epochs"] = 30
+    profile["render"].update(size=64, steps=4, batch_size=2)
+    # Several units of work, so that tests/test_distributed.py can spread them over 2 processes.
+    profile["audio_encoder"]["shard_rows"] = 16
+    profile["diffusion"]["shard_rows"] = 3
     with open(tmp / "profile.yaml", "w") as f:
         YAML().dump(profile, f)
     result = subprocess.run([sys.executable, "-m", "a2i_core.cli", "demo", "--workspace", str(tmp / "ws"),

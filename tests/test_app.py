@@ -78,6 +78,6 @@ def test_upload_a_wav_and_get_an_image(app_server, tmp_path):
         browser.close()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     with Image.open(io.BytesIO(data)) as png:
-        assert png.format == "PNG" and png.size == (128, 128)  # the project's render.size
+        assert png.format == "PNG" and png.size == (64, 64)  # the project's render.size
         assert np.asarray(png).std() > 0
     assert "an image of" in nearest

@@ -113,3 +113,23 @@ def test_a_killed_run_resumes_with_only_unfinished_shards(tmp_path, tiny_vggish_
     stats = embed_clips(encoder, clips, out, 2, 2, torch.device("cpu"), {})
     assert stats["shards_kept"] == finished and stats["clips"] == 8 - 2 * finished
     assert not list(out.glob(".*tmp")) and len(shards.shard_paths(out)) == 4
+
+
+def test_packed_and_file_clips_give_the_same_embeddings(tmp_path, tiny_vggish_dir, raw_params):
+    from a2i_core.download import clip_sources, download_clips
+    from a2i_core.ingest import build_candidates
+    from a2i_core.params import DownloadParams, params_from_dict
+
+    raw_params["data"]["synthetic"].update(classes=["siren", "rain"], clips_per_class=3, max_seconds=1.5)
+    candidates, _ = build_candidates(params_from_dict(raw_params).data)
+    cfg = DownloadParams(url_template="http://127.0.0.1:1/{ytid}", workers=1, max_attempts=1, backoff_seconds=0,
+                         requests_per_second=0, cookies=None, pack_size=0)
+    download_clips(candidates, tmp_path / "files", cfg)
+    download_clips(candidates, tmp_path / "packed", DownloadParams(**{**cfg.__dict__, "pack_size": 4}))
+    encoder = load_audio_encoder(tiny_vggish_dir, postprocess=False)
+    for name in ("files", "packed"):
+        embed_clips(encoder, clip_sources(tmp_path / name), tmp_path / f"emb-{name}", 4, 4, torch.device("cpu"), {})
+    ids_f, emb_f, _ = load_audio_embeddings(tmp_path / "emb-files")
+    ids_p, emb_p, _ = load_audio_embeddings(tmp_path / "emb-packed")
+    order = [ids_p.index(i) for i in ids_f]
+    assert sorted(ids_f) == sorted(ids_p) and np.allclose(emb_f, emb_p[order], atol=1e-6)

@@ -8,7 +8,7 @@ from a2i_core.ingest import build_candidates
 from a2i_core.params import DownloadParams, params_from_dict
 
 CFG = DownloadParams(url_template="http://127.0.0.1:1/{ytid}", workers=2, max_attempts=2, backoff_seconds=0.01,
-                     requests_per_second=0, cookies=None)
+                     requests_per_second=0, cookies=None, pack_size=0)
 
 
 @pytest.fixture

@@ -45,7 +45,7 @@ def server(tmp_path_factory):
 
 def _cfg(server, **kw) -> DownloadParams:
     base = dict(url_template=server.url + "{ytid}.m4a", workers=3, max_attempts=3, backoff_seconds=0.01,
-                requests_per_second=0, cookies=None)
+                requests_per_second=0, cookies=None, pack_size=0)
     return DownloadParams(**{**base, **kw})
 
 
@@ -82,7 +82,7 @@ def test_a_killed_run_resumes_without_redoing_finished_clips(server, tmp_path):
         "import pandas as pd; from a2i_core.download import download_clips; from a2i_core.params import "
         "DownloadParams\n"
         f"cfg = DownloadParams(url_template={server.url + '{ytid}.m4a'!r}, workers=1, max_attempts=1, "
-        "backoff_seconds=0, requests_per_second=4, cookies=None)\n"
+        "backoff_seconds=0, requests_per_second=4, cookies=None, pack_size=0)\n"
         f"download_clips(pd.read_parquet({str(tmp_path / 'candidates.parquet')!r}), {str(tmp_path / 'audio')!r}, "
         "cfg, save_every=1000)\n")
     proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.DEVNULL)

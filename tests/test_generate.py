@@ -50,7 +50,7 @@ def test_a_folder_of_mixed_files_becomes_images(demo_workspace, mixed_folder, tm
     assert len(images) == 8
     for path in images:
         with Image.open(path) as image:
-            assert image.format == "PNG" and image.size == (128, 128)
+            assert image.format == "PNG" and image.size == (64, 64)
     # Each sound's nearest prompt is printed; random encoders still tell these sounds apart.
     lines = {line.split(":")[0]: line for line in result.stdout.splitlines() if ":" in line}
     for label, ext, *_ in FORMATS:

@@ -79,7 +79,7 @@ def test_every_stage_ran_and_wrote_valid_outputs(workspace):
     assert render["images"] == len(images) == len(ROWS) * n_clips and render["true_prompt_sequence"] == "full"
     for path in images:
         with Image.open(path) as image:
-            assert image.format == "PNG" and image.size == (128, 128)
+            assert image.format == "PNG" and image.size == (64, 64)
     with Image.open(ws / "metrics/contact_sheet.png") as sheet:
         assert sheet.height > 128 * n_clips
     image_eval = json.loads((ws / "metrics/image_eval.json").read_text())
