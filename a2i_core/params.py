@@ -7,6 +7,7 @@ offending key: an unknown key, a missing key, a value of the wrong type or out o
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -239,6 +240,19 @@ class RenderParams:
 
 
 @dataclass(frozen=True)
+class EvalSetParams:
+    """An extra evaluation set: its source, evaluated whole (ESC-50: per official fold)."""
+
+    source: Literal["esc50", "audiocaps", "folder"]
+    esc50: Esc50Params | None = None
+    audiocaps: AudiocapsParams | None = None
+    folder: FolderParams | None = None
+
+    def __post_init__(self) -> None:
+        _check(getattr(self, self.source) is not None, self.source, f"section required when source is {self.source!r}")
+
+
+@dataclass(frozen=True)
 class EvaluateParams:
     clip_model: str  # scores rendered images against prompts: "tiny", a Hub id or a local directory
     device: Device
@@ -260,8 +274,12 @@ class Params:
     train: TrainParams
     evaluate: EvaluateParams
     render: RenderParams
+    eval_sets: dict[str, EvalSetParams]  # name -> set; each is a stage eval_set@name
 
     def __post_init__(self) -> None:
+        for name in self.eval_sets:
+            _check(re.fullmatch(r"[A-Za-z0-9_-]{1,40}", name) is not None, f"eval_sets.{name}",
+                   "names are letters, digits, '_' or '-'")
         _check(self.launch.split()[:1] in (["python"], ["python3"], ["torchrun"]), "launch",
                "must start with python or torchrun")
 
@@ -324,6 +342,11 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
         if value not in choices:
             raise ParamsError(f"{key}: must be one of {', '.join(map(str, choices))}, got {value!r}")
         return value
+    if origin is dict:
+        _, item = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise ParamsError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
+        return {str(k): _convert(item, v, f"{key}.{k}") for k, v in value.items()}
     if origin is list:
         (item,) = typing.get_args(hint)
         if not isinstance(value, list):

@@ -37,7 +37,7 @@ def _digest(path: Path) -> str | None:
 
 
 def _ran(output: str) -> list[str]:
-    return re.findall(r"Running stage '(\w+)'", output)
+    return re.findall(r"Running stage '([\w@.-]+)'", output)
 
 
 def _dvc(workspace: Path, *args: str) -> str:
@@ -132,3 +132,28 @@ def test_variants_run_as_experiments(workspace):
     config = AudioToSD3Mapper.from_pretrained(ws / "models/mapper").config
     assert config.input == "frames" and config.tokens == 20
     assert json.loads((ws / "metrics/render.json").read_text())["sequence_fill"] == "zeros"
+
+
+def test_esc50_eval_set_by_official_folds(workspace, tmp_path):
+    ws, _ = workspace
+    from a2i_core.audio import write_wav
+    from a2i_core.sources.synthetic import clip_specs, synthesize
+
+    # A small ESC-50 copy in the official layout: 4 categories x 5 folds, sounds made by the synthetic classes.
+    (tmp_path / "meta").mkdir()
+    (tmp_path / "audio").mkdir()
+    rows = ["filename,fold,target,category,esc10,src_file,take"]
+    categories = {"dog": "dog", "church_bells": "bell", "siren": "siren", "clock_tick": "clock"}
+    for target, (category, synth) in enumerate(categories.items()):
+        for fold, spec in enumerate(clip_specs([synth], 5, 1.0, 3.0, seed=target).values(), start=1):
+            name = f"{fold}-{1000 + target}{fold}-A-{target}.wav"
+            write_wav(tmp_path / "audio" / name, synthesize(spec))
+            rows.append(f"{name},{fold},{target},{category},False,{1000 + target}{fold},A")
+    (tmp_path / "meta" / "esc50.csv").write_text("\n".join(rows) + "\n")
+
+    output = _dvc(ws, "exp", "run", "-S", f"+eval_sets.esc50={{source: esc50, esc50: {{root: {tmp_path}}}}}")
+    assert _ran(output) == ["eval_set@esc50"]
+    report = json.loads((ws / "metrics/eval_sets/esc50.json").read_text())
+    assert sorted(report["folds"]) == [f"fold{i}" for i in range(1, 6)]
+    assert all(fold["pairs"] == 4 for fold in report["folds"].values()) and report["pairs"] == 20
+    assert report["chance_top1"] == 1 / 4 and 0 <= report["top1_fold_mean"] <= 1

@@ -103,7 +103,7 @@ def _tracked_files(repo: Path) -> dict[str, str]:
 
 
 def _ran(output: str) -> list[str]:
-    return re.findall(r"Running stage '(\w+)'", output)
+    return re.findall(r"Running stage '([\w@.-]+)'", output)
 
 
 def test_team_workflow_through_s3(demo_workspace, s3, tmp_path):
