@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from a2i_core import shards
@@ -24,8 +25,10 @@ def _run(ws: Path, stage: str, processes: int) -> None:
     shutil.rmtree(ws / OUTPUTS[stage], ignore_errors=True)
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
     cmd = (launcher if processes > 1 else [sys.executable]) + ["-m", f"stages.{stage}"]
-    result = subprocess.run(cmd, cwd=ws, env={**tool_env(), "OMP_NUM_THREADS": "1"}, capture_output=True,
-                            text=True)
+    # The same threads per process as the demo's single-process run: thread counts, not process counts, may
+    # change float summation order in the CPU kernels.
+    env = {**tool_env(), "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    result = subprocess.run(cmd, cwd=ws, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
 
 
