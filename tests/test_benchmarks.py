@@ -4,6 +4,9 @@ import re
 import subprocess
 import sys
 
+import pytest
+import torch
+
 from tests.conftest import ROOT
 
 
@@ -38,8 +41,6 @@ def test_render_benchmark_builds_sd3_medium_architecture():
     # On the meta device: shapes without memory, so the GPU build is checked here too.
     import importlib.util
 
-    import torch
-
     spec = importlib.util.spec_from_file_location("render_benchmark", ROOT / "benchmarks" / "render.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -59,3 +60,13 @@ def test_generate_latency_benchmark_on_the_demo_mapper(demo_workspace):
     assert result.returncode == 0, result.stderr[-2000:]
     for step in ("decode", "embed", "map", "render", "**total**"):
         assert re.search(rf"^\| {re.escape(step)} \| [0-9.]+ \|$", result.stdout, flags=re.M), step
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_embed_audio_on_the_gpu_agrees_with_the_reference():
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "embed_audio.py"), "--tiny", "--device",
+                             "cuda"], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    max_16k = float(re.search(r"\| 16 kHz input \(same samples\) \| \d+ \| ([0-9.e+-]+) \|", result.stdout).group(1))
+    assert max_16k < 1e-3

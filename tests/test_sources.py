@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -138,3 +139,15 @@ def test_folder_labels_from_subfolders_or_csv(raw_params, tmp_path):
     raw_params["data"]["folder"]["labels_csv"] = str(tmp_path / "labels.csv")
     frame, _ = build_candidates(params_from_dict(raw_params).data)
     assert frame["label"].tolist() == ["wind"]
+
+
+@pytest.mark.network
+@pytest.mark.skipif(os.environ.get("A2I_NETWORK_TESTS") != "1", reason="needs the network: set A2I_NETWORK_TESTS=1")
+def test_the_real_audioset_class_list(tmp_path, monkeypatch):
+    from a2i_core.sources.audioset import read_class_labels
+    from a2i_core.sources.fetch import local_copy
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    url = "http://storage.googleapis.com/us_audioset/youtube_corpus/v1/csv/class_labels_indices.csv"
+    names = read_class_labels(local_copy(url))
+    assert len(names) == 527 and names["/m/09x0r"] == "Speech"
