@@ -234,7 +234,8 @@ def download_clips(candidates: pd.DataFrame, audio_dir: str | Path, cfg: Downloa
     """Materialise every clip of ``candidates`` under ``audio_dir``; return counts by status."""
     audio_dir = Path(audio_dir)
     audio_dir.mkdir(parents=True, exist_ok=True)
-    os.environ["PATH"] = f"{ffmpeg_dir()}{os.pathsep}{os.environ.get('PATH', '')}"  # yt-dlp looks for ffmpeg here
+    if ffmpeg_dir() not in os.environ.get("PATH", "").split(os.pathsep):  # yt-dlp finds ffmpeg on PATH only
+        os.environ["PATH"] = f"{ffmpeg_dir()}{os.pathsep}{os.environ.get('PATH', '')}"
     for leftover in [*audio_dir.glob(".*.tmp"), *audio_dir.glob(".dl-*"), audio_dir / STAGING]:  # a killed run's
         if leftover.is_dir():
             shutil.rmtree(leftover)
