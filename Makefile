@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint clean gpu-wheels
 
 install: $(VENV)/.installed
 
@@ -34,3 +34,16 @@ lint: install
 
 clean:
 	rm -rf .demo
+
+# Wheels of what a bare GPU machine lacks (its image: Python 3.12, CUDA PyTorch, transformers, accelerate; no network).
+# A device call carries .whl/ and benchmarks/gpu.sh installs them. imageio-ffmpeg 0.6.0, not the newest, because
+# its ffmpeg (29 MB) keeps what travels under the 64 MiB a call may carry.
+GPU_WHEELS := diffusers==0.42.1 soundfile==0.14.0 cffi==2.1.1 pycparser==3.12 ffmpeg-python==0.2.0 future==1.0.0 \
+	imageio-ffmpeg==0.6.0 ruamel.yaml==0.19.1 resampy==0.4.3
+gpu-wheels:
+	mkdir -p .whl
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	  -d .whl $(GPU_WHEELS)
+	$(PYTHON) -m pip wheel -q --no-deps -w .whl torchvggish==0.2  # published as a source archive only
+	du -sh .whl

@@ -59,8 +59,9 @@ def _project_defaults(project: Path) -> tuple[RenderSettings, str]:
 
 def _load_generator(project: Path, mapper: Path | None, vggish: Path | None, sd3: Path | None, device: str,
                     dtype: str) -> SoundToImage:
-    return SoundToImage(mapper or project / "models" / "mapper", vggish or project / "models" / "vggish",
-                        sd3 or project / "models" / "sd3", pick_device(device), dtype)
+    models = project / "models"
+    return SoundToImage.from_pretrained(mapper or models / "mapper", vggish or models / "vggish", sd3 or models / "sd3",
+                                        pick_device(device), dtype)
 
 
 Project = Annotated[Path, typer.Option(help="A project or workspace whose models/ and params.yaml to use.")]

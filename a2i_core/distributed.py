@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TypeVar
 
 import torch
@@ -63,7 +64,17 @@ def init_world() -> World:
     size = int(os.environ.get("WORLD_SIZE", "1"))
     world = World(rank=int(os.environ.get("RANK", "0")), size=size, local_rank=int(os.environ.get("LOCAL_RANK", "0")))
     if size > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        # Collectives wait at most this long for the slowest process: a rank that drew the last, longest shards
+        # must not be killed by the 10-minute default while the others sit at the final barrier.
+        timeout = timedelta(hours=2)
+        local_size = int(os.environ.get("LOCAL_WORLD_SIZE", size))
+        if torch.cuda.device_count() >= local_size:
+            # Bind each process to its own GPU before the first collective, or every barrier runs on GPU 0.
+            device = torch.device("cuda", world.local_rank)
+            torch.cuda.set_device(device)
+            dist.init_process_group("nccl", timeout=timeout, device_id=device)
+        else:
+            dist.init_process_group("gloo", timeout=timeout)
     return world
 
 

@@ -20,7 +20,7 @@ from a2i_core.artifact import MapperArtifact
 from a2i_core.audio import AudioError, decode
 from a2i_core.audio_features import embed_waves
 from a2i_core.devices import resolve_dtype
-from a2i_core.encoders import load_audio_encoder
+from a2i_core.encoders import AudioEncoder, load_audio_encoder
 from a2i_core.errors import A2IError
 from a2i_core.pairs import pad_frames
 from a2i_core.render import RenderSettings, fill_sequence, render
@@ -52,30 +52,40 @@ class Sound:
 
 
 class SoundToImage:
-    def __init__(self, mapper_dir: str | Path, vggish_dir: str | Path, sd3_dir: str | Path, device: torch.device,
-                 dtype: str = "bfloat16") -> None:
-        self.artifact = MapperArtifact.load(mapper_dir)
-        config = self.artifact.mapper.config
-        provenance = config.provenance
+    """Sound files to images: VGGish, the trained mapper and SD3's image side (no text encoders) on one device."""
+
+    def __init__(self, artifact: MapperArtifact, encoder: AudioEncoder, pipe, device: torch.device,
+                 dtype: torch.dtype) -> None:
+        transformer, config = pipe.transformer.config, artifact.mapper.config
+        width = artifact.empty_sequence.shape[1]
+        if transformer.pooled_projection_dim != config.pooled_dim or transformer.joint_attention_dim != width:
+            raise A2IError(f"this SD3 takes pooled {transformer.pooled_projection_dim} / text "
+                           f"{transformer.joint_attention_dim} wide, the mapper gives {config.pooled_dim} / {width}")
+        self.artifact, self.encoder, self.pipe, self.device, self.dtype = artifact, encoder, pipe, device, dtype
+        encoder.model.to(device, memory_format=torch.channels_last)
+        if encoder.postprocessor is not None:
+            encoder.postprocessor.to(device)
+        self.frontend = LogMelFrontend().to(device)
+
+    @classmethod
+    def from_pretrained(cls, mapper_dir: str | Path, vggish_dir: str | Path, sd3_dir: str | Path,
+                        device: torch.device, dtype: str = "bfloat16") -> SoundToImage:
+        """Load the three parts, checking that the VGGish weights and frontend are those the mapper learnt from."""
+        artifact = MapperArtifact.load(mapper_dir)
+        provenance = artifact.mapper.config.provenance
         if provenance.get("frontend", FRONTEND) != FRONTEND:
             raise A2IError(f"{mapper_dir}: trained on features from another frontend ({provenance['frontend']})")
-        self.encoder = load_audio_encoder(vggish_dir, postprocess=provenance.get("postprocess") == "true")
+        encoder = load_audio_encoder(vggish_dir, postprocess=provenance.get("postprocess") == "true")
         expected = provenance.get("encoder_sha256")
-        if expected and self.encoder.weights_sha256 != expected:
-            raise A2IError(f"{vggish_dir}: VGGish weights sha256 {self.encoder.weights_sha256[:12]}... differ from "
+        if expected and encoder.weights_sha256 != expected:
+            raise A2IError(f"{vggish_dir}: VGGish weights sha256 {encoder.weights_sha256[:12]}... differ from "
                            f"the {expected[:12]}... this mapper was trained on")
-        self.device = device
-        self.dtype = resolve_dtype(dtype, device)
-        self.pipe = load_sd3(sd3_dir, "image", device, self.dtype)
-        transformer = self.pipe.transformer.config
-        width = self.artifact.empty_sequence.shape[1]
-        if transformer.pooled_projection_dim != config.pooled_dim or transformer.joint_attention_dim != width:
-            raise A2IError(f"{sd3_dir}: this SD3 takes pooled {transformer.pooled_projection_dim} / text "
-                           f"{transformer.joint_attention_dim} wide, the mapper gives {config.pooled_dim} / {width}")
-        self.encoder.model.to(device, memory_format=torch.channels_last)
-        if self.encoder.postprocessor is not None:
-            self.encoder.postprocessor.to(device)
-        self.frontend = LogMelFrontend().to(device)
+        torch_dtype = resolve_dtype(dtype, device)
+        pipe = load_sd3(sd3_dir, "image", device, torch_dtype)
+        try:
+            return cls(artifact, encoder, pipe, device, torch_dtype)
+        except A2IError as err:
+            raise A2IError(f"{sd3_dir}: {err}") from None
 
     @staticmethod
     def load_audio(paths: list[Path]) -> list[np.ndarray]:

@@ -40,7 +40,8 @@ def load_sd3(directory: str | Path, part: Literal["text", "image"], device: torc
         raise A2IError(f"{model}: not found locally or on the Hub (check diffusion.model, or log in)") from None
     except OSError as err:
         raise A2IError(f"cannot load SD3 from {model}: {str(err).splitlines()[0]}") from None
-    pipe.to(device)
+    # Cast as well: without accelerate, diffusers leaves the SD3 transformer in float32 whatever dtype is asked.
+    pipe.to(device, dtype)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

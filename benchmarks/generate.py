@@ -2,6 +2,7 @@
 
     python benchmarks/generate.py --project .demo                # the offline demo's mapper, on CPU
     python benchmarks/generate.py --sd3-medium --device cuda     # SD3 Medium's architecture, random weights, GPU
+    python benchmarks/generate.py --sd3-medium --tiny            # the same assembly with the tiny SD3, on CPU
 """
 
 from __future__ import annotations
@@ -59,35 +60,40 @@ def demo_generator(project: Path, device: torch.device) -> tuple[SoundToImage, R
     from a2i_core.params import load_params
 
     r = load_params(project / "params.yaml").render
-    generator = SoundToImage(project / "models/mapper", project / "models/vggish", project / "models/sd3", device)
+    generator = SoundToImage.from_pretrained(project / "models/mapper", project / "models/vggish",
+                                             project / "models/sd3", device)
     return generator, RenderSettings(r.steps, r.guidance, r.size, r.seed, batch_size=1)
 
 
-def sd3_medium_generator(device: torch.device, steps: int, size: int) -> tuple[SoundToImage, RenderSettings]:
-    """The same inference object, with SD3 Medium's architecture, VGGish and a mapper all randomly initialised."""
+def sd3_medium_generator(device: torch.device, steps: int, size: int,
+                         tiny: bool = False) -> tuple[SoundToImage, RenderSettings]:
+    """The inference object of `a2i generate` with SD3 Medium's architecture (or the tiny SD3), VGGish and a mapper,
+    all randomly initialised."""
     from a2i_core.artifact import MapperArtifact
     from a2i_core.encoders import AudioEncoder
     from a2i_core.mapper import AudioToSD3Mapper, MapperConfig
     from a2i_core.tiny import tiny_vggish_weights
-    from a2i_core.vggish import LogMelFrontend, load_vggish
+    from a2i_core.vggish import load_vggish
 
     spec = importlib.util.spec_from_file_location("render_benchmark", Path(__file__).with_name("render.py"))
     render_benchmark = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(render_benchmark)
-    pipe = render_benchmark.sd3_medium_on(device, torch.bfloat16)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    if tiny:
+        with tempfile.TemporaryDirectory() as tmp:
+            pipe = render_benchmark.tiny_sd3(Path(tmp) / "sd3", dtype).to(device)
+    else:
+        pipe = render_benchmark.sd3_medium_on(device, dtype)
     for name in ("text_encoder", "text_encoder_2", "text_encoder_3"):
         setattr(pipe, name, None)
     pipe.set_progress_bar_config(disable=True)
-    mapper = AudioToSD3Mapper(MapperConfig(in_dim=128, pooled_dim=2048, hidden=[512, 1024, 1024],
+    pooled_dim, width = pipe.transformer.config.pooled_projection_dim, pipe.transformer.config.joint_attention_dim
+    mapper = AudioToSD3Mapper(MapperConfig(in_dim=128, pooled_dim=pooled_dim, hidden=[512, 1024, 1024],
                                            dropout=[0.3, 0.3, 0.4])).eval()
-    generator = SoundToImage.__new__(SoundToImage)  # assembled from parts instead of loaded from directories
-    generator.artifact = MapperArtifact(mapper, np.zeros(2048, np.float32), np.zeros((333, 4096), np.float32),
-                                        ["an image of a dog"], np.ones((1, 2048), np.float32))
-    generator.encoder = AudioEncoder(load_vggish(tiny_vggish_weights()).to(device, memory_format=torch.channels_last),
-                                     None, "random")
-    generator.device, generator.dtype, generator.pipe = device, torch.bfloat16, pipe
-    generator.frontend = LogMelFrontend().to(device)
-    return generator, RenderSettings(steps, 7.0, size, 0, batch_size=1)
+    artifact = MapperArtifact(mapper, np.zeros(pooled_dim, np.float32), np.zeros((333, width), np.float32),
+                              ["an image of a dog"], np.ones((1, pooled_dim), np.float32))
+    encoder = AudioEncoder(load_vggish(tiny_vggish_weights()), None, "random")
+    return SoundToImage(artifact, encoder, pipe, device, dtype), RenderSettings(steps, 7.0, size, 0, batch_size=1)
 
 
 def main() -> None:
@@ -98,11 +104,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=28)
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tiny", action="store_true", help="with --sd3-medium: the tiny SD3 instead, for the tests")
     args = parser.parse_args()
 
     device = pick_device(args.device)
     if args.sd3_medium:
-        generator, settings = sd3_medium_generator(device, args.steps, args.size)
+        generator, settings = sd3_medium_generator(device, args.steps, args.size, args.tiny)
     else:
         if not (args.project / "models/mapper").is_dir():
             raise SystemExit(f"{args.project}: no trained mapper; run `make demo` first")
@@ -115,7 +122,8 @@ def main() -> None:
         rows = [time_one(generator, clip, settings, device) for _ in range(args.repeats)]
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU x{torch.get_num_threads()} threads"
-    model = "SD3 Medium architecture, random weights" if args.sd3_medium else f"offline profile ({args.project})"
+    model = f"offline profile ({args.project})" if not args.sd3_medium else \
+        "tiny SD3, random weights" if args.tiny else "SD3 Medium architecture, random weights"
     print(f"\na2i generate latency on {name}: {model}, 5 s clip, {settings.size}², {settings.steps} steps, "
           f"median of {args.repeats}\n")
     print("| step | seconds |")

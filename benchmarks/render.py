@@ -2,10 +2,13 @@
 
 (a) stock: ``StableDiffusion3Pipeline(prompt=...)`` with its text encoders, eager, fp16, one image per call;
 (b) a2i: ``a2i_core.render.render`` as the render stage runs it: precomputed embeddings (no text encoders),
-    bf16, batched, SDPA attention, optional torch.compile of the transformer and VAE decoder.
+    bf16, batched, SDPA attention; eager, then (with ``--compile``) with the transformer and VAE decoder compiled.
+Rows are printed as they are measured, so a failure in compilation keeps the eager figures.
 
 On a GPU the models have SD3 Medium's real architecture with random weights, built directly on the GPU
-(no download). ``--tiny`` runs the tiny SD3 on CPU in seconds, for the tests.
+(no download). MFU is against the card's dense bf16 peak and against a bf16 GEMM measured in the same run,
+and a table times SDPA's attention kernels at SD3 Medium's shape. ``--tiny`` runs the tiny SD3 on CPU in
+seconds, for the tests.
 
     python benchmarks/render.py --device cuda --compile     # the run recorded in benchmarks/RESULTS.md
     python benchmarks/render.py --tiny
@@ -14,8 +17,10 @@ On a GPU the models have SD3 Medium's real architecture with random weights, bui
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +31,9 @@ from a2i_core.errors import quiet_hf_libraries
 from a2i_core.render import RenderSettings, compile_for_speed, render
 
 TFLOP_PER_IMAGE = 499.0  # SD3 Medium, 1024², 28 steps with guidance (DESIGN.md)
+# Dense bf16 tensor-core peaks from the vendors' data sheets, matched against torch.cuda.get_device_name.
+SPEC_PEAK_TFLOPS = {"H100 PCIe": 756.0, "H100 NVL": 835.5, "H100": 989.4, "H200": 989.4, "GH200": 989.4,
+                    "A100": 312.0, "L40S": 362.0}
 
 
 def sd3_medium_on(device: torch.device, dtype: torch.dtype):
@@ -87,6 +95,50 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def spec_peak(name: str) -> float | None:
+    return next((peak for key, peak in SPEC_PEAK_TFLOPS.items() if key in name), None)
+
+
+def gemm_tflops(device: torch.device, n: int = 8192, repeats: int = 10) -> float:
+    """What a large bf16 matrix product reaches on this card: the practical ceiling for MFU."""
+    a, b = (torch.randn(n, n, device=device, dtype=torch.bfloat16) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    seconds = timed(lambda: [a @ b for _ in range(repeats)], device)
+    return 2 * n**3 * repeats / seconds / 1e12
+
+
+def attention_table(device: torch.device, batch: int, image_tokens: int = 4096) -> list[str]:
+    """SDPA's kernels on one joint-attention call of SD3 Medium (4096 image tokens at 1024², 333 text tokens)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.nn.functional import scaled_dot_product_attention as sdpa
+
+    tokens = image_tokens + 333
+    q, k, v = (torch.randn(2 * batch, 24, tokens, 64, device=device, dtype=torch.bfloat16) for _ in range(3))
+    flop = 4 * q.shape[0] * q.shape[1] * tokens**2 * q.shape[3]
+    lines = [f"\nSDPA at SD3 Medium's shape (batch {2 * batch} with guidance, 24 heads, {tokens} tokens, head 64, "
+             "bf16)\n", "| kernel | ms | TFLOP/s |", "| --- | ---: | ---: |"]
+    kernels = {"default choice": None, "flash": SDPBackend.FLASH_ATTENTION, "cuDNN": SDPBackend.CUDNN_ATTENTION,
+               "memory-efficient": SDPBackend.EFFICIENT_ATTENTION}
+    for label, backend in kernels.items():
+        try:
+            with sdpa_kernel([backend]) if backend else contextlib.nullcontext():
+                sdpa(q, k, v)
+                seconds = timed(lambda: [sdpa(q, k, v) for _ in range(10)], device) / 10
+            lines.append(f"| {label} | {seconds * 1e3:.2f} | {flop / seconds / 1e12:.0f} |")
+        except RuntimeError as err:  # a kernel this card or build lacks
+            lines.append(f"| {label} | n/a: {str(err).splitlines()[0][:60]} | |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
@@ -95,31 +147,49 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--steps", type=int, default=28)
     parser.add_argument("--guidance", type=float, default=7.0)
-    parser.add_argument("--compile", action="store_true")
-    parser.add_argument("--peak-tflops", type=float, default=989.4, help="bf16 dense peak (H100 SXM: 989.4)")
+    parser.add_argument("--compile", action="store_true", help="add a row with the transformer and decoder compiled")
+    parser.add_argument("--peak-tflops", type=float, help="dense bf16 peak (default: the card's data sheet)")
     parser.add_argument("--tiny", action="store_true", help="the tiny SD3 on CPU")
     args = parser.parse_args()
     if args.tiny:
         args.device, args.images, args.batch_size, args.size, args.steps = "cpu", 4, 2, 64, 4
 
     device = resolve_device(args.device)
-    half = torch.float16 if device.type == "cuda" else torch.float32
-    fast = torch.bfloat16 if device.type == "cuda" else torch.float32
+    on_gpu = device.type == "cuda"
+    half = torch.float16 if on_gpu else torch.float32
+    fast = torch.bfloat16 if on_gpu else torch.float32
+    name = torch.cuda.get_device_name(device) if on_gpu else f"CPU x{torch.get_num_threads()} threads"
+    peak = args.peak_tflops or (spec_peak(name) if on_gpu else None)
+    gemm = gemm_tflops(device) if on_gpu else None
     prompts = [f"an image of a {n}" for n in ("dog", "church bell", "drum kit", "rainy street")]
     with tempfile.TemporaryDirectory() as tmp:
         pipe = tiny_sd3(Path(tmp) / "sd3", half) if args.tiny else sd3_medium_on(device, half)
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
 
+    model = "tiny SD3" if args.tiny else "SD3 Medium architecture, random weights"
+    print(f"\nrender on {name}: {model}, {args.size}², {args.steps} steps, guidance {args.guidance}, "
+          f"{args.images} images, torch {torch.__version__}\n")
+    print("| path | dtype | batch | s/image | images/s | speed-up | TFLOP/s | MFU | of GEMM peak |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |", flush=True)
+
+    def report(label: str, dtype: torch.dtype, batch: int, seconds: float, stock_s: float) -> None:
+        rate = args.images / seconds  # images/s
+        tflops = rate * TFLOP_PER_IMAGE if not args.tiny else None
+        cells = [f"{tflops:.0f}" if tflops else "n/a", f"{tflops / peak:.1%}" if tflops and peak else "n/a",
+                 f"{tflops / gemm:.1%}" if tflops and gemm else "n/a"]
+        print(f"| {label} | {str(dtype).removeprefix('torch.')} | {batch} | {seconds / args.images:.3f} | "
+              f"{rate:.2f} | {stock_s / seconds:.2f}x | {' | '.join(cells)} |", flush=True)
+
     # (a) stock: text encoders in the loop, fp16, eager, one image per call.
-    pipe(prompt=prompts[0], num_inference_steps=2, height=args.size, width=args.size)  # warm-up
-    sync(device)
-    start = time.perf_counter()
-    for i in range(args.images):
-        pipe(prompt=prompts[i % len(prompts)], num_inference_steps=args.steps, guidance_scale=args.guidance,
-             height=args.size, width=args.size, generator=torch.Generator("cpu").manual_seed(i))
-    sync(device)
-    stock_s = time.perf_counter() - start
+    def stock(steps: int, images: int) -> None:
+        for i in range(images):
+            pipe(prompt=prompts[i % len(prompts)], num_inference_steps=steps, guidance_scale=args.guidance,
+                 height=args.size, width=args.size, generator=torch.Generator("cpu").manual_seed(i))
+
+    stock(2, 1)  # warm-up
+    stock_s = timed(lambda: stock(args.steps, args.images), device)
+    report("(a) stock pipeline call, eager", half, 1, stock_s, stock_s)
 
     # (b) the render stage's path: embeddings precomputed once (embed_text's job), text encoders dropped.
     with torch.inference_mode():
@@ -128,42 +198,36 @@ def main() -> None:
     pooled_np = pooled.float().cpu().numpy()
     targets = pooled_np[[i % len(prompts) for i in range(args.images)]]
     empty_pooled, empty_sequence = pooled_np[-1], sequence[-1].float().cpu().numpy()
-    for name in ("text_encoder", "text_encoder_2", "text_encoder_3"):
-        setattr(pipe, name, None)
-    torch.cuda.empty_cache() if device.type == "cuda" else None
+    for part in ("text_encoder", "text_encoder_2", "text_encoder_3"):
+        setattr(pipe, part, None)
+    if on_gpu:
+        torch.cuda.empty_cache()
     pipe.transformer.to(fast)
     pipe.vae.to(fast)
-    if args.compile:
-        compile_for_speed(pipe)
-    settings = RenderSettings(args.steps, args.guidance, args.size, seed=0, batch_size=args.batch_size)
-    warm = RenderSettings(2, args.guidance, args.size, seed=0, batch_size=args.batch_size)
+
     def sequences(indices: list[int]) -> np.ndarray:
         return np.stack([empty_sequence] * len(indices))  # (B, L, D): the empty prompt's, as the stage does
 
-    render(pipe, targets[: args.batch_size], sequences, empty_pooled, empty_sequence, warm, device, fast)  # warm-up
-    sync(device)
-    start = time.perf_counter()
-    images = render(pipe, targets, sequences, empty_pooled, empty_sequence, settings, device, fast)
-    sync(device)
-    ours_s = time.perf_counter() - start
-    assert len(images) == args.images
+    def ours(steps: int, images: int) -> None:
+        settings = RenderSettings(steps, args.guidance, args.size, seed=0, batch_size=args.batch_size)
+        assert len(render(pipe, targets[:images], sequences, empty_pooled, empty_sequence, settings, device,
+                          fast)) == images
 
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU x{torch.get_num_threads()} threads"
-    model = "tiny SD3" if args.tiny else "SD3 Medium architecture, random weights"
-    print(f"\nrender on {name}: {model}, {args.size}², {args.steps} steps, guidance {args.guidance}, "
-          f"{args.images} images\n")
-    print("| path | dtype | batch | s/image | images/s | speed-up | TFLOP/s | MFU |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for label, dtype, batch, seconds in [("(a) stock pipeline call, eager", half, 1, stock_s),
-                                         (f"(b) a2i render{' + compile' if args.compile else ''}", fast,
-                                          args.batch_size, ours_s)]:
-        per_second = args.images / seconds
-        flops = f"{per_second * TFLOP_PER_IMAGE:.0f}" if not args.tiny else "n/a"
-        mfu = f"{per_second * TFLOP_PER_IMAGE / args.peak_tflops:.1%}" if not args.tiny else "n/a"
-        print(f"| {label} | {str(dtype).removeprefix('torch.')} | {batch} | {seconds / args.images:.3f} | "
-              f"{per_second:.2f} | {stock_s / seconds:.2f}x | {flops} | {mfu} |")
+    variants = [("(b) a2i render, eager", None)]
+    if args.compile:
+        variants.append(("(b) a2i render + compile", compile_for_speed))
+    for label, prepare in variants:
+        if prepare:
+            prepare(pipe)
+        ours(2, args.batch_size)  # warm-up (and compilation)
+        report(label, fast, args.batch_size, timed(lambda: ours(args.steps, args.images), device), stock_s)
+
     if not args.tiny:
-        print(f"\nMFU against {TFLOP_PER_IMAGE:.0f} TFLOP per image and a {args.peak_tflops} TFLOP/s bf16 peak.")
+        print(f"\nMFU against {TFLOP_PER_IMAGE:.0f} TFLOP per image and "
+              + (f"a {peak} TFLOP/s dense bf16 peak" if peak else "no known peak (pass --peak-tflops)")
+              + (f"; a bf16 8192³ GEMM reached {gemm:.0f} TFLOP/s here." if gemm else "."))
+    if on_gpu:
+        print("\n".join(attention_table(device, args.batch_size)))
 
 
 if __name__ == "__main__":

@@ -86,4 +86,4 @@ def test_artifact_round_trips_and_other_weights_are_refused(demo_workspace, tmp_
     weights["embeddings.4.bias"] += 1
     torch.save(weights, other / "vggish.pth")
     with pytest.raises(A2IError, match="differ from the .* this mapper was trained on"):
-        SoundToImage(ws / "models/mapper", other, ws / "models/sd3", torch.device("cpu"))
+        SoundToImage.from_pretrained(ws / "models/mapper", other, ws / "models/sd3", torch.device("cpu"))
