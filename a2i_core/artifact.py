@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from a2i_core.errors import A2IError
+from a2i_core.evaluate import normalise
 from a2i_core.files import atomic_dir
 from a2i_core.mapper import AudioToSD3Mapper
 
@@ -56,8 +57,6 @@ class MapperArtifact:
 
     def nearest_prompts(self, pooled: np.ndarray, k: int = 3) -> list[list[tuple[str, float]]]:
         """For each predicted pooled embedding (n, P), the k closest prompts by cosine, with the cosine."""
-        a = pooled / np.linalg.norm(pooled, axis=-1, keepdims=True).clip(1e-12)
-        b = self.prompt_pooled / np.linalg.norm(self.prompt_pooled, axis=-1, keepdims=True).clip(1e-12)
-        sims = a @ b.T  # (n, K)
+        sims = normalise(pooled) @ normalise(self.prompt_pooled).T  # (n, K)
         order = np.argsort(-sims, axis=1)[:, :k]
         return [[(self.prompts[j], float(sims[i, j])) for j in row] for i, row in enumerate(order)]

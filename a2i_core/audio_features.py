@@ -84,6 +84,14 @@ def decoded(clips: list[tuple[str, Path | PackedClip]], pool: ThreadPoolExecutor
         yield first_id, future.result()
 
 
+def place_encoder(encoder: AudioEncoder, device: torch.device) -> LogMelFrontend:
+    """Move VGGish (channels-last, faster convolutions) and its postprocessor to ``device``; the frontend to use."""
+    encoder.model.to(device, memory_format=torch.channels_last)
+    if encoder.postprocessor is not None:
+        encoder.postprocessor.to(device)
+    return LogMelFrontend().to(device)
+
+
 def embed_clips(encoder: AudioEncoder, clips: Iterable[tuple[str, Path | PackedClip]], out_dir: str | Path,
                 batch_size: int, shard_rows: int, device: torch.device, metadata: dict[str, str],
                 decode_workers: int = 2, world: World = SOLO) -> dict:
@@ -106,10 +114,7 @@ def embed_clips(encoder: AudioEncoder, clips: Iterable[tuple[str, Path | PackedC
             extra.unlink()
     world.barrier()
     mine = world.mine(plan)
-    encoder.model.to(device, memory_format=torch.channels_last)
-    if encoder.postprocessor is not None:
-        encoder.postprocessor.to(device)
-    frontend = LogMelFrontend().to(device)
+    frontend = place_encoder(encoder, device)
     skipped: dict[str, str] = {}
     written = kept = 0
     start = time.monotonic()
@@ -144,7 +149,7 @@ def embed_clips(encoder: AudioEncoder, clips: Iterable[tuple[str, Path | PackedC
                 "clip_id": pa.array(ids, pa.string()),
                 "n_frames": pa.array([f.shape[0] for f in frames], pa.int32()),
                 "frames": shards.ragged_list(frames, EMBEDDING_DIM),
-                "embedding": shards.fixed_list(_means(frames)),
+                "embedding": shards.fixed_list(clip_means(frames)),
             })
             shards.write_table(table, path, AUDIO_KIND, {**metadata, "inputs_sha256": digest})
             written += len(ids)
@@ -163,7 +168,8 @@ def embed_clips(encoder: AudioEncoder, clips: Iterable[tuple[str, Path | PackedC
     return {"clips": written, "skipped": n_skipped, "shards_kept": kept, "seconds": round(seconds, 3)}
 
 
-def _means(frames: list[np.ndarray]) -> np.ndarray:
+def clip_means(frames: list[np.ndarray]) -> np.ndarray:
+    """Ragged per-clip frame embeddings [(n_i, 128)] -> one mean embedding per clip (n, 128)."""
     return np.stack([f.mean(axis=0) for f in frames]) if frames else np.zeros((0, EMBEDDING_DIM), np.float32)
 
 

@@ -53,7 +53,7 @@ def _project_defaults(project: Path) -> tuple[RenderSettings, str]:
     path = project / "params.yaml"
     if path.is_file():
         r = load_params(path).render
-        return RenderSettings(r.steps, r.guidance, r.size, r.seed, r.batch_size), r.sequence_fill
+        return RenderSettings.from_params(r), r.sequence_fill
     return RenderSettings(steps=28, guidance=7.0, size=1024, seed=0, batch_size=4), "empty_prompt"
 
 

@@ -40,11 +40,10 @@ class World:
             dist.barrier()
 
     def device(self, name: str) -> torch.device:
-        """The params' device, with one GPU per process under torchrun."""
+        """The params' device, with one GPU per process under torchrun (init_world bound this process to it)."""
         device = resolve_device(name)
         if device.type == "cuda" and self.size > 1 and device.index is None:
-            device = torch.device("cuda", self.local_rank)
-            torch.cuda.set_device(device)
+            return torch.device("cuda", self.local_rank)
         return device
 
     def gather(self, value: T) -> list[T]:

@@ -18,15 +18,13 @@ from a2i_core import shards
 from a2i_core.audio_features import embed_clips
 from a2i_core.download import clip_sources, download_clips
 from a2i_core.encoders import load_audio_encoder, sd3_source
-from a2i_core.evaluate import evaluate_predictions, predict, token_metrics
+from a2i_core.evaluate import SUMMARY_KEYS, mapper_metrics
 from a2i_core.ingest import CANDIDATES_KIND, build_candidates, candidates_table
 from a2i_core.mapper import AudioToSD3Mapper
-from a2i_core.pairs import Pairs, load_pairs
+from a2i_core.pairs import Pairs, load_pairs_for
 from a2i_core.params import EvalSetParams, Params
 from a2i_core.sd3 import load_sd3
 from a2i_core.text import embed_prompts
-
-SUMMARY_KEYS = ("mse", "cosine", "combined", "top1", "top5", "mrr")
 
 
 def set_candidates(params: Params, eval_set: EvalSetParams, out: Path) -> pd.DataFrame:
@@ -58,12 +56,7 @@ def set_metrics(mapper: AudioToSD3Mapper, pairs: Pairs, folds: pd.Series | None,
     """Metrics on all pairs; with folds, per fold and their mean and standard deviation."""
 
     def metrics_of(part: Pairs) -> dict:
-        pooled, tokens = predict(mapper, *part.inputs(mapper.config.input))
-        result, _ = evaluate_predictions(pooled, part.pooled, part.frame, pairs.prompts, pairs.prompt_pooled,
-                                         w_cos, w_mse)
-        if tokens is not None:
-            result.update(token_metrics(tokens, part.tokens))
-        return result
+        return mapper_metrics(mapper, part, pairs.prompts, pairs.prompt_pooled, w_cos, w_mse)[0]
 
     report = metrics_of(pairs)
     if folds is not None:
@@ -81,10 +74,7 @@ def evaluate_set(params: Params, name: str, device: torch.device) -> dict:
     mapper = AudioToSD3Mapper.from_pretrained("models/mapper")
     frame = set_candidates(params, params.eval_sets[name], out)
     set_features(params, mapper, frame, out, device)
-    pairs = load_pairs(out / "candidates.parquet", out / "features" / "audio", out / "features" / "text",
-                       frames=mapper.config.input == "frames", tokens=mapper.config.tokens > 0,
-                       max_frames=mapper.config.max_frames)
-    mapper.check_provenance(pairs.audio_meta, f"{out}/features/audio")
+    pairs = load_pairs_for(mapper, out / "candidates.parquet", out / "features" / "audio", out / "features" / "text")
     folds = frame.drop_duplicates("clip_id").set_index("clip_id")["fold"] if "fold" in frame else None
     return {"set": name, "source": params.eval_sets[name].source,
             **set_metrics(mapper, pairs, folds, params.train.w_cos, params.train.w_mse)}

@@ -7,9 +7,14 @@ import pandas as pd
 import torch
 
 from a2i_core.mapper import AudioToSD3Mapper
+from a2i_core.pairs import Pairs
+
+# The headline numbers, reported for baselines and summarised over folds.
+SUMMARY_KEYS = ("mse", "cosine", "combined", "top1", "top5", "mrr")
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
+def normalise(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero)."""
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
@@ -24,20 +29,20 @@ def predict(model: AudioToSD3Mapper, audio: np.ndarray,
 
 def token_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
     """Cosine and MSE of predicted sequence tokens (n, N, D), averaged over tokens."""
-    cos = np.sum(_normalise(pred) * _normalise(target), axis=-1)  # (n, N)
+    cos = np.sum(normalise(pred) * normalise(target), axis=-1)  # (n, N)
     return {"tokens_cosine": float(cos.mean()), "tokens_mse": float(np.mean((pred - target) ** 2))}
 
 
 def regression_metrics(pred: np.ndarray, target: np.ndarray, w_cos: float, w_mse: float) -> dict[str, float]:
     mse = float(np.mean((pred - target) ** 2))
-    cos = float(np.mean(np.sum(_normalise(pred) * _normalise(target), axis=-1)))
+    cos = float(np.mean(np.sum(normalise(pred) * normalise(target), axis=-1)))
     return {"mse": mse, "cosine": cos, "combined": w_cos * (1 - cos) + w_mse * mse}
 
 
 def true_prompt_ranks(pred: np.ndarray, true_prompts: list[str], prompts: list[str],
                       prompt_pooled: np.ndarray) -> np.ndarray:
     """1-based rank of each pair's true prompt among all prompts, by cosine similarity."""
-    sims = _normalise(pred) @ _normalise(prompt_pooled).T  # (n, K)
+    sims = normalise(pred) @ normalise(prompt_pooled).T  # (n, K)
     index = {p: i for i, p in enumerate(prompts)}
     true_sim = sims[np.arange(len(pred)), [index[p] for p in true_prompts]]
     return 1 + np.sum(sims > true_sim[:, None], axis=1)
@@ -59,10 +64,21 @@ def evaluate_predictions(pred: np.ndarray, target: np.ndarray, frame: pd.DataFra
     ranks = true_prompt_ranks(pred, frame["prompt"].tolist(), prompts, prompt_pooled)
     metrics = {"pairs": len(frame), "prompts": len(prompts), **regression_metrics(pred, target, w_cos, w_mse),
                **retrieval_metrics(ranks, len(prompts))}
-    cos = np.sum(_normalise(pred) * _normalise(target), axis=-1)
+    cos = np.sum(normalise(pred) * normalise(target), axis=-1)
     per_label = (pd.DataFrame({"label": frame["label"].to_numpy(), "top1": ranks <= 1, "top5": ranks <= 5,
                                "cosine": cos})
                  .groupby("label", sort=True).agg(pairs=("top1", "size"), top1=("top1", "mean"),
                                                   top5=("top5", "mean"), cosine=("cosine", "mean"))
                  .reset_index())
+    return metrics, per_label
+
+
+def mapper_metrics(mapper: AudioToSD3Mapper, part: Pairs, prompts: list[str], prompt_pooled: np.ndarray,
+                   w_cos: float, w_mse: float) -> tuple[dict, pd.DataFrame]:
+    """The mapper's predictions on ``part`` scored: overall metrics (with token metrics for a tokens mapper) and a
+    per-label table."""
+    pooled, tokens = predict(mapper, *part.inputs(mapper.config.input))
+    metrics, per_label = evaluate_predictions(pooled, part.pooled, part.frame, prompts, prompt_pooled, w_cos, w_mse)
+    if tokens is not None:
+        metrics.update(token_metrics(tokens, part.tokens))
     return metrics, per_label

@@ -18,14 +18,15 @@ from PIL import Image
 
 from a2i_core.artifact import MapperArtifact
 from a2i_core.audio import AudioError, decode
-from a2i_core.audio_features import embed_waves
-from a2i_core.devices import resolve_dtype
+from a2i_core.audio_features import clip_means, embed_waves, place_encoder
+from a2i_core.devices import resolve_device, resolve_dtype
 from a2i_core.encoders import AudioEncoder, load_audio_encoder
 from a2i_core.errors import A2IError
+from a2i_core.evaluate import predict
 from a2i_core.pairs import pad_frames
-from a2i_core.render import RenderSettings, fill_sequence, render
+from a2i_core.render import RenderSettings, fill_sequence, render, sequence_fills
 from a2i_core.sd3 import load_sd3
-from a2i_core.vggish import FRONTEND, LogMelFrontend
+from a2i_core.vggish import FRONTEND
 
 log = logging.getLogger(__name__)
 SILENCE_RMS = 1e-4  # -80 dBFS: nothing for VGGish to hear
@@ -33,13 +34,11 @@ SILENCE_RMS = 1e-4  # -80 dBFS: nothing for VGGish to hear
 
 def pick_device(name: str) -> torch.device:
     """Like params' devices, but a missing GPU falls back to the CPU with a warning instead of stopping."""
-    if name == "auto" or name.startswith("cuda"):
-        if torch.cuda.is_available():
-            return torch.device("cuda" if name == "auto" else name)
-        if name != "auto":
-            log.warning("no CUDA GPU is visible: falling back to the CPU (slow for a real SD3)")
+    try:
+        return resolve_device(name)
+    except A2IError:
+        log.warning("no %s device is visible: falling back to the CPU (slow for a real SD3)", name)
         return torch.device("cpu")
-    return torch.device(name)
 
 
 @dataclass
@@ -62,10 +61,7 @@ class SoundToImage:
             raise A2IError(f"this SD3 takes pooled {transformer.pooled_projection_dim} / text "
                            f"{transformer.joint_attention_dim} wide, the mapper gives {config.pooled_dim} / {width}")
         self.artifact, self.encoder, self.pipe, self.device, self.dtype = artifact, encoder, pipe, device, dtype
-        encoder.model.to(device, memory_format=torch.channels_last)
-        if encoder.postprocessor is not None:
-            encoder.postprocessor.to(device)
-        self.frontend = LogMelFrontend().to(device)
+        self.frontend = place_encoder(encoder, device)
 
     @classmethod
     def from_pretrained(cls, mapper_dir: str | Path, vggish_dir: str | Path, sd3_dir: str | Path,
@@ -110,20 +106,16 @@ class SoundToImage:
         waves = self.load_audio(paths)
         frames = embed_waves(self.encoder, self.frontend, waves, batch_size=64, device=self.device)
         mapper = self.artifact.mapper
-        if mapper.config.input == "frames":
-            x, mask = pad_frames(frames, mapper.config.max_frames)
-            output = mapper(torch.from_numpy(x), torch.from_numpy(mask))
-        else:
-            output = mapper(torch.from_numpy(np.stack([f.mean(0) for f in frames])))
-        pooled, tokens = (t.numpy() if t is not None else None for t in mapper.split(output))
+        frames_input = mapper.config.input == "frames"
+        x, mask = pad_frames(frames, mapper.config.max_frames) if frames_input else (clip_means(frames), None)
+        pooled, tokens = predict(mapper, x, mask)
         nearest = self.artifact.nearest_prompts(pooled)
         return [Sound(p, pooled[i], None if tokens is None else tokens[i], nearest[i]) for i, p in enumerate(paths)]
 
     def render(self, sounds: list[Sound], settings: RenderSettings, images_per_sound: int,
                sequence_fill: str = "empty_prompt") -> float:
         """Fill each Sound's images; image k of a sound uses seed ``settings.seed + k``. Returns seconds."""
-        fill = self.artifact.empty_sequence if sequence_fill == "empty_prompt" else \
-            np.zeros_like(self.artifact.empty_sequence)
+        fill = sequence_fills(self.artifact.empty_sequence)[sequence_fill]
         plan = [(s, k) for s in sounds for k in range(images_per_sound)]
         pooled = np.stack([s.pooled for s, _ in plan]).astype(np.float32)
         start = time.monotonic()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,9 @@ from a2i_core import shards
 from a2i_core.audio_features import AUDIO_KIND, load_audio_embeddings
 from a2i_core.ingest import CANDIDATES_KIND
 from a2i_core.text import TEXT_KIND, load_text_features
+
+if TYPE_CHECKING:
+    from a2i_core.mapper import AudioToSD3Mapper
 
 log = logging.getLogger(__name__)
 
@@ -108,4 +112,15 @@ def load_pairs(candidates_path: str | Path, audio_dir: str | Path, text_dir: str
         pairs.frames, pairs.mask = pad_frames(load_frames(audio_dir, frame["clip_id"].tolist()), max_frames)
     if tokens:
         pairs.tokens = load_token_targets(text_dir, frame["prompt"].tolist())
+    return pairs
+
+
+def load_pairs_for(mapper: AudioToSD3Mapper, candidates_path: str | Path, audio_dir: str | Path,
+                   text_dir: str | Path, tokens: bool | None = None) -> Pairs:
+    """The pairs as ``mapper`` takes them (clip means or frames; token targets if it predicts tokens, or as
+    ``tokens`` says), once the audio features are checked to come from the VGGish it was trained on."""
+    config = mapper.config
+    pairs = load_pairs(candidates_path, audio_dir, text_dir, frames=config.input == "frames",
+                       tokens=config.tokens > 0 if tokens is None else tokens, max_frames=config.max_frames)
+    mapper.check_provenance(pairs.audio_meta, str(audio_dir))
     return pairs

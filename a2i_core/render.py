@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from a2i_core.distributed import SOLO, World
 from a2i_core.files import atomic_path
+from a2i_core.params import RenderParams
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,10 @@ class RenderSettings:
     size: int
     seed: int
     batch_size: int
+
+    @classmethod
+    def from_params(cls, params: RenderParams) -> RenderSettings:
+        return cls(params.steps, params.guidance, params.size, params.seed, params.batch_size)
 
 
 @torch.inference_mode()
@@ -62,6 +67,12 @@ def render(pipe, pooled: np.ndarray, sequences: Callable[[list[int]], np.ndarray
             height=settings.size, width=settings.size, generator=generators, output_type="pil")
         images += list(zip(indices, out.images, strict=True))
     return images
+
+
+def sequence_fills(empty_sequence: np.ndarray) -> dict[str, np.ndarray]:
+    """The (L, D) sequences a pooled-only image can be given, by render.sequence_fill name."""
+    empty = np.asarray(empty_sequence, np.float32)
+    return {"empty_prompt": empty, "zeros": np.zeros_like(empty)}
 
 
 def fill_sequence(fill: np.ndarray, head: np.ndarray | None) -> np.ndarray:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib.util
 import tempfile
 import time
@@ -19,15 +20,17 @@ import numpy as np
 import torch
 
 from a2i_core.audio import decode, write_wav
-from a2i_core.audio_features import embed_waves
+from a2i_core.audio_features import clip_means, embed_waves
+from a2i_core.evaluate import predict
 from a2i_core.generate import SoundToImage, pick_device
 from a2i_core.render import RenderSettings, render
 from a2i_core.sources.synthetic import clip_specs, synthesize
 
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+# The render benchmark's model builders and GPU sync, shared rather than copied.
+_spec = importlib.util.spec_from_file_location("render_benchmark", Path(__file__).with_name("render.py"))
+render_benchmark = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(render_benchmark)
+sync = render_benchmark.sync
 
 
 @contextlib.contextmanager
@@ -46,12 +49,11 @@ def time_one(generator: SoundToImage, clip: Path, settings: RenderSettings, devi
         wave = decode(clip)
     with timed(times, "embed", device):
         frames = embed_waves(generator.encoder, generator.frontend, [wave], 64, device)  # [(n, 128)]
-    with timed(times, "map", device), torch.inference_mode():
-        pooled, _ = generator.artifact.mapper.split(
-            generator.artifact.mapper(torch.from_numpy(frames[0].mean(0, keepdims=True))))
+    with timed(times, "map", device):
+        pooled, _ = predict(generator.artifact.mapper, clip_means(frames))
     empty = generator.artifact.empty_sequence
     with timed(times, "render", device):
-        render(generator.pipe, pooled.numpy(), lambda idx: np.stack([empty] * len(idx)),
+        render(generator.pipe, pooled, lambda idx: np.stack([empty] * len(idx)),
                generator.artifact.empty_pooled, empty, settings, device, generator.dtype)
     return times
 
@@ -62,7 +64,7 @@ def demo_generator(project: Path, device: torch.device) -> tuple[SoundToImage, R
     r = load_params(project / "params.yaml").render
     generator = SoundToImage.from_pretrained(project / "models/mapper", project / "models/vggish",
                                              project / "models/sd3", device)
-    return generator, RenderSettings(r.steps, r.guidance, r.size, r.seed, batch_size=1)
+    return generator, dataclasses.replace(RenderSettings.from_params(r), batch_size=1)
 
 
 def sd3_medium_generator(device: torch.device, steps: int, size: int,
@@ -75,9 +77,6 @@ def sd3_medium_generator(device: torch.device, steps: int, size: int,
     from a2i_core.tiny import tiny_vggish_weights
     from a2i_core.vggish import load_vggish
 
-    spec = importlib.util.spec_from_file_location("render_benchmark", Path(__file__).with_name("render.py"))
-    render_benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(render_benchmark)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     if tiny:
         with tempfile.TemporaryDirectory() as tmp:

@@ -163,8 +163,7 @@ def main() -> None:
     gemm = gemm_tflops(device) if on_gpu else None
     prompts = [f"an image of a {n}" for n in ("dog", "church bell", "drum kit", "rainy street")]
     with tempfile.TemporaryDirectory() as tmp:
-        pipe = tiny_sd3(Path(tmp) / "sd3", half) if args.tiny else sd3_medium_on(device, half)
-    pipe.to(device)
+        pipe = tiny_sd3(Path(tmp) / "sd3", half) if args.tiny else sd3_medium_on(device, half)  # on `device`
     pipe.set_progress_bar_config(disable=True)
 
     model = "tiny SD3" if args.tiny else "SD3 Medium architecture, random weights"

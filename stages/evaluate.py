@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 
 from a2i_core.errors import exit_cleanly, setup_logging
-from a2i_core.evaluate import evaluate_predictions, predict, token_metrics
+from a2i_core.evaluate import SUMMARY_KEYS, evaluate_predictions, mapper_metrics
 from a2i_core.files import atomic_path, write_json
 from a2i_core.ingest import HELDOUT
 from a2i_core.mapper import AudioToSD3Mapper
-from a2i_core.pairs import load_pairs
+from a2i_core.pairs import load_pairs_for
 from a2i_core.params import load_params
 
 
@@ -22,10 +22,7 @@ def main() -> None:
     params = load_params()
     w_cos, w_mse = params.train.w_cos, params.train.w_mse
     mapper = AudioToSD3Mapper.from_pretrained("models/mapper")
-    pairs = load_pairs("data/candidates.parquet", "data/features/audio", "data/features/text",
-                       frames=mapper.config.input == "frames", tokens=mapper.config.tokens > 0,
-                       max_frames=mapper.config.max_frames)
-    mapper.check_provenance(pairs.audio_meta, "data/features/audio")
+    pairs = load_pairs_for(mapper, "data/candidates.parquet", "data/features/audio", "data/features/text")
     train_mean = pairs.split("train").pooled.mean(0, keepdims=True)
 
     report, tables = {}, []
@@ -33,14 +30,10 @@ def main() -> None:
         part = pairs.split(split)
         if not len(part.frame):
             continue
-        pooled, tokens = predict(mapper, *part.inputs(mapper.config.input))
-        metrics, per_label = evaluate_predictions(pooled, part.pooled, part.frame, pairs.prompts,
-                                                  pairs.prompt_pooled, w_cos, w_mse)
-        if tokens is not None:
-            metrics.update(token_metrics(tokens, part.tokens))
+        metrics, per_label = mapper_metrics(mapper, part, pairs.prompts, pairs.prompt_pooled, w_cos, w_mse)
         baseline, _ = evaluate_predictions(np.repeat(train_mean, len(part.frame), axis=0), part.pooled, part.frame,
                                            pairs.prompts, pairs.prompt_pooled, w_cos, w_mse)
-        metrics["baseline_mean"] = {k: baseline[k] for k in ("mse", "cosine", "combined", "top1", "top5", "mrr")}
+        metrics["baseline_mean"] = {k: baseline[k] for k in SUMMARY_KEYS}
         report[split] = metrics
         tables.append(per_label.assign(split=split))
     # The test split's numbers at the top level, so `dvc metrics show` and `dvc exp show` list them directly.

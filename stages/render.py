@@ -20,15 +20,22 @@ from a2i_core.errors import exit_cleanly, setup_logging
 from a2i_core.evaluate import predict
 from a2i_core.files import atomic_path, replace_dir, write_json
 from a2i_core.mapper import AudioToSD3Mapper
-from a2i_core.pairs import load_pairs
+from a2i_core.pairs import load_pairs_for
 from a2i_core.params import load_params
-from a2i_core.render import RenderSettings, compile_for_speed, contact_sheet, fill_sequence, render, save_png
+from a2i_core.render import (
+    RenderSettings,
+    compile_for_speed,
+    contact_sheet,
+    fill_sequence,
+    render,
+    save_png,
+    sequence_fills,
+)
 from a2i_core.sd3 import load_sd3
 from a2i_core.text import load_guidance, load_sequences
 
 OUT_DIR = Path("metrics/images")
 TMP_DIR = Path("metrics/.images.tmp")
-FILLS = ("empty_prompt", "zeros")
 
 
 @exit_cleanly
@@ -37,18 +44,17 @@ def main() -> None:
     cfg = load_params().render
     world = init_world()
     mapper = AudioToSD3Mapper.from_pretrained("models/mapper")
-    pairs = load_pairs("data/candidates.parquet", "data/features/audio", "data/features/text",
-                       frames=mapper.config.input == "frames", tokens=True, max_frames=mapper.config.max_frames)
-    mapper.check_provenance(pairs.audio_meta, "data/features/audio")
+    pairs = load_pairs_for(mapper, "data/candidates.parquet", "data/features/audio", "data/features/text",
+                           tokens=True)
     test = pairs.split("test")
     chosen = test.frame.sort_values("clip_id").groupby("label").head(cfg.clips_per_class).index.to_numpy()
     clips = test.frame.loc[chosen].reset_index(drop=True)
     x, mask = test.inputs(mapper.config.input)
     pred_pooled, pred_tokens = predict(mapper, x[chosen], None if mask is None else mask[chosen])
     empty_pooled, empty_sequence = load_guidance("data/features/text")
-    fills = {"empty_prompt": empty_sequence.astype(np.float32), "zeros": np.zeros_like(empty_sequence, np.float32)}
+    fills = sequence_fills(empty_sequence)
     full = load_sequences("data/features/text", clips["prompt"].tolist())  # None unless diffusion.store_sequence
-    other_fill = next(f for f in FILLS if f != cfg.sequence_fill)
+    other_fill = next(f for f in fills if f != cfg.sequence_fill)
     mean_pooled = pairs.split("train").pooled.mean(0)
 
     def head(tokens, i):
@@ -81,7 +87,7 @@ def main() -> None:
     world.barrier()
 
     start = time.monotonic()
-    settings = RenderSettings(cfg.steps, cfg.guidance, cfg.size, cfg.seed, cfg.batch_size)
+    settings = RenderSettings.from_params(cfg)
     seeds = [cfg.seed + j % n for j in range(len(pooled))]  # one seed per clip, shared by its rows
     images = render(pipe, pooled, sequences, empty_pooled, empty_sequence, settings, device, dtype, seeds, world)
     files = [f"{rows[j // n][0]}/{clips['label'][j % n]}-{clips['clip_id'][j % n]}.png" for j in range(len(pooled))]
