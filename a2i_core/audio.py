@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import soundfile as sf
 
 from a2i_core.errors import A2IError
-from a2i_core.files import atomic_path
+from a2i_core.files import atomic_path, cache_root
 
 SAMPLE_RATE = 16_000
 
@@ -44,7 +44,7 @@ def ffmpeg_dir() -> str:
     binary = Path(ffmpeg_binary())
     if binary.name == "ffmpeg":
         return str(binary.parent)
-    link_dir = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "a2i" / "ffmpeg-bin"
+    link_dir = cache_root() / "ffmpeg-bin"
     link_dir.mkdir(parents=True, exist_ok=True)
     link = link_dir / "ffmpeg"
     if not link.exists() or link.resolve() != binary.resolve():
@@ -69,7 +69,14 @@ class PackedClip:
     row: int
 
     def read(self) -> bytes:
-        return pq.ParquetFile(self.pack).read_row_group(self.row, columns=["flac"])["flac"][0].as_py()
+        # Each read opens its own handle (decode threads share packs) but reuses the pack's parsed footer.
+        pack = pq.ParquetFile(self.pack, metadata=_pack_metadata(self.pack, self.pack.stat().st_mtime_ns))
+        return pack.read_row_group(self.row, columns=["flac"])["flac"][0].as_py()
+
+
+@functools.lru_cache(maxsize=16)
+def _pack_metadata(pack: Path, mtime_ns: int) -> pq.FileMetaData:  # keyed by mtime too: a rewritten pack reparses
+    return pq.read_metadata(pack)
 
 
 def encode_flac(wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:

@@ -34,13 +34,13 @@ from a2i_core.audio import SAMPLE_RATE, AudioError, PackedClip, decode, encode_f
 from a2i_core.errors import A2IError
 from a2i_core.params import DownloadParams
 from a2i_core.sources import synthetic
+from a2i_core.sources.audioset import YTID
 
 log = logging.getLogger(__name__)
 
 MANIFEST_KIND = "audio_manifest"
 MANIFEST_NAME = "manifest.parquet"
 CLIP_ID = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
-YTID = re.compile(r"^[A-Za-z0-9_-]{11}$")
 MANIFEST_COLUMNS = ["clip_id", "status", "reason", "path", "row", "seconds"]
 PACK_KIND = "audio_pack"
 STAGING = ".staging"
@@ -99,7 +99,7 @@ class PackWriter:
         self.next = int(existing[-1].stem.split("-")[1]) + 1 if existing else 0
 
     def add(self, row: dict, wav: Path) -> list[dict]:
-        self.buffer.append((row, encode_flac(decode(wav))))
+        self.buffer.append((row, encode_flac(sf.read(wav, dtype="float32")[0])))  # write_wav's 16 kHz mono
         wav.unlink()
         return self.flush() if len(self.buffer) >= self.size else []
 

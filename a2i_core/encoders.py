@@ -12,11 +12,8 @@ Downstream stages load only through :func:`load_audio_encoder` and :func:`sd3_so
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,39 +21,12 @@ import torch
 
 from a2i_core import tiny
 from a2i_core.errors import A2IError
-from a2i_core.files import atomic_path, write_text
+from a2i_core.files import atomic_path, fetch_file, sha256_file, write_text
 from a2i_core.params import AudioEncoderParams
 from a2i_core.vggish import Postprocessor, VGGish, load_postprocessor, load_vggish
 
 SOURCE_FILE = "source.json"
 TINY = "tiny"
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def fetch_file(location: str, dest: Path, sha256: str | None) -> str:
-    """Copy a URL or local file to ``dest`` atomically, check it against a sha256 (or prefix); return the digest."""
-    with atomic_path(dest) as tmp:
-        if "://" in location:
-            try:
-                with urllib.request.urlopen(location, timeout=60) as response, open(tmp, "wb") as out:
-                    shutil.copyfileobj(response, out, 1 << 20)
-            except (urllib.error.URLError, OSError) as err:
-                raise A2IError(f"cannot download {location}: {err}") from None
-        else:
-            if not Path(location).is_file():
-                raise A2IError(f"{location}: no such file (a URL, a local path or 'tiny' was expected)")
-            shutil.copyfile(location, tmp)
-        digest = sha256_file(tmp)
-        if sha256 and not digest.startswith(sha256):
-            raise A2IError(f"{location}: sha256 {digest[:16]}... does not match the expected {sha256}")
-    return digest
 
 
 def prepare_vggish(params: AudioEncoderParams, out_dir: str | Path) -> dict:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
 import tempfile
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+
+from a2i_core.errors import A2IError
 
 
 @contextlib.contextmanager
@@ -21,7 +26,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        tmp_path.chmod(0o666 & ~_umask())  # mkstemp makes owner-only files; outputs get the usual permissions
+        tmp_path.chmod(0o666 & ~_UMASK)  # mkstemp makes owner-only files; outputs get the usual permissions
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -35,7 +40,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
-        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes an owner-only directory
+        tmp.chmod(0o777 & ~_UMASK)  # mkdtemp makes an owner-only directory
         replace_dir(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -57,7 +62,43 @@ def write_json(path: str | Path, data: object) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def _umask() -> int:
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch_file(location: str, dest: Path, sha256: str | None) -> str:
+    """Copy a URL or local file to ``dest`` atomically, check it against a sha256 (or prefix); return the digest."""
+    with atomic_path(dest) as tmp:
+        if "://" in location:
+            try:
+                with urllib.request.urlopen(location, timeout=60) as response, open(tmp, "wb") as out:
+                    shutil.copyfileobj(response, out, 1 << 20)
+            except (urllib.error.URLError, OSError) as err:
+                raise A2IError(f"cannot download {location}: {err}") from None
+        else:
+            if not Path(location).is_file():
+                raise A2IError(f"{location}: no such file (a URL, a local path or 'tiny' was expected)")
+            shutil.copyfile(location, tmp)
+        digest = sha256_file(tmp)
+        if sha256 and not digest.startswith(sha256):
+            raise A2IError(f"{location}: sha256 {digest[:16]}... does not match the expected {sha256}")
+    return digest
+
+
+def cache_root() -> Path:
+    """a2i's per-user cache (downloaded metadata, the ffmpeg link yt-dlp needs), under XDG_CACHE_HOME."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "a2i"
+
+
+def _read_umask() -> int:
+    # Read once: os.umask can only be read by setting it, which would race with other threads' file creation.
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()

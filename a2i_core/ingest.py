@@ -11,9 +11,10 @@ import pandas as pd
 import pyarrow as pa
 
 from a2i_core.errors import A2IError
+from a2i_core.files import sha256_file
 from a2i_core.params import DataParams
 from a2i_core.sources import audioset, local, synthetic
-from a2i_core.sources.fetch import local_copy, sha256_of
+from a2i_core.sources.fetch import local_copy
 
 log = logging.getLogger(__name__)
 CANDIDATES_KIND = "candidates"
@@ -103,7 +104,7 @@ def audioset_candidates(data: DataParams) -> tuple[pd.DataFrame, dict]:
         "start": [s.start for s, _ in pairs], "end": [s.end for s, _ in pairs],
     })
     report = {
-        "metadata_sha256": {k: sha256_of(p) for k, p in {**paths, **{str(s): s for s in segment_paths}}.items()},
+        "metadata_sha256": {k: sha256_file(p) for k, p in {**paths, **{str(s): s for s in segment_paths}}.items()},
         "segment_files": {Path(f.path).name: {"segments_read": f.segments, "invalid_rows": f.invalid_rows,
                                               "header": f.header, "header_mismatches": f.mismatches()}
                           for f in stats},
