@@ -157,8 +157,7 @@ def embed_clips(encoder: AudioEncoder, clips: Iterable[tuple[str, Path | PackedC
         bar.close()
         pool.shutdown(cancel_futures=True)
     seconds = time.monotonic() - start
-    world.barrier()
-    parts = world.gather((written, len(skipped), kept))
+    parts = world.gather((written, len(skipped), kept))  # also waits for every process's shards
     written, n_skipped, kept = (sum(p[i] for p in parts) for i in range(3))
     if kept and world.is_main:
         log.info("%d of %d shards were already complete with the same inputs: kept, not recomputed", kept, len(plan))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
@@ -100,8 +101,7 @@ def embed_prompts(pipe, prompts: list[str], out_dir: str | Path, tokens: int, ma
                         width=str(table["tokens"].type.value_type.list_size))
             shards.write_table(table, shards.shard_path(out_dir, shard), TEXT_KIND, meta)
     seconds = time.monotonic() - start
-    world.barrier()
-    calls = sum(world.gather(calls))
+    calls = sum(world.gather(calls))  # also waits for every process's shards
     if world.is_main:
         log.info("embedded %d unique prompts with %d encoder calls in %.1f s (%d processes)", len(unique), calls,
                  seconds, world.size)
@@ -135,8 +135,8 @@ def load_guidance(directory: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 def load_sequences(directory: str | Path, prompts: list[str]) -> np.ndarray | None:
     """The stored whole sequences (n, L, D) of ``prompts``, or None when they were not stored."""
-    table = shards.read_shards(directory, TEXT_KIND)
-    if "sequence" not in table.column_names:
+    if "sequence" not in pq.read_schema(shards.shard_paths(directory)[0]).names:
         return None
+    table = shards.read_shards(directory, TEXT_KIND, columns=["prompt", "sequence"])
     row = {p: i for i, p in enumerate(table["prompt"].to_pylist())}
-    return shards.to_numpy(table["sequence"])[[row[p] for p in prompts]]
+    return shards.to_numpy(table["sequence"].take([row[p] for p in prompts]))  # only the rows asked for

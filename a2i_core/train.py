@@ -63,7 +63,7 @@ class Split:
         return self.x[idx], None if self.mask is None else self.mask[idx], self.y[idx]
 
 
-def train_mapper(train: Split, val: Split, config: MapperConfig, mapper: MapperParams, params: TrainParams,
+def train_mapper(train: Split, val: Split, config: MapperConfig, params: TrainParams,
                  on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
     torch.manual_seed(params.seed)
     device = train.x.device

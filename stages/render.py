@@ -20,7 +20,7 @@ from a2i_core.errors import exit_cleanly, setup_logging
 from a2i_core.evaluate import predict
 from a2i_core.files import atomic_path, replace_dir, write_json
 from a2i_core.mapper import AudioToSD3Mapper
-from a2i_core.pairs import load_pairs_for
+from a2i_core.pairs import load_pairs_for, load_token_targets
 from a2i_core.params import load_params
 from a2i_core.render import (
     RenderSettings,
@@ -45,7 +45,7 @@ def main() -> None:
     world = init_world()
     mapper = AudioToSD3Mapper.from_pretrained("models/mapper")
     pairs = load_pairs_for(mapper, "data/candidates.parquet", "data/features/audio", "data/features/text",
-                           tokens=True)
+                           tokens=False)
     test = pairs.split("test")
     chosen = test.frame.sort_values("clip_id").groupby("label").head(cfg.clips_per_class).index.to_numpy()
     clips = test.frame.loc[chosen].reset_index(drop=True)
@@ -54,6 +54,8 @@ def main() -> None:
     empty_pooled, empty_sequence = load_guidance("data/features/text")
     fills = sequence_fills(empty_sequence)
     full = load_sequences("data/features/text", clips["prompt"].tolist())  # None unless diffusion.store_sequence
+    # Without whole sequences, the true prompt gets its stored first tokens over the fill.
+    true_heads = load_token_targets("data/features/text", clips["prompt"].tolist()) if full is None else None
     other_fill = next(f for f in fills if f != cfg.sequence_fill)
     mean_pooled = pairs.split("train").pooled.mean(0)
 
@@ -65,7 +67,7 @@ def main() -> None:
         ("mapper", pred_pooled, lambda i: fill_sequence(fills[cfg.sequence_fill], head(pred_tokens, i))),
         (f"mapper_fill_{other_fill}", pred_pooled, lambda i: fill_sequence(fills[other_fill], head(pred_tokens, i))),
         ("true_prompt", test.pooled[chosen],
-         lambda i: full[i] if full is not None else fill_sequence(fills[cfg.sequence_fill], test.tokens[chosen][i])),
+         lambda i: full[i] if full is not None else fill_sequence(fills[cfg.sequence_fill], true_heads[i])),
         ("baseline_mean", np.repeat(mean_pooled[None], len(clips), axis=0),
          lambda i: fills[cfg.sequence_fill]),
     ]
@@ -93,9 +95,7 @@ def main() -> None:
     files = [f"{rows[j // n][0]}/{clips['label'][j % n]}-{clips['clip_id'][j % n]}.png" for j in range(len(pooled))]
     for j, image in images:
         save_png(image, TMP_DIR / files[j])
-    seconds = time.monotonic() - start
-    world.barrier()
-    seconds = max(world.gather(seconds))
+    seconds = max(world.gather(time.monotonic() - start))  # also waits for every process's images
 
     if world.is_main:
         index = pd.DataFrame({"row": [rows[j // n][0] for j in range(len(files))], "file": files,

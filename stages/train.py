@@ -41,7 +41,7 @@ def main() -> None:
 
     result = train_mapper(Split.of(*train.inputs(cfg.input), train.targets(with_tokens), device),
                           Split.of(*val.inputs(cfg.input), val.targets(with_tokens), device),
-                          config, cfg, params.train, on_epoch=log_epoch)
+                          config, params.train, on_epoch=log_epoch)
     live.end()
     MapperArtifact(result.model, empty_pooled, empty_sequence, pairs.prompts,
                    pairs.prompt_pooled).save("models/mapper")

@@ -25,7 +25,7 @@ def _mapper(hidden, dropout) -> MapperParams:
 def _train(x, y, xv, yv, mapper: MapperParams, train: TrainParams):
     cpu = torch.device("cpu")
     config = mapper_config(mapper, x.shape[1], y.shape[1], None, {})
-    return train_mapper(Split.of(x, None, y, cpu), Split.of(xv, None, yv, cpu), config, mapper, train)
+    return train_mapper(Split.of(x, None, y, cpu), Split.of(xv, None, yv, cpu), config, train)
 
 
 def test_combined_loss_is_the_study_formula():
