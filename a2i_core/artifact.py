@@ -16,9 +16,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from a2i_core.errors import A2IError
-from a2i_core.evaluate import normalise
 from a2i_core.files import atomic_dir
-from a2i_core.mapper import AudioToSD3Mapper
+from a2i_core.mapper import AudioToSD3Mapper, normalise
 
 GUIDANCE_NAME = "guidance.safetensors"
 PROMPTS_NAME = "prompts.json"

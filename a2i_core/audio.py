@@ -10,16 +10,15 @@ import functools
 import io
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import ffmpeg
 import numpy as np
-import pyarrow.parquet as pq
 import soundfile as sf
 
 from a2i_core.errors import A2IError
 from a2i_core.files import atomic_path, cache_root
+from a2i_core.packs import PackedClip
 
 SAMPLE_RATE = 16_000
 
@@ -59,30 +58,6 @@ def _downmix(sample_rate: int) -> str:
     # One resampling step that also averages the channels, as VGGish's reference does: ffmpeg's default
     # stereo-to-mono matrix is (L + R) / sqrt(2), 41 % louder than the mean.
     return f"aresample={sample_rate}:rematrix_maxval=1.0,aformat=sample_fmts=flt:channel_layouts=mono"
-
-
-@dataclass(frozen=True)
-class PackedClip:
-    """One clip inside a pack: row group ``row`` of the Parquet file ``pack`` holds its FLAC bytes."""
-
-    pack: Path
-    row: int
-
-    def read(self) -> bytes:
-        # Each read opens its own handle (decode threads share packs) but reuses the pack's parsed footer.
-        pack = pq.ParquetFile(self.pack, metadata=_pack_metadata(self.pack, self.pack.stat().st_mtime_ns))
-        return pack.read_row_group(self.row, columns=["flac"])["flac"][0].as_py()
-
-
-@functools.lru_cache(maxsize=16)
-def _pack_metadata(pack: Path, mtime_ns: int) -> pq.FileMetaData:  # keyed by mtime too: a rewritten pack reparses
-    return pq.read_metadata(pack)
-
-
-def encode_flac(wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
-    buffer = io.BytesIO()
-    sf.write(buffer, wave, sample_rate, subtype="PCM_16", format="FLAC")
-    return buffer.getvalue()
 
 
 def decode(path: str | Path | PackedClip, sample_rate: int = SAMPLE_RATE) -> np.ndarray:

@@ -15,17 +15,21 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import torch
 from tqdm import tqdm
 
-from a2i_core import shards
-from a2i_core.audio import AudioError, PackedClip, decode
+from a2i_core import provenance, shards
+from a2i_core.audio import AudioError, decode
 from a2i_core.distributed import SOLO, World
-from a2i_core.encoders import AudioEncoder
+from a2i_core.packs import PackedClip
 from a2i_core.vggish import EMBEDDING_DIM, LogMelFrontend
+
+if TYPE_CHECKING:
+    from a2i_core.audio_encoder import AudioEncoder
 
 log = logging.getLogger(__name__)
 
@@ -93,17 +97,19 @@ def place_encoder(encoder: AudioEncoder, device: torch.device) -> LogMelFrontend
 
 
 def embed_clips(encoder: AudioEncoder, clips: Iterable[tuple[str, Path | PackedClip]], out_dir: str | Path,
-                batch_size: int, shard_rows: int, device: torch.device, metadata: dict[str, str],
-                decode_workers: int = 2, world: World = SOLO) -> dict:
+                batch_size: int, shard_rows: int, device: torch.device, decode_workers: int = 2,
+                world: World = SOLO) -> dict:
     """Decode, embed and write ``part-*.parquet``, shard by shard, resuming where a previous run stopped.
 
     Clips (a file path or a PackedClip each) are cut, in the given order, into shards of ``shard_rows``; a
     shard already on disk whose recorded inputs digest matches is kept, so an interrupted run recomputes only
-    unfinished shards. A clip that cannot be decoded is logged and skipped. Memory is bounded by one shard,
+    unfinished shards. Every shard records the encoder's provenance. A clip that cannot be decoded is logged and
+    skipped. Memory is bounded by one shard,
     whatever the number of clips. Under torchrun each process takes every ``world.size``-th shard; the shards
     are the same whatever the number of processes.
     """
     out_dir = Path(out_dir)
+    metadata = provenance.to_metadata(encoder.provenance())
     clips = list(clips)  # in the caller's (deterministic) order: packed clips stay next to their pack-mates
     plan = [clips[i : i + shard_rows] for i in range(0, len(clips), shard_rows)]
     if world.is_main:
@@ -172,11 +178,11 @@ def clip_means(frames: list[np.ndarray]) -> np.ndarray:
     return np.stack([f.mean(axis=0) for f in frames]) if frames else np.zeros((0, EMBEDDING_DIM), np.float32)
 
 
-def load_audio_embeddings(directory: str | Path) -> tuple[list[str], np.ndarray, dict[str, str]]:
-    """clip ids, their mean embeddings (n, 128), and the features' metadata (encoder, postprocess...)."""
+def load_audio_embeddings(directory: str | Path) -> tuple[list[str], np.ndarray, dict[str, Any]]:
+    """clip ids, their mean embeddings (n, 128), and the features' part of a provenance record."""
     paths = shards.shard_paths(directory)
     table = shards.read_shards(directory, AUDIO_KIND, columns=["clip_id", "embedding"])
-    # What made the features (encoder weights, postprocess), not per-shard bookkeeping.
-    meta = {k: v for k, v in shards.table_metadata(paths[0]).items()
-            if k not in ("inputs_sha256", "schema_version", "kind")}
-    return table["clip_id"].to_pylist(), shards.to_numpy(table["embedding"]), meta
+    parts = [provenance.from_metadata(shards.table_metadata(p), str(p)) for p in paths]
+    if any(part != parts[0] for part in parts):  # shards kept from a run with other settings
+        raise provenance.ProvenanceError(f"{directory}: shards made by different encoders or settings")
+    return table["clip_id"].to_pylist(), shards.to_numpy(table["embedding"]), parts[0]

@@ -27,7 +27,8 @@ def main() -> None:
 def demo(
     workspace: Annotated[Path, typer.Option(help="Where the demo's own DVC repository lives (git-ignored).")] = Path(
         ".demo"),
-    profile: Annotated[Path | None, typer.Option(help="Params file [default: profiles/offline.yaml].")] = None,
+    profile: Annotated[Path | None, typer.Option(
+        help="Overlay merged onto params.yaml [default: profiles/offline.yaml].")] = None,
 ) -> None:
     """Run the whole pipeline on the offline profile (synthetic sounds, tiny models, CPU) with `dvc repro`."""
     try:

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from a2i_core.encoders import pretrained_source
 from a2i_core.errors import A2IError, quiet_hf_libraries
+from a2i_core.hub import pretrained_source
 
 
 class ClipScorer:

@@ -4,27 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import torch
 
-from a2i_core.mapper import AudioToSD3Mapper
+from a2i_core.mapper import AudioToSD3Mapper, normalise, predict
 from a2i_core.pairs import Pairs
 
 # The headline numbers, reported for baselines and summarised over folds.
 SUMMARY_KEYS = ("mse", "cosine", "combined", "top1", "top5", "mrr")
-
-
-def normalise(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (zero rows stay zero)."""
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
-@torch.no_grad()
-def predict(model: AudioToSD3Mapper, audio: np.ndarray,
-            mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Predicted pooled (n, P) and, for a tokens mapper, tokens (n, N, D)."""
-    output = model.eval()(torch.from_numpy(audio), None if mask is None else torch.from_numpy(mask))
-    pooled, tokens = model.split(output)
-    return pooled.numpy(), None if tokens is None else tokens.numpy()
 
 
 def token_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:

@@ -1,19 +1,14 @@
-"""Atomic file writes: an output appears whole under its final name, or not at all."""
+"""Writing files: an output appears whole under its final name, or not at all; and where a2i caches files."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-
-from a2i_core.errors import A2IError
 
 
 @contextlib.contextmanager
@@ -60,33 +55,6 @@ def write_text(path: str | Path, text: str) -> None:
 
 def write_json(path: str | Path, data: object) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def fetch_file(location: str, dest: Path, sha256: str | None) -> str:
-    """Copy a URL or local file to ``dest`` atomically, check it against a sha256 (or prefix); return the digest."""
-    with atomic_path(dest) as tmp:
-        if "://" in location:
-            try:
-                with urllib.request.urlopen(location, timeout=60) as response, open(tmp, "wb") as out:
-                    shutil.copyfileobj(response, out, 1 << 20)
-            except (urllib.error.URLError, OSError) as err:
-                raise A2IError(f"cannot download {location}: {err}") from None
-        else:
-            if not Path(location).is_file():
-                raise A2IError(f"{location}: no such file (a URL, a local path or 'tiny' was expected)")
-            shutil.copyfile(location, tmp)
-        digest = sha256_file(tmp)
-        if sha256 and not digest.startswith(sha256):
-            raise A2IError(f"{location}: sha256 {digest[:16]}... does not match the expected {sha256}")
-    return digest
 
 
 def cache_root() -> Path:

@@ -1,7 +1,7 @@
 """Any sound to an image with a trained mapper: decode -> VGGish -> mapper -> SD3 (transformer + VAE only).
 
-Models are loaded once; many files are embedded in one batch and rendered in batches. Inputs are checked
-against the mapper's provenance: other VGGish weights, another postprocess setting or an SD3 of other widths
+Models are loaded once; many files are embedded in one batch and rendered in batches. The encoders are checked
+against the mapper's provenance: other VGGish weights, another postprocess setting or frontend, or another SD3
 are refused, since the mapper never saw such features.
 """
 
@@ -18,15 +18,14 @@ from PIL import Image
 
 from a2i_core.artifact import MapperArtifact
 from a2i_core.audio import AudioError, decode
+from a2i_core.audio_encoder import AudioEncoder, load_audio_encoder
 from a2i_core.audio_features import clip_means, embed_waves, place_encoder
 from a2i_core.devices import resolve_device, resolve_dtype
-from a2i_core.encoders import AudioEncoder, load_audio_encoder
 from a2i_core.errors import A2IError
-from a2i_core.evaluate import predict
-from a2i_core.pairs import pad_frames
+from a2i_core.hub import model_identity
+from a2i_core.mapper import pad_frames, predict
 from a2i_core.render import RenderSettings, fill_sequence, render, sequence_fills
 from a2i_core.sd3 import load_sd3
-from a2i_core.vggish import FRONTEND
 
 log = logging.getLogger(__name__)
 SILENCE_RMS = 1e-4  # -80 dBFS: nothing for VGGish to hear
@@ -66,16 +65,12 @@ class SoundToImage:
     @classmethod
     def from_pretrained(cls, mapper_dir: str | Path, vggish_dir: str | Path, sd3_dir: str | Path,
                         device: torch.device, dtype: str = "bfloat16") -> SoundToImage:
-        """Load the three parts, checking that the VGGish weights and frontend are those the mapper learnt from."""
+        """Load the three parts, checking that VGGish and SD3 are those whose features the mapper learnt from."""
         artifact = MapperArtifact.load(mapper_dir)
         provenance = artifact.mapper.config.provenance
-        if provenance.get("frontend", FRONTEND) != FRONTEND:
-            raise A2IError(f"{mapper_dir}: trained on features from another frontend ({provenance['frontend']})")
-        encoder = load_audio_encoder(vggish_dir, postprocess=provenance.get("postprocess") == "true")
-        expected = provenance.get("encoder_sha256")
-        if expected and encoder.weights_sha256 != expected:
-            raise A2IError(f"{vggish_dir}: VGGish weights sha256 {encoder.weights_sha256[:12]}... differ from "
-                           f"the {expected[:12]}... this mapper was trained on")
+        encoder = load_audio_encoder(vggish_dir, postprocess=provenance.postprocess)
+        provenance.check(str(vggish_dir), **encoder.provenance())
+        provenance.check(str(sd3_dir), diffusion_model=model_identity(sd3_dir))
         torch_dtype = resolve_dtype(dtype, device)
         pipe = load_sd3(sd3_dir, "image", device, torch_dtype)
         try:

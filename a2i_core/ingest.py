@@ -1,36 +1,20 @@
-"""The ingest stage's logic: source metadata -> candidate (clip, label, prompt, split) rows."""
+"""Source metadata -> candidate (clip, label, prompt, split) rows: each source's reader, one table."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections import Counter
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
 
+from a2i_core.candidates import HELDOUT, assign_split
 from a2i_core.errors import A2IError
-from a2i_core.files import sha256_file
-from a2i_core.params import DataParams
+from a2i_core.fetch import local_copy, sha256_file
+from a2i_core.params import DataParams, ParamsError
 from a2i_core.sources import audioset, local, synthetic
-from a2i_core.sources.fetch import local_copy
 
 log = logging.getLogger(__name__)
-CANDIDATES_KIND = "candidates"
-HELDOUT = "heldout"
-SPLITS = ("train", "val", "test", HELDOUT)
-
-
-def split_of(group: str, seed: int, val_fraction: float, test_fraction: float) -> str:
-    """Stable split of a group id (a video, a recording): every clip of one group lands in the same split."""
-    digest = hashlib.sha256(f"{seed}:{group}".encode()).digest()
-    u = int.from_bytes(digest[:8], "big") / 2**64
-    if u < test_fraction:
-        return "test"
-    if u < test_fraction + val_fraction:
-        return "val"
-    return "train"
 
 
 def prompt_for(template: str, name: str) -> str:
@@ -52,7 +36,7 @@ def build_candidates(data: DataParams) -> tuple[pd.DataFrame, dict]:
             local.folder_rows(data.folder.root, data.folder.labels_csv)
         frame = rows.assign(prompt=[prompt_for(data.prompt_template, n) for n in rows["name"]],
                             source=data.source).drop(columns="name")
-    frame["split"] = [split_of(g, data.seed, data.val_fraction, data.test_fraction) for g in frame["group"]]
+    frame["split"] = [assign_split(g, data.seed, data.val_fraction, data.test_fraction) for g in frame["group"]]
     if data.heldout_classes:
         unknown = sorted(set(data.heldout_classes) - set(frame["label"]))
         if unknown:
@@ -65,7 +49,10 @@ def build_candidates(data: DataParams) -> tuple[pd.DataFrame, dict]:
 
 def synthetic_candidates(data: DataParams) -> pd.DataFrame:
     cfg = data.synthetic
-    assert cfg is not None
+    unknown = [name for name in cfg.classes if name not in synthetic.SOUND_CLASSES]
+    if unknown:
+        raise ParamsError(f"data.synthetic.classes: unknown class {unknown[0]!r} "
+                          f"(known: {', '.join(synthetic.SOUND_CLASSES)})")
     specs = synthetic.clip_specs(cfg.classes, cfg.clips_per_class, cfg.min_seconds, cfg.max_seconds, data.seed)
     rows = []
     for clip_id, spec in specs.items():
@@ -132,20 +119,3 @@ def audiocaps_candidates(data: DataParams) -> tuple[pd.DataFrame, dict]:
     if invalid:
         log.warning("AudioCaps: %d rows with an invalid YouTube id or start time skipped", invalid)
     return pd.DataFrame(rows), {"invalid_rows": invalid}
-
-
-def candidates_table(frame: pd.DataFrame) -> pa.Table:
-    return pa.Table.from_pandas(frame, preserve_index=False)
-
-
-def data_counts(frame: pd.DataFrame) -> dict:
-    """What metrics/data.json reports: clips, pairs, labels, prompts and pairs per split and per label."""
-    return {
-        "source": str(frame["source"].iloc[0]) if len(frame) else None,
-        "clips": int(frame["clip_id"].nunique()),
-        "pairs": int(len(frame)),
-        "labels": int(frame["label"].nunique()),
-        "prompts": int(frame["prompt"].nunique()),
-        "pairs_per_split": {s: int((frame["split"] == s).sum()) for s in SPLITS},
-        "pairs_per_label": {str(k): int(v) for k, v in frame["label"].value_counts().sort_index().items()},
-    }

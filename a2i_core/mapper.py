@@ -5,20 +5,24 @@ small transformer). Output is the pooled text embedding (2048 for SD3 Medium), o
 first ``tokens`` rows of the sequence embedding (N x 4096), flattened. Knows nothing of training or rendering.
 ``save_pretrained`` writes ``model.safetensors`` and ``config.json``; the config's ``provenance`` records which
 audio features and diffusion model it was trained on, so inference can refuse mismatched inputs.
+The math every user of a trained mapper shares (its input, its prediction, cosine geometry) lives here too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from a2i_core.errors import A2IError
 from a2i_core.files import atomic_dir
+from a2i_core.provenance import Provenance, ProvenanceError
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -30,17 +34,29 @@ class MapperConfig:
     pooled_dim: int
     hidden: list[int]
     dropout: list[float]
+    provenance: Provenance
     tokens: int = 0  # predicted sequence tokens; 0 for target "pooled"
     token_width: int = 0
     input: str = "mean"  # "mean" or "frames"
     frames_width: int = 256
     frames_layers: int = 2
     max_frames: int = 32
-    provenance: dict[str, str] = field(default_factory=dict)
 
     @property
     def out_dim(self) -> int:
         return self.pooled_dim + self.tokens * self.token_width
+
+    def to_json(self) -> dict:
+        return {**dataclasses.asdict(self), "provenance": self.provenance.to_json()}
+
+    @classmethod
+    def from_json(cls, data: dict, what: str) -> MapperConfig:
+        data = dict(data)
+        try:
+            data["provenance"] = Provenance.from_json(data.get("provenance"), f"{what}: provenance")
+        except ProvenanceError as err:
+            raise ProvenanceError(f"{err} (an older a2i made it? rerun train, or `make demo`)") from None
+        return cls(**data)
 
 
 class AudioToSD3Mapper(nn.Module):
@@ -84,32 +100,51 @@ class AudioToSD3Mapper(nn.Module):
             x = (h * m).sum(1) / m.sum(1).clamp_min(1)  # (B, W): mean over real frames
         return self.net(x)  # (B, P + N * D)
 
-    def split(self, output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def pooled_and_tokens(self, output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, P + N * D) -> pooled (B, P), tokens (B, N, D) or None."""
         pooled = output[:, : self.config.pooled_dim]
         if not self.config.tokens:
             return pooled, None
         return pooled, output[:, self.config.pooled_dim :].reshape(-1, self.config.tokens, self.config.token_width)
 
-    def check_provenance(self, actual: dict[str, str], what: str) -> None:
-        """Refuse inputs made differently from the training features (other weights, other postprocess...)."""
-        for key, value in actual.items():
-            expected = self.config.provenance.get(key)
-            if expected is not None and expected != value:
-                raise A2IError(f"{what} has {key}={value!r}, but this mapper was trained with {expected!r}")
-
     def save_pretrained(self, directory: str | Path) -> None:
         with atomic_dir(directory) as tmp:
             state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
             save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-            (tmp / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+            (tmp / CONFIG_NAME).write_text(json.dumps(self.config.to_json(), indent=2) + "\n")
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> AudioToSD3Mapper:
         directory = Path(directory)
         if not (directory / CONFIG_NAME).is_file() or not (directory / WEIGHTS_NAME).is_file():
             raise A2IError(f"{directory}: no trained mapper ({CONFIG_NAME} and {WEIGHTS_NAME} expected)")
-        config = MapperConfig(**json.loads((directory / CONFIG_NAME).read_text()))
+        config = MapperConfig.from_json(json.loads((directory / CONFIG_NAME).read_text()), str(directory / CONFIG_NAME))
         model = cls(config)
         model.load_state_dict(load_file(str(directory / WEIGHTS_NAME)))
         return model.eval()
+
+
+def normalise(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero)."""
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def pad_frames(frames: list[np.ndarray], max_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ragged (n_i, 128) arrays -> (n, T, 128) zero-padded and (n, T) mask, T = min(longest, max_frames)."""
+    length = min(max(len(f) for f in frames), max_frames)
+    out = np.zeros((len(frames), length, frames[0].shape[1]), np.float32)
+    mask = np.zeros((len(frames), length), bool)
+    for i, f in enumerate(frames):
+        f = f[:length]
+        out[i, : len(f)] = f
+        mask[i, : len(f)] = True
+    return out, mask
+
+
+@torch.no_grad()
+def predict(model: AudioToSD3Mapper, audio: np.ndarray,
+            mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Predicted pooled (n, P) and, for a tokens mapper, tokens (n, N, D)."""
+    output = model.eval()(torch.from_numpy(audio), None if mask is None else torch.from_numpy(mask))
+    pooled, tokens = model.pooled_and_tokens(output)
+    return pooled.numpy(), None if tokens is None else tokens.numpy()

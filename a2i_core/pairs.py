@@ -5,15 +5,17 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from a2i_core import shards
 from a2i_core.audio_features import AUDIO_KIND, load_audio_embeddings
-from a2i_core.ingest import CANDIDATES_KIND
-from a2i_core.text import TEXT_KIND, load_text_features
+from a2i_core.candidates import CANDIDATES_KIND
+from a2i_core.errors import A2IError
+from a2i_core.mapper import pad_frames
+from a2i_core.text import TEXT_KIND, load_text_features, text_provenance
 
 if TYPE_CHECKING:
     from a2i_core.mapper import AudioToSD3Mapper
@@ -28,13 +30,14 @@ class Pairs:
     pooled: np.ndarray  # (n, P) target pooled embeddings
     prompts: list[str]  # every prompt (the retrieval candidates)
     prompt_pooled: np.ndarray  # (K, P)
-    audio_meta: dict[str, str]
+    provenance: dict[str, Any]  # the audio features' and text features' parts of a provenance record
     frames: np.ndarray | None = None  # (n, T, 128), zero-padded
     mask: np.ndarray | None = None  # (n, T), True where a frame is real
     tokens: np.ndarray | None = None  # (n, N, D) target first sequence tokens
 
-    def split(self, name: str) -> Pairs:
-        keep = (self.frame["split"] == name).to_numpy()
+    def subset(self, split: str) -> Pairs:
+        """The pairs of one data split (train, val, test, heldout; an eval set's folds)."""
+        keep = (self.frame["split"] == split).to_numpy()
 
         def pick(a: np.ndarray | None) -> np.ndarray | None:
             return None if a is None else a[keep]
@@ -52,18 +55,6 @@ class Pairs:
         if not with_tokens:
             return self.pooled
         return np.concatenate([self.pooled, self.tokens.reshape(len(self.tokens), -1)], axis=1)
-
-
-def pad_frames(frames: list[np.ndarray], max_frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """Ragged (n_i, 128) arrays -> (n, T, 128) zero-padded and (n, T) mask, T = min(longest, max_frames)."""
-    length = min(max(len(f) for f in frames), max_frames)
-    out = np.zeros((len(frames), length, frames[0].shape[1]), np.float32)
-    mask = np.zeros((len(frames), length), bool)
-    for i, f in enumerate(frames):
-        f = f[:length]
-        out[i, : len(f)] = f
-        mask[i, : len(f)] = True
-    return out, mask
 
 
 def load_frames(directory: str | Path, clip_ids: list[str]) -> list[np.ndarray]:
@@ -88,7 +79,7 @@ def load_pairs(candidates_path: str | Path, audio_dir: str | Path, text_dir: str
                frames: bool = False, tokens: bool = False, max_frames: int = 32) -> Pairs:
     candidates = shards.read_table(candidates_path, CANDIDATES_KIND,
                                    columns=["clip_id", "label", "prompt", "split"]).to_pandas()
-    clip_ids, audio, audio_meta = load_audio_embeddings(audio_dir)
+    clip_ids, audio, audio_provenance = load_audio_embeddings(audio_dir)
     prompts, pooled = load_text_features(text_dir)
     audio_row = pd.Series(np.arange(len(clip_ids)), index=clip_ids)
     prompt_row = pd.Series(np.arange(len(prompts)), index=prompts)
@@ -97,7 +88,7 @@ def load_pairs(candidates_path: str | Path, audio_dir: str | Path, text_dir: str
         log.info("%d pairs skipped: their clip has no audio features (failed download or decode)", (~has_audio).sum())
     missing_prompts = set(candidates["prompt"]) - set(prompts)
     if missing_prompts:
-        raise ValueError(f"{len(missing_prompts)} prompts have no text features, e.g. {sorted(missing_prompts)[0]!r}: "
+        raise A2IError(f"{len(missing_prompts)} prompts have no text features, e.g. {sorted(missing_prompts)[0]!r}: "
                          "rerun embed_text")
     frame = candidates[has_audio].reset_index(drop=True)
     pairs = Pairs(
@@ -106,7 +97,7 @@ def load_pairs(candidates_path: str | Path, audio_dir: str | Path, text_dir: str
         pooled=pooled[prompt_row[frame["prompt"]].to_numpy()],
         prompts=prompts,
         prompt_pooled=pooled,
-        audio_meta=audio_meta,
+        provenance={**audio_provenance, **text_provenance(text_dir)},
     )
     if frames:
         pairs.frames, pairs.mask = pad_frames(load_frames(audio_dir, frame["clip_id"].tolist()), max_frames)
@@ -122,5 +113,5 @@ def load_pairs_for(mapper: AudioToSD3Mapper, candidates_path: str | Path, audio_
     config = mapper.config
     pairs = load_pairs(candidates_path, audio_dir, text_dir, frames=config.input == "frames",
                        tokens=config.tokens > 0 if tokens is None else tokens, max_frames=config.max_frames)
-    mapper.check_provenance(pairs.audio_meta, str(audio_dir))
+    mapper.config.provenance.check(f"features in {audio_dir} and {text_dir}", **pairs.provenance)
     return pairs

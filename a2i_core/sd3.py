@@ -8,8 +8,8 @@ from typing import Literal
 
 import torch
 
-from a2i_core.encoders import sd3_source
 from a2i_core.errors import A2IError, quiet_hf_libraries
+from a2i_core.hub import sd3_source
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,9 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
-from a2i_core import shards
+from a2i_core import provenance, shards
 from a2i_core.distributed import SOLO, World
+from a2i_core.errors import A2IError
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +56,12 @@ def encode(pipe, prompts: list[str], max_sequence_length: int,
 
 
 def embed_prompts(pipe, prompts: list[str], out_dir: str | Path, tokens: int, max_sequence_length: int,
-                  batch_size: int, shard_rows: int, model: str, store_sequence: bool = False,
+                  batch_size: int, shard_rows: int, diffusion_model: str, store_sequence: bool = False,
                   joint_width: int | None = None, world: World = SOLO) -> dict:
     """Write ``part-*.parquet`` (one row per unique prompt, the empty one included) and ``guidance.parquet``.
 
     Under torchrun each process encodes every ``world.size``-th shard; the shards are the same whatever the
-    number of processes.
+    number of processes. Every table records ``diffusion_model`` and the sequence shape as its provenance.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -69,7 +70,7 @@ def embed_prompts(pipe, prompts: list[str], out_dir: str | Path, tokens: int, ma
     mine = world.mine(plan)
     calls = 0
     start = time.monotonic()
-    meta: dict[str, str] = {"model": model, "tokens": str(tokens), "max_sequence_length": str(max_sequence_length),
+    meta: dict[str, str] = {"tokens": str(tokens), "max_sequence_length": str(max_sequence_length),
                             "t5": str(pipe.text_encoder_3 is not None).lower()}
     with tqdm(total=sum(len(c) for _, c in mine), desc=f"embed_text[{world.rank}]", unit="prompt",
               position=world.rank) as bar:
@@ -80,7 +81,9 @@ def embed_prompts(pipe, prompts: list[str], out_dir: str | Path, tokens: int, ma
                 pooled, sequence = encode(pipe, batch, max_sequence_length, joint_width)  # (B, P), (B, L, D)
                 calls += len(batch)
                 if tokens > sequence.shape[1]:
-                    raise ValueError(f"diffusion.tokens={tokens} exceeds the sequence length {sequence.shape[1]}")
+                    raise A2IError(f"diffusion.tokens={tokens} exceeds the sequence length {sequence.shape[1]}")
+                meta.update(provenance.to_metadata({"diffusion_model": diffusion_model,
+                                                    "sequence_shape": tuple(sequence.shape[1:])}))
                 pooled_parts.append(pooled)
                 token_parts.append(sequence[:, :tokens].numpy())  # (B, N, D)
                 if store_sequence:
@@ -131,6 +134,13 @@ def load_guidance(directory: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """The empty prompt's pooled (P,) and full sequence (L, D) embeddings."""
     table = shards.read_table(Path(directory) / GUIDANCE_FILE, GUIDANCE_KIND)
     return shards.to_numpy(table["pooled"])[0].astype(np.float32), shards.to_numpy(table["sequence"])[0]
+
+
+def text_provenance(directory: str | Path) -> dict:
+    """The text features' part of a provenance record: the diffusion model and its sequence shape."""
+    path = Path(directory) / GUIDANCE_FILE
+    shards.read_table(path, GUIDANCE_KIND, columns=["prompt"])  # checks that it is there and of its kind
+    return provenance.from_metadata(shards.table_metadata(path), str(directory))
 
 
 def load_sequences(directory: str | Path, prompts: list[str]) -> np.ndarray | None:

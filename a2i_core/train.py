@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from a2i_core.mapper import AudioToSD3Mapper, MapperConfig
 from a2i_core.params import MapperParams, TrainParams
+from a2i_core.provenance import Provenance
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,8 @@ def combined_loss(pred: torch.Tensor, target: torch.Tensor, w_cos: float, w_mse:
 
 def mapper_loss(model: AudioToSD3Mapper, output: torch.Tensor, target: torch.Tensor, w_cos: float,
                 w_mse: float) -> torch.Tensor:
-    pooled, tokens = model.split(output)  # (B, P), (B, N, D) | None
-    target_pooled, target_tokens = model.split(target)
+    pooled, tokens = model.pooled_and_tokens(output)  # (B, P), (B, N, D) | None
+    target_pooled, target_tokens = model.pooled_and_tokens(target)
     loss = combined_loss(pooled, target_pooled, w_cos, w_mse)
     if tokens is not None:
         loss = loss + combined_loss(tokens, target_tokens, w_cos, w_mse)  # cosine per token
@@ -47,15 +48,15 @@ class TrainResult:
 
 
 @dataclass
-class Split:
-    """One split's tensors: input (n, 128) or (n, T, 128), its mask (n, T) or None, target (n, P [+ N * D])."""
+class Tensors:
+    """One data split on the device: input (n, 128) or (n, T, 128), its mask (n, T) or None, target (n, P [+ N * D])."""
 
     x: torch.Tensor
     mask: torch.Tensor | None
     y: torch.Tensor
 
     @classmethod
-    def of(cls, x: np.ndarray, mask: np.ndarray | None, y: np.ndarray, device: torch.device) -> Split:
+    def of(cls, x: np.ndarray, mask: np.ndarray | None, y: np.ndarray, device: torch.device) -> Tensors:
         return cls(torch.from_numpy(x).to(device), None if mask is None else torch.from_numpy(mask).to(device),
                    torch.from_numpy(y).to(device))
 
@@ -63,7 +64,7 @@ class Split:
         return self.x[idx], None if self.mask is None else self.mask[idx], self.y[idx]
 
 
-def train_mapper(train: Split, val: Split, config: MapperConfig, params: TrainParams,
+def train_mapper(train: Tensors, val: Tensors, config: MapperConfig, params: TrainParams,
                  on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
     torch.manual_seed(params.seed)
     device = train.x.device
@@ -93,8 +94,8 @@ def train_mapper(train: Split, val: Split, config: MapperConfig, params: TrainPa
         with torch.no_grad():
             out = model(val.x, val.mask)
             val_loss = mapper_loss(model, out, val.y, params.w_cos, params.w_mse).item()
-            pooled, _ = model.split(out)
-            target_pooled, _ = model.split(val.y)
+            pooled, _ = model.pooled_and_tokens(out)
+            target_pooled, _ = model.pooled_and_tokens(val.y)
             val_cos = F.cosine_similarity(pooled, target_pooled, dim=-1).mean().item()
         record = {"epoch": epoch, "train_loss": total / n, "val_loss": val_loss, "val_cosine": val_cos}
         history.append(record)
@@ -113,7 +114,7 @@ def train_mapper(train: Split, val: Split, config: MapperConfig, params: TrainPa
 
 
 def mapper_config(mapper: MapperParams, in_dim: int, pooled_dim: int, token_shape: tuple[int, int] | None,
-                  provenance: dict[str, str]) -> MapperConfig:
+                  provenance: Provenance) -> MapperConfig:
     tokens, width = token_shape or (0, 0)
     return MapperConfig(in_dim=in_dim, pooled_dim=pooled_dim, hidden=list(mapper.hidden),
                         dropout=list(mapper.dropout), tokens=tokens, token_width=width, input=mapper.input,

@@ -1,6 +1,7 @@
 """A self-contained DVC workspace for a profile (the demo, the end-to-end test).
 
-It holds a copy of the pipeline's code and the profile as its ``params.yaml``, in its own git repository,
+It holds a copy of the pipeline's code and, as its ``params.yaml``, the project's ``params.yaml`` with the profile
+(an overlay: only the keys that differ) merged in, in its own git repository,
 so running it never edits the project's ``params.yaml``, ``dvc.yaml`` or ``dvc.lock``. Stages run as
 ``python -m stages.NAME`` from the workspace root, so the code DVC hashes is the code that runs.
 """
@@ -13,7 +14,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ruamel.yaml import YAML
+
 from a2i_core.errors import A2IError
+from a2i_core.params import merge_overlay, params_from_dict, read_yaml
 
 PIPELINE_FILES = ("dvc.yaml", "stages", "a2i_core")
 
@@ -61,8 +65,20 @@ def dvc(*args: str) -> list[str]:
     return [sys.executable, "-m", "dvc", *args]
 
 
+def write_profile(base: Path, profile: Path, out: Path) -> None:
+    """``base`` (params.yaml) with the ``profile`` overlay merged in, validated, then written to ``out``."""
+    merged = merge_overlay(read_yaml(base), read_yaml(profile))
+    params_from_dict(merged, source=f"{base} + {profile}")
+    yaml = YAML()
+    yaml.width = 4096  # no folded URLs
+    with open(out, "w") as f:
+        f.write(f"# {base.name} with the overlay {profile.name} merged in; a new `a2i demo` writes it anew.\n")
+        yaml.dump(merged, f)
+
+
 def prepare(workspace: str | Path, profile: str | Path, root: Path | None = None) -> Path:
-    """Create or refresh ``workspace`` from the project at ``root`` with ``profile`` as params.yaml; commit it."""
+    """Create or refresh ``workspace`` from the project at ``root`` with ``profile`` merged into its params.yaml;
+    commit it."""
     root = root or project_root()
     workspace = Path(workspace).resolve()
     profile = Path(profile)
@@ -71,7 +87,7 @@ def prepare(workspace: str | Path, profile: str | Path, root: Path | None = None
     workspace.mkdir(parents=True, exist_ok=True)
     for name in PIPELINE_FILES:
         _copy(root / name, workspace / name)
-    shutil.copy2(profile, workspace / "params.yaml")
+    write_profile(root / "params.yaml", profile, workspace / "params.yaml")
     (workspace / ".gitignore").write_text("__pycache__/\n")  # DVC ignores the outputs it tracks
     if not (workspace / ".git").exists():
         run(["git", "init", "-q", "-b", "main"], workspace)

@@ -25,9 +25,9 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from a2i_core.audio_encoder import load_audio_encoder
 from a2i_core.audio_features import embed_clips, load_audio_embeddings
 from a2i_core.devices import resolve_device
-from a2i_core.encoders import load_audio_encoder
 from a2i_core.tiny import tiny_vggish_weights
 
 RATES = (8000, 11025, 16000, 22050, 32000, 44100, 48000)
@@ -72,7 +72,7 @@ def a2i_embeddings(weights_dir: Path, paths: list[Path], out: Path, device: torc
     encoder = load_audio_encoder(weights_dir, postprocess=False)
     start = time.perf_counter()
     embed_clips(encoder, [(p.stem, p) for p in paths], out, batch_size=batch_size, shard_rows=512,
-                device=device, metadata={}, decode_workers=workers)
+                device=device, decode_workers=workers)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
@@ -90,7 +90,7 @@ def memory_child(weights_dir: str, n: int, seconds: float, device: str) -> None:
         paths = make_files(Path(tmp) / "audio", n, (seconds, seconds), seed=n, rates=(16000, 44100))
         encoder = load_audio_encoder(weights_dir, postprocess=False)
         embed_clips(encoder, [(p.stem, p) for p in paths], Path(tmp) / "features", batch_size=64, shard_rows=256,
-                    device=resolve_device(device), metadata={}, decode_workers=2)
+                    device=resolve_device(device), decode_workers=2)
     print(json.dumps({"peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 

@@ -58,7 +58,7 @@ def main() -> None:
             start = time.perf_counter()
             stats = embed_prompts(pipe, texts, Path(tmp) / f"out{batch_size}", tokens=20,
                                   max_sequence_length=args.max_sequence_length, batch_size=batch_size,
-                                  shard_rows=1000, model=args.model)
+                                  shard_rows=1000, diffusion_model=args.model)
             rows.append((batch_size, stats, time.perf_counter() - start))
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU x{torch.get_num_threads()} threads"

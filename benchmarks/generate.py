@@ -21,8 +21,8 @@ import torch
 
 from a2i_core.audio import decode, write_wav
 from a2i_core.audio_features import clip_means, embed_waves
-from a2i_core.evaluate import predict
 from a2i_core.generate import SoundToImage, pick_device
+from a2i_core.mapper import predict
 from a2i_core.render import RenderSettings, render
 from a2i_core.sources.synthetic import clip_specs, synthesize
 
@@ -72,8 +72,9 @@ def sd3_medium_generator(device: torch.device, steps: int, size: int,
     """The inference object of `a2i generate` with SD3 Medium's architecture (or the tiny SD3), VGGish and a mapper,
     all randomly initialised."""
     from a2i_core.artifact import MapperArtifact
-    from a2i_core.encoders import AudioEncoder
+    from a2i_core.audio_encoder import AudioEncoder
     from a2i_core.mapper import AudioToSD3Mapper, MapperConfig
+    from a2i_core.provenance import Provenance
     from a2i_core.tiny import tiny_vggish_weights
     from a2i_core.vggish import load_vggish
 
@@ -87,11 +88,13 @@ def sd3_medium_generator(device: torch.device, steps: int, size: int,
         setattr(pipe, name, None)
     pipe.set_progress_bar_config(disable=True)
     pooled_dim, width = pipe.transformer.config.pooled_projection_dim, pipe.transformer.config.joint_attention_dim
+    encoder = AudioEncoder(load_vggish(tiny_vggish_weights()), None, "random")
+    provenance = Provenance.from_parts(encoder.provenance(), {"diffusion_model": "benchmark",
+                                                              "sequence_shape": (333, width)})
     mapper = AudioToSD3Mapper(MapperConfig(in_dim=128, pooled_dim=pooled_dim, hidden=[512, 1024, 1024],
-                                           dropout=[0.3, 0.3, 0.4])).eval()
+                                           dropout=[0.3, 0.3, 0.4], provenance=provenance)).eval()
     artifact = MapperArtifact(mapper, np.zeros(pooled_dim, np.float32), np.zeros((333, width), np.float32),
                               ["an image of a dog"], np.ones((1, pooled_dim), np.float32))
-    encoder = AudioEncoder(load_vggish(tiny_vggish_weights()), None, "random")
     return SoundToImage(artifact, encoder, pipe, device, dtype), RenderSettings(steps, 7.0, size, 0, batch_size=1)
 
 

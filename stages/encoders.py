@@ -1,17 +1,17 @@
 """encoders: the frozen VGGish, SD3 and CLIP that params name, materialised under models/ (tiny ones are built)."""
 
-from a2i_core.encoders import prepare_clip, prepare_sd3, prepare_vggish
 from a2i_core.errors import exit_cleanly, setup_logging
 from a2i_core.params import load_params
+from a2i_core.pipeline.encoders import prepare_encoders
+from a2i_core.stage import stage_paths
 
 
 @exit_cleanly
 def main() -> None:
     setup_logging()
+    paths = stage_paths("vggish", "sd3", "clip")
     params = load_params()
-    prepare_vggish(params.audio_encoder, "models/vggish")
-    prepare_sd3(params.diffusion.model, "models/sd3")
-    prepare_clip(params.evaluate.clip_model, "models/clip")
+    prepare_encoders(params.audio_encoder, params.diffusion, params.evaluate, **paths)
 
 
 if __name__ == "__main__":

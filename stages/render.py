@@ -1,119 +1,23 @@
-"""render: images for a few held-out clips per class -> metrics/images/<row>/*.png, a contact sheet,
-metrics/render_index.csv and metrics/render.json.
+"""render: images of held-out clips (mapper, true prompt, mean baseline), a contact sheet, an index and timings.
 
-Rows, each with the same seed per clip: the mapper (with render.sequence_fill, and with the other fill),
-the true prompt's own SD3 embeddings (the upper bound), and the training-set mean embedding (the lower bound).
-Spreads over GPUs when launched with torchrun (params: launch); every image is the same however it is run.
+Spreads over GPUs under torchrun; every image is the same however it is run.
 """
 
-import shutil
-import time
-from pathlib import Path
-
-import numpy as np
-import pandas as pd
-from PIL import Image
-
-from a2i_core.devices import resolve_dtype
 from a2i_core.distributed import close_world, init_world
 from a2i_core.errors import exit_cleanly, setup_logging
-from a2i_core.evaluate import predict
-from a2i_core.files import atomic_path, replace_dir, write_json
-from a2i_core.mapper import AudioToSD3Mapper
-from a2i_core.pairs import load_pairs_for, load_token_targets
 from a2i_core.params import load_params
-from a2i_core.render import (
-    RenderSettings,
-    compile_for_speed,
-    contact_sheet,
-    fill_sequence,
-    render,
-    save_png,
-    sequence_fills,
-)
-from a2i_core.sd3 import load_sd3
-from a2i_core.text import load_guidance, load_sequences
-
-OUT_DIR = Path("metrics/images")
-TMP_DIR = Path("metrics/.images.tmp")
+from a2i_core.pipeline.render import render_rows
+from a2i_core.stage import stage_paths
 
 
 @exit_cleanly
 def main() -> None:
     setup_logging()
+    paths = stage_paths("mapper_dir", "candidates", "audio_features", "text_features", "sd3", "images", "sheet",
+                        "index", "metrics")
     cfg = load_params().render
     world = init_world()
-    mapper = AudioToSD3Mapper.from_pretrained("models/mapper")
-    pairs = load_pairs_for(mapper, "data/candidates.parquet", "data/features/audio", "data/features/text",
-                           tokens=False)
-    test = pairs.split("test")
-    chosen = test.frame.sort_values("clip_id").groupby("label").head(cfg.clips_per_class).index.to_numpy()
-    clips = test.frame.loc[chosen].reset_index(drop=True)
-    x, mask = test.inputs(mapper.config.input)
-    pred_pooled, pred_tokens = predict(mapper, x[chosen], None if mask is None else mask[chosen])
-    empty_pooled, empty_sequence = load_guidance("data/features/text")
-    fills = sequence_fills(empty_sequence)
-    full = load_sequences("data/features/text", clips["prompt"].tolist())  # None unless diffusion.store_sequence
-    # Without whole sequences, the true prompt gets its stored first tokens over the fill.
-    true_heads = load_token_targets("data/features/text", clips["prompt"].tolist()) if full is None else None
-    other_fill = next(f for f in fills if f != cfg.sequence_fill)
-    mean_pooled = pairs.split("train").pooled.mean(0)
-
-    def head(tokens, i):
-        return None if tokens is None else tokens[i]
-
-    # Each row: (name, pooled (n, P), sequence of clip i).
-    rows = [
-        ("mapper", pred_pooled, lambda i: fill_sequence(fills[cfg.sequence_fill], head(pred_tokens, i))),
-        (f"mapper_fill_{other_fill}", pred_pooled, lambda i: fill_sequence(fills[other_fill], head(pred_tokens, i))),
-        ("true_prompt", test.pooled[chosen],
-         lambda i: full[i] if full is not None else fill_sequence(fills[cfg.sequence_fill], true_heads[i])),
-        ("baseline_mean", np.repeat(mean_pooled[None], len(clips), axis=0),
-         lambda i: fills[cfg.sequence_fill]),
-    ]
-    n = len(clips)
-    pooled = np.concatenate([r[1] for r in rows]).astype(np.float32)  # (rows * n, P)
-
-    def sequences(indices: list[int]) -> np.ndarray:
-        return np.stack([rows[j // n][2](j % n) for j in indices])  # (B, L, D)
-
-    device = world.device(cfg.device)
-    dtype = resolve_dtype(cfg.dtype, device)
-    pipe = load_sd3("models/sd3", "image", device, dtype)
-    if cfg.compile:
-        compile_for_speed(pipe)
-    if world.is_main:
-        shutil.rmtree(TMP_DIR, ignore_errors=True)
-        for name, _, _ in rows:
-            (TMP_DIR / name).mkdir(parents=True)
-    world.barrier()
-
-    start = time.monotonic()
-    settings = RenderSettings.from_params(cfg)
-    seeds = [cfg.seed + j % n for j in range(len(pooled))]  # one seed per clip, shared by its rows
-    images = render(pipe, pooled, sequences, empty_pooled, empty_sequence, settings, device, dtype, seeds, world)
-    files = [f"{rows[j // n][0]}/{clips['label'][j % n]}-{clips['clip_id'][j % n]}.png" for j in range(len(pooled))]
-    for j, image in images:
-        save_png(image, TMP_DIR / files[j])
-    seconds = max(world.gather(time.monotonic() - start))  # also waits for every process's images
-
-    if world.is_main:
-        index = pd.DataFrame({"row": [rows[j // n][0] for j in range(len(files))], "file": files,
-                              "label": [clips["label"][j % n] for j in range(len(files))],
-                              "clip_id": [clips["clip_id"][j % n] for j in range(len(files))],
-                              "prompt": [clips["prompt"][j % n] for j in range(len(files))]})
-        sheet_rows = [(f"{clips['label'][i]} ({clips['clip_id'][i]})",
-                       [Image.open(TMP_DIR / files[r * n + i]) for r in (0, 2, 3)]) for i in range(n)]
-        with atomic_path("metrics/contact_sheet.png") as tmp:
-            contact_sheet(sheet_rows, ["mapper", "true prompt", "mean baseline"]).save(tmp, format="PNG")
-        replace_dir(TMP_DIR, OUT_DIR)
-        with atomic_path("metrics/render_index.csv") as tmp:
-            index.to_csv(tmp, index=False)
-        write_json("metrics/render.json", {
-            "images": len(files), "clips": n, "size": cfg.size, "steps": cfg.steps, "guidance": cfg.guidance,
-            "sequence_fill": cfg.sequence_fill, "true_prompt_sequence": "full" if full is not None else "head",
-            "processes": world.size, "device": device.type, "dtype": str(dtype).removeprefix("torch."),
-            "seconds_per_image": round(seconds / max(len(files), 1), 4)})
+    render_rows(cfg, world=world, **paths)
     close_world(world)
 
 

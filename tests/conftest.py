@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -11,15 +12,22 @@ import pytest
 from ruamel.yaml import YAML
 
 from a2i_core.encoders import prepare_sd3, prepare_vggish
-from a2i_core.params import AudioEncoderParams, params_from_dict
+from a2i_core.params import merge_overlay, params_from_dict, read_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 OFFLINE_PROFILE = ROOT / "profiles" / "offline.yaml"
+OFFLINE = params_from_dict(merge_overlay(read_yaml(ROOT / "params.yaml"), read_yaml(OFFLINE_PROFILE)))
+
+
+def offline(section: str, **changes):
+    """A params section of the offline profile with ``changes``: tests never spell out every field."""
+    return dataclasses.replace(getattr(OFFLINE, section), **changes)
 
 
 @pytest.fixture(scope="session")
 def offline_raw() -> dict:
-    return YAML(typ="safe", pure=True).load(OFFLINE_PROFILE.read_text())
+    """params.yaml with the offline overlay merged in, as plain data: what the demo's params.yaml holds."""
+    return merge_overlay(read_yaml(ROOT / "params.yaml"), read_yaml(OFFLINE_PROFILE))
 
 
 @pytest.fixture
@@ -36,9 +44,7 @@ def offline_params(offline_raw: dict):
 @pytest.fixture(scope="session")
 def tiny_vggish_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("models") / "vggish"
-    prepare_vggish(AudioEncoderParams(weights="tiny", weights_sha256=None, pca="tiny", pca_sha256=None,
-                                      postprocess=True, batch_size=8, shard_rows=8, decode_workers=1,
-                                      device="cpu"), out)
+    prepare_vggish(offline("audio_encoder", pca="tiny", postprocess=True), out)
     return out
 
 

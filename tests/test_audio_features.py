@@ -1,11 +1,13 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from a2i_core import shards
 from a2i_core.audio import write_wav
+from a2i_core.audio_encoder import load_audio_encoder
 from a2i_core.audio_features import AUDIO_KIND, embed_clips, embed_waves, load_audio_embeddings
-from a2i_core.encoders import load_audio_encoder
 from a2i_core.vggish import LogMelFrontend
 
 
@@ -21,14 +23,14 @@ def test_clips_are_embedded_per_frame_and_mean_pooled(tmp_path, tiny_vggish_dir)
 
     encoder = load_audio_encoder(tiny_vggish_dir, postprocess=False)
     out = tmp_path / "features"
-    stats = embed_clips(encoder, clips, out, batch_size=3, shard_rows=2, device=torch.device("cpu"),
-                        metadata={"postprocess": "false"})
+    stats = embed_clips(encoder, clips, out, batch_size=3, shard_rows=2, device=torch.device("cpu"))
     assert stats["clips"] == 4 and stats["skipped"] == 1
     table = shards.read_shards(out, AUDIO_KIND)
     assert table["n_frames"].to_pylist() == [1, 1, 2, 3]  # the 0.4 s clip is padded, never dropped
     frames = [np.array(f, np.float32) for f in table["frames"].to_pylist()]
     ids, means, meta = load_audio_embeddings(out)
-    assert ids == ["clip0", "clip1", "clip2", "clip3"] and meta["postprocess"] == "false"
+    assert ids == ["clip0", "clip1", "clip2", "clip3"] and meta == encoder.provenance()
+    assert meta["postprocess"] is False and meta["encoder_sha256"] == encoder.weights_sha256
     assert np.allclose(means, np.stack([f.mean(0) for f in frames]), atol=1e-6)
     assert np.isfinite(means).all()
 
@@ -71,16 +73,17 @@ def test_rerun_keeps_finished_shards_and_recomputes_changed_ones(tmp_path, tiny_
 
     monkeypatch.setattr(audio_features, "embed_waves", interrupt_on_second_shard)
     with pytest.raises(KeyboardInterrupt):
-        embed_clips(encoder, clips, out, batch_size=2, shard_rows=2, device=cpu, metadata={})
+        embed_clips(encoder, clips, out, batch_size=2, shard_rows=2, device=cpu)
     assert [p.name for p in shards.shard_paths(out)] == ["part-00000.parquet"]
     monkeypatch.setattr(audio_features, "embed_waves", original)
-    assert embed_clips(encoder, clips, out, 2, 2, cpu, {})["shards_kept"] == 1
-    assert embed_clips(encoder, clips, out, 2, 2, cpu, {})["clips"] == 0  # all kept
+    assert embed_clips(encoder, clips, out, 2, 2, cpu)["shards_kept"] == 1
+    assert embed_clips(encoder, clips, out, 2, 2, cpu)["clips"] == 0  # all kept
     write_wav(clips[3][1], np.zeros(16000, np.float32) + 0.01)
-    stats = embed_clips(encoder, clips, out, 2, 2, cpu, {})
+    stats = embed_clips(encoder, clips, out, 2, 2, cpu)
     assert stats["shards_kept"] == 2 and stats["clips"] == 2  # only the changed clip's shard
-    assert embed_clips(encoder, clips, out, 2, 2, cpu, {"postprocess": "other"})["shards_kept"] == 0
-    embed_clips(encoder, clips[:3], out, 2, 2, cpu, {})
+    other = load_audio_encoder(tiny_vggish_dir, postprocess=True)  # another provenance: other features
+    assert embed_clips(other, clips, out, 2, 2, cpu)["shards_kept"] == 0
+    embed_clips(encoder, clips[:3], out, 2, 2, cpu)
     assert len(shards.shard_paths(out)) == 2  # shards beyond the plan are removed
 
 
@@ -96,10 +99,10 @@ def test_a_killed_run_resumes_with_only_unfinished_shards(tmp_path, tiny_vggish_
     script = (
         "import sys, torch; from pathlib import Path\n"
         "from a2i_core.audio_features import embed_clips\n"
-        "from a2i_core.encoders import load_audio_encoder\n"
+        "from a2i_core.audio_encoder import load_audio_encoder\n"
         f"enc = load_audio_encoder({str(tiny_vggish_dir)!r}, postprocess=False)\n"
         f"clips = [(p.stem, p) for p in sorted(Path({str(tmp_path / 'audio')!r}).glob('*.wav'))]\n"
-        f"embed_clips(enc, clips, {str(out)!r}, 2, 2, torch.device('cpu'), {{}})\n"
+        f"embed_clips(enc, clips, {str(out)!r}, 2, 2, torch.device('cpu'))\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
@@ -110,25 +113,26 @@ def test_a_killed_run_resumes_with_only_unfinished_shards(tmp_path, tiny_vggish_
     finished = len(shards.shard_paths(out))
     assert 2 <= finished < 4, "the run should have been killed midway"
     encoder = load_audio_encoder(tiny_vggish_dir, postprocess=False)
-    stats = embed_clips(encoder, clips, out, 2, 2, torch.device("cpu"), {})
+    stats = embed_clips(encoder, clips, out, 2, 2, torch.device("cpu"))
     assert stats["shards_kept"] == finished and stats["clips"] == 8 - 2 * finished
     assert not list(out.glob(".*tmp")) and len(shards.shard_paths(out)) == 4
 
 
 def test_packed_and_file_clips_give_the_same_embeddings(tmp_path, tiny_vggish_dir, raw_params):
-    from a2i_core.download import clip_sources, download_clips
+    from a2i_core.download import download_clips
     from a2i_core.ingest import build_candidates
-    from a2i_core.params import DownloadParams, params_from_dict
+    from a2i_core.manifest import clip_sources
+    from a2i_core.params import params_from_dict
+    from tests.conftest import offline
 
     raw_params["data"]["synthetic"].update(classes=["siren", "rain"], clips_per_class=3, max_seconds=1.5)
     candidates, _ = build_candidates(params_from_dict(raw_params).data)
-    cfg = DownloadParams(url_template="http://127.0.0.1:1/{ytid}", workers=1, max_attempts=1, backoff_seconds=0,
-                         requests_per_second=0, cookies=None, pack_size=0)
+    cfg = offline("download", workers=1, requests_per_second=0)
     download_clips(candidates, tmp_path / "files", cfg)
-    download_clips(candidates, tmp_path / "packed", DownloadParams(**{**cfg.__dict__, "pack_size": 4}))
+    download_clips(candidates, tmp_path / "packed", dataclasses.replace(cfg, pack_size=4))
     encoder = load_audio_encoder(tiny_vggish_dir, postprocess=False)
     for name in ("files", "packed"):
-        embed_clips(encoder, clip_sources(tmp_path / name), tmp_path / f"emb-{name}", 4, 4, torch.device("cpu"), {})
+        embed_clips(encoder, clip_sources(tmp_path / name), tmp_path / f"emb-{name}", 4, 4, torch.device("cpu"))
     ids_f, emb_f, _ = load_audio_embeddings(tmp_path / "emb-files")
     ids_p, emb_p, _ = load_audio_embeddings(tmp_path / "emb-packed")
     order = [ids_p.index(i) for i in ids_f]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from ruamel.yaml import YAML
 
 from a2i_core import shards
 from a2i_core.audio_features import AUDIO_KIND
@@ -24,7 +26,10 @@ OUTPUTS = {"embed_audio": "data/features/audio", "embed_text": "data/features/te
 def _run(ws: Path, stage: str, processes: int) -> None:
     shutil.rmtree(ws / OUTPUTS[stage], ignore_errors=True)
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
-    cmd = (launcher if processes > 1 else [sys.executable]) + ["-m", f"stages.{stage}"]
+    # The stage's own command line from dvc.yaml, with this launcher in place of ${launch}.
+    args = shlex.split(YAML(typ="safe", pure=True).load((ws / "dvc.yaml").read_text())["stages"][stage]["cmd"])
+    assert args[0] == "${launch}"
+    cmd = (launcher if processes > 1 else [sys.executable]) + args[1:]
     # The same threads per process as the demo's single-process run: thread counts, not process counts, may
     # change float summation order in the CPU kernels.
     env = {**tool_env(), "OMP_NUM_THREADS": str(torch.get_num_threads())}

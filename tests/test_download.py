@@ -1,14 +1,18 @@
+import dataclasses
+
 import pandas as pd
 import pytest
 
-from a2i_core import download
-from a2i_core.download import check_clip_id, download_clips, load_manifest
+from a2i_core import fetchers
+from a2i_core.download import download_clips
 from a2i_core.errors import A2IError
 from a2i_core.ingest import build_candidates
-from a2i_core.params import DownloadParams, params_from_dict
+from a2i_core.manifest import check_clip_id, load_manifest
+from a2i_core.params import params_from_dict
+from tests.conftest import offline
 
-CFG = DownloadParams(url_template="http://127.0.0.1:1/{ytid}", workers=2, max_attempts=2, backoff_seconds=0.01,
-                     requests_per_second=0, cookies=None, pack_size=0)
+CFG = offline("download", url_template="http://127.0.0.1:1/{ytid}", workers=2, max_attempts=2, backoff_seconds=0.01,
+              requests_per_second=0)
 
 
 @pytest.fixture
@@ -29,15 +33,15 @@ def test_rerun_only_fetches_what_is_missing(tmp_path, candidates, monkeypatch):
     download_clips(candidates, tmp_path, CFG)
     (tmp_path / "siren_0001.wav").unlink()
     fetched = []
-    original = download.FETCHERS["synthetic"]
-    monkeypatch.setitem(download.FETCHERS, "synthetic", lambda clip, out, cfg: fetched.append(out.name) or
+    original = fetchers.FETCHERS["synthetic"]
+    monkeypatch.setitem(fetchers.FETCHERS, "synthetic", lambda clip, out, cfg: fetched.append(out.name) or
                         original(clip, out, cfg))
     download_clips(candidates, tmp_path, CFG)
     assert fetched == ["siren_0001.wav"]
 
 
 def test_interrupted_download_keeps_finished_clips(tmp_path, candidates, monkeypatch):
-    original = download.FETCHERS["synthetic"]
+    original = fetchers.FETCHERS["synthetic"]
     calls = []
 
     def flaky(clip, out, cfg):
@@ -46,12 +50,12 @@ def test_interrupted_download_keeps_finished_clips(tmp_path, candidates, monkeyp
             raise KeyboardInterrupt
         return original(clip, out, cfg)
 
-    monkeypatch.setitem(download.FETCHERS, "synthetic", flaky)
-    one_worker = DownloadParams(**{**CFG.__dict__, "workers": 1})
+    monkeypatch.setitem(fetchers.FETCHERS, "synthetic", flaky)
+    one_worker = dataclasses.replace(CFG, workers=1)
     with pytest.raises(KeyboardInterrupt):
         download_clips(candidates, tmp_path, one_worker)
     assert len(load_manifest(tmp_path)) == 2  # the two finished clips are recorded
-    monkeypatch.setitem(download.FETCHERS, "synthetic", original)
+    monkeypatch.setitem(fetchers.FETCHERS, "synthetic", original)
     assert download_clips(candidates, tmp_path, CFG) == {"ok": 8}
 
 

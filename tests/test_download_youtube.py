@@ -12,10 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from a2i_core import download
+from a2i_core import fetchers
 from a2i_core.audio import decode, ffmpeg_binary
-from a2i_core.download import download_clips, load_manifest
+from a2i_core.download import download_clips
+from a2i_core.manifest import load_manifest
 from a2i_core.params import DownloadParams
+from tests.conftest import offline
 from tests.media_server import MediaServer
 
 
@@ -44,9 +46,8 @@ def server(tmp_path_factory):
 
 
 def _cfg(server, **kw) -> DownloadParams:
-    base = dict(url_template=server.url + "{ytid}.m4a", workers=3, max_attempts=3, backoff_seconds=0.01,
-                requests_per_second=0, cookies=None, pack_size=0)
-    return DownloadParams(**{**base, **kw})
+    return offline("download", **{**dict(url_template=server.url + "{ytid}.m4a", workers=3, max_attempts=3,
+                                         backoff_seconds=0.01, requests_per_second=0), **kw})
 
 
 def test_good_missing_rate_limited_truncated_and_out_of_range(server, tmp_path):
@@ -98,16 +99,16 @@ def test_a_killed_run_resumes_without_redoing_finished_clips(server, tmp_path):
         assert np.isfinite(decode(tmp_path / "audio" / f"{name}.wav")).all()
 
     fetched = []
-    original = download.FETCHERS["audioset"]
+    original = fetchers.FETCHERS["audioset"]
 
     def counting(clip, out, cfg):
         fetched.append(clip["clip_id"])
         return original(clip, out, cfg)
 
-    download.FETCHERS["audioset"] = counting
+    fetchers.FETCHERS["audioset"] = counting
     try:
         counts = download_clips(candidates, tmp_path / "audio", _cfg(server))
     finally:
-        download.FETCHERS["audioset"] = original
+        fetchers.FETCHERS["audioset"] = original
     assert counts == {"ok": 10} and not set(fetched) & set(finished)
     assert not [p for p in (tmp_path / "audio").iterdir() if p.name.startswith(".")]

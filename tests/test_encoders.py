@@ -3,16 +3,18 @@ import json
 import pytest
 import torch
 
-from a2i_core.encoders import fetch_file, load_audio_encoder, prepare_sd3, prepare_vggish, sd3_source, sha256_file
+from a2i_core.audio_encoder import load_audio_encoder
+from a2i_core.encoders import prepare_sd3, prepare_vggish
 from a2i_core.errors import A2IError
+from a2i_core.fetch import fetch_file, sha256_file
+from a2i_core.hub import model_identity, sd3_source
 from a2i_core.params import AudioEncoderParams
 from a2i_core.sd3 import load_sd3
+from tests.conftest import offline
 
 
 def _params(**kw) -> AudioEncoderParams:
-    base = dict(weights="tiny", weights_sha256=None, pca=None, pca_sha256=None, postprocess=False, batch_size=4,
-                shard_rows=4, decode_workers=1, device="cpu")
-    return AudioEncoderParams(**{**base, **kw})
+    return offline("audio_encoder", **kw)
 
 
 def test_tiny_vggish_is_saved_like_the_release_and_loads_back(tiny_vggish_dir):
@@ -53,6 +55,8 @@ def test_tiny_sd3_loads_text_or_image_side_only(tiny_sd3_dir):
 def test_a_local_sd3_directory_is_pinned(tmp_path, tiny_sd3_dir):
     prepare_sd3(str(tiny_sd3_dir), tmp_path / "sd3")
     assert sd3_source(tmp_path / "sd3") == (str(tiny_sd3_dir.resolve()), None)
+    assert model_identity(tmp_path / "sd3") == str(tiny_sd3_dir.resolve())
+    assert model_identity(tiny_sd3_dir) == "tiny"  # the same name wherever a tiny SD3 was built
     with pytest.raises(A2IError, match="not a saved model directory"):
         prepare_sd3(str(tmp_path), tmp_path / "other")
 

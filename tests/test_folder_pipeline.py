@@ -12,7 +12,7 @@ from ruamel.yaml import YAML
 
 from a2i_core.audio import ffmpeg_binary
 from a2i_core.audio_features import load_audio_embeddings
-from a2i_core.download import load_manifest
+from a2i_core.manifest import load_manifest
 from a2i_core.sources.synthetic import clip_specs, synthesize
 from a2i_core.workspace import prepare, tool_env
 from tests.conftest import OFFLINE_PROFILE

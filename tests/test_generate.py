@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -85,5 +86,16 @@ def test_artifact_round_trips_and_other_weights_are_refused(demo_workspace, tmp_
     weights = torch.load(other / "vggish.pth", weights_only=True)
     weights["embeddings.4.bias"] += 1
     torch.save(weights, other / "vggish.pth")
-    with pytest.raises(A2IError, match="differ from the .* this mapper was trained on"):
+    with pytest.raises(A2IError, match=r"vggish: encoder_sha256 is [0-9a-f]{12}\.\.\., but the mapper was trained "
+                                       r"with [0-9a-f]{12}\.\.\."):
         SoundToImage.from_pretrained(ws / "models/mapper", other, ws / "models/sd3", torch.device("cpu"))
+
+
+def test_another_sd3_is_refused_naming_both(demo_workspace, tmp_path):
+    from a2i_core.encoders import prepare_sd3
+
+    ws = demo_workspace[0]
+    prepare_sd3(str(ws / "models/sd3"), tmp_path / "sd3")  # the same weights, pinned as another local model
+    pinned = re.escape(str((ws / "models/sd3").resolve()))
+    with pytest.raises(A2IError, match=rf"diffusion_model is '{pinned}', but the mapper was trained with 'tiny'"):
+        SoundToImage.from_pretrained(ws / "models/mapper", ws / "models/vggish", tmp_path / "sd3", torch.device("cpu"))

@@ -1,14 +1,15 @@
-from a2i_core.ingest import build_candidates, data_counts, split_of
+from a2i_core.candidates import assign_split, data_counts
+from a2i_core.ingest import build_candidates
 from a2i_core.params import params_from_dict
 
 
 def test_split_is_stable_and_near_the_fractions():
     groups = [f"video{i}" for i in range(4000)]
-    splits = [split_of(g, 0, 0.1, 0.2) for g in groups]
-    assert splits == [split_of(g, 0, 0.1, 0.2) for g in groups]
+    splits = [assign_split(g, 0, 0.1, 0.2) for g in groups]
+    assert splits == [assign_split(g, 0, 0.1, 0.2) for g in groups]
     assert abs(splits.count("test") / 4000 - 0.2) < 0.03
     assert abs(splits.count("val") / 4000 - 0.1) < 0.03
-    assert splits != [split_of(g, 1, 0.1, 0.2) for g in groups]  # the seed matters
+    assert splits != [assign_split(g, 1, 0.1, 0.2) for g in groups]  # the seed matters
 
 
 def test_candidates_from_the_synthetic_source(raw_params):

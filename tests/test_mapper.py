@@ -3,11 +3,15 @@ import torch
 
 from a2i_core.errors import A2IError
 from a2i_core.mapper import AudioToSD3Mapper, MapperConfig
+from a2i_core.provenance import Provenance
+
+PROVENANCE = Provenance(encoder_sha256="abc", postprocess=True, frontend="f", diffusion_model="tiny",
+                        sequence_shape=(109, 32))
 
 
 def _mapper() -> AudioToSD3Mapper:
     config = MapperConfig(in_dim=128, pooled_dim=2048, hidden=[512, 1024, 1024], dropout=[0.3, 0.3, 0.4],
-                          provenance={"postprocess": "true", "encoder_sha256": "abc"})
+                          provenance=PROVENANCE)
     return AudioToSD3Mapper(config)
 
 
@@ -32,22 +36,24 @@ def test_save_and_load_roundtrip(tmp_path):
 
 def test_mismatched_features_are_refused(tmp_path):
     model = _mapper()
-    model.check_provenance({"postprocess": "true"}, "features")
-    with pytest.raises(A2IError, match="postprocess='false', but this mapper was trained with 'true'"):
-        model.check_provenance({"postprocess": "false"}, "features")
+    model.config.provenance.check("features", postprocess=True, sequence_shape=[109, 32])
+    with pytest.raises(A2IError, match="features: postprocess is False, but the mapper was trained with True"):
+        model.config.provenance.check("features", postprocess=False)
+    with pytest.raises(A2IError, match=r"sequence_shape is \(77, 32\), but the mapper was trained with \(109, 32\)"):
+        model.config.provenance.check("features", sequence_shape=(77, 32))
     with pytest.raises(A2IError, match="no trained mapper"):
         AudioToSD3Mapper.from_pretrained(tmp_path)
 
 
 def test_frames_input_and_token_target(tmp_path):
     config = MapperConfig(in_dim=128, pooled_dim=64, hidden=[32], dropout=[0.1], tokens=3, token_width=16,
-                          input="frames", frames_width=32, frames_layers=1, max_frames=8)
+                          provenance=PROVENANCE, input="frames", frames_width=32, frames_layers=1, max_frames=8)
     model = AudioToSD3Mapper(config).eval()
     frames = torch.randn(2, 5, 128)
     mask = torch.tensor([[True] * 5, [True, True, False, False, False]])
     out = model(frames, mask)
     assert out.shape == (2, 64 + 3 * 16)
-    pooled, tokens = model.split(out)
+    pooled, tokens = model.pooled_and_tokens(out)
     assert pooled.shape == (2, 64) and tokens.shape == (2, 3, 16)
     # Padding frames do not change a clip's output.
     changed = frames.clone()

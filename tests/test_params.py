@@ -1,12 +1,43 @@
 import pytest
 
-from a2i_core.params import ParamsError, load_params, params_from_dict
+from a2i_core.ingest import build_candidates
+from a2i_core.params import ParamsError, load_params, merge_overlay, params_from_dict, read_yaml
 from tests.conftest import OFFLINE_PROFILE, ROOT
 
 
-def test_committed_params_and_offline_profile_are_valid():
+def _keys(tree: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in tree.items():
+        keys.append(f"{prefix}{key}")
+        if isinstance(value, dict):
+            keys += _keys(value, f"{prefix}{key}.")
+    return keys
+
+
+def test_the_offline_profile_is_an_overlay_of_params_yaml():
+    base, overlay = read_yaml(ROOT / "params.yaml"), read_yaml(OFFLINE_PROFILE)
+    assert set(_keys(overlay)) <= set(_keys(base)), "an overlay key that params.yaml lacks: a typo, or add it there"
+    differing = [k for k in _keys(overlay) if not isinstance(_at(overlay, k), dict)]
+    same = [k for k in differing if _at(overlay, k) == _at(base, k)]
+    assert not same, f"the overlay repeats params.yaml's values for {same}: keep only what differs"
+
+
+def _at(tree: dict, dotted: str):
+    for part in dotted.split("."):
+        tree = tree[part]
+    return tree
+
+
+def test_merging_an_overlay():
+    base = {"a": {"b": 1, "c": [1, 2]}, "d": 3}
+    assert merge_overlay(base, {"a": {"c": [5]}}) == {"a": {"b": 1, "c": [5]}, "d": 3}
+    assert base == {"a": {"b": 1, "c": [1, 2]}, "d": 3}  # untouched
+    assert merge_overlay(base, {"a": {}}) == {"a": {}, "d": 3}  # an empty mapping empties
+
+
+def test_committed_params_and_offline_profile_are_valid(offline_params):
     real = load_params(ROOT / "params.yaml")
-    offline = load_params(OFFLINE_PROFILE)
+    offline = offline_params
     assert real.diffusion.model == "stabilityai/stable-diffusion-3-medium-diffusers"
     assert offline.diffusion.model == "tiny" and offline.audio_encoder.weights == "tiny"
     assert real.train.w_cos == 0.7 and real.train.w_mse == 0.3
@@ -54,7 +85,7 @@ def test_missing_key_and_unknown_choice(raw_params):
 def test_unknown_synthetic_class_lists_the_known_ones(raw_params):
     raw_params["data"]["synthetic"]["classes"] = ["siren", "kazoo"]
     with pytest.raises(ParamsError, match=r"data\.synthetic\.classes: unknown class 'kazoo' \(known: siren"):
-        params_from_dict(raw_params)
+        build_candidates(params_from_dict(raw_params).data)
 
 
 def test_bad_yaml_is_one_line(tmp_path):

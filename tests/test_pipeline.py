@@ -13,11 +13,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from ruamel.yaml import YAML
 
 from a2i_core import shards
 from a2i_core.audio_features import load_audio_embeddings
-from a2i_core.download import load_manifest
-from a2i_core.ingest import CANDIDATES_KIND
+from a2i_core.candidates import CANDIDATES_KIND
+from a2i_core.manifest import load_manifest
 from a2i_core.mapper import AudioToSD3Mapper
 from a2i_core.text import load_guidance, load_text_features
 from a2i_core.workspace import tool_env
@@ -67,7 +68,7 @@ def test_every_stage_ran_and_wrote_valid_outputs(workspace):
     assert sorted(prompts) == sorted(candidates["prompt"].unique()) and pooled.shape == (8, 64)
     assert load_guidance(ws / "data/features/text")[1].shape == (77 + 32, 32)
     mapper = AudioToSD3Mapper.from_pretrained(ws / "models/mapper")
-    assert mapper.config.out_dim == 64 and mapper.config.provenance["postprocess"] == "false"
+    assert mapper.config.out_dim == 64 and mapper.config.provenance.postprocess is False
 
     eval_metrics = json.loads((ws / "metrics/eval.json").read_text())
     assert eval_metrics["chance_top1"] == 1 / 8 and 0 <= eval_metrics["top1"] <= 1
@@ -134,26 +135,54 @@ def test_variants_run_as_experiments(workspace):
     assert json.loads((ws / "metrics/render.json").read_text())["sequence_fill"] == "zeros"
 
 
-def test_esc50_eval_set_by_official_folds(workspace, tmp_path):
-    ws, _ = workspace
+@pytest.fixture(scope="module")
+def esc50_copy(tmp_path_factory) -> Path:
+    """A small ESC-50 copy in the official layout: 4 categories x 5 folds, sounds made by the synthetic classes."""
     from a2i_core.audio import write_wav
     from a2i_core.sources.synthetic import clip_specs, synthesize
 
-    # A small ESC-50 copy in the official layout: 4 categories x 5 folds, sounds made by the synthetic classes.
-    (tmp_path / "meta").mkdir()
-    (tmp_path / "audio").mkdir()
+    root = tmp_path_factory.mktemp("esc50")
+    (root / "meta").mkdir()
+    (root / "audio").mkdir()
     rows = ["filename,fold,target,category,esc10,src_file,take"]
     categories = {"dog": "dog", "church_bells": "bell", "siren": "siren", "clock_tick": "clock"}
     for target, (category, synth) in enumerate(categories.items()):
         for fold, spec in enumerate(clip_specs([synth], 5, 1.0, 3.0, seed=target).values(), start=1):
             name = f"{fold}-{1000 + target}{fold}-A-{target}.wav"
-            write_wav(tmp_path / "audio" / name, synthesize(spec))
+            write_wav(root / "audio" / name, synthesize(spec))
             rows.append(f"{name},{fold},{target},{category},False,{1000 + target}{fold},A")
-    (tmp_path / "meta" / "esc50.csv").write_text("\n".join(rows) + "\n")
+    (root / "meta" / "esc50.csv").write_text("\n".join(rows) + "\n")
+    return root
 
-    output = _dvc(ws, "exp", "run", "-S", f"+eval_sets.esc50={{source: esc50, esc50: {{root: {tmp_path}}}}}")
+
+def test_esc50_eval_set_by_official_folds(workspace, esc50_copy):
+    ws, _ = workspace
+    output = _dvc(ws, "exp", "run", "-S", f"+eval_sets.esc50={{source: esc50, esc50: {{root: {esc50_copy}}}}}")
     assert _ran(output) == ["eval_set@esc50"]
     report = json.loads((ws / "metrics/eval_sets/esc50.json").read_text())
     assert sorted(report["folds"]) == [f"fold{i}" for i in range(1, 6)]
     assert all(fold["pairs"] == 4 for fold in report["folds"].values()) and report["pairs"] == 20
     assert report["chance_top1"] == 1 / 4 and 0 <= report["top1_fold_mean"] <= 1
+
+
+def test_an_eval_set_runs_without_t5_through_the_pipeline_functions(workspace, esc50_copy, tmp_path):
+    # The eval set calls the main stages' own functions: with diffusion.use_t5 false its text features are made
+    # exactly as embed_text makes them (CLIP only, T5's part zeros), in diffusion.dtype, on diffusion.device.
+    from a2i_core.params import load_params
+    from a2i_core.pipeline.eval_set import eval_set
+    from a2i_core.text import load_guidance
+
+    ws, _ = workspace
+    raw = YAML(typ="safe", pure=True).load((ws / "params.yaml").read_text())
+    raw["diffusion"]["use_t5"] = False
+    raw["eval_sets"] = {"esc": {"source": "esc50", "esc50": {"root": str(esc50_copy)}}}
+    with open(tmp_path / "params.yaml", "w") as f:
+        YAML().dump(raw, f)
+    params = load_params(tmp_path / "params.yaml")
+    report = eval_set(params, "esc", ws / "models/mapper", ws / "models/vggish", ws / "models/sd3", tmp_path / "out",
+                      tmp_path / "esc.json")
+    assert report["pairs"] == 20 and json.loads((tmp_path / "esc.json").read_text()) == report
+    text = tmp_path / "out" / "features" / "text"
+    assert shards.table_metadata(shards.shard_paths(text)[0])["t5"] == "false"
+    _, sequence = load_guidance(text)
+    assert sequence.shape == (77 + 32, 32) and not sequence[77:].any()  # T5's part: zeros, never loaded

@@ -15,7 +15,7 @@ def text_pipe(tiny_sd3_dir):
 def test_one_encoder_call_per_unique_prompt(tmp_path, text_pipe):
     prompts = ["an image of a dog", "an image of a bell", "an image of a dog"] * 5
     stats = embed_prompts(text_pipe, prompts, tmp_path, tokens=5, max_sequence_length=16, batch_size=2,
-                          shard_rows=2, model="tiny")
+                          shard_rows=2, diffusion_model="tiny")
     assert stats["prompts"] == 3 and stats["encoder_calls"] == 3  # two prompts and the empty one
     assert len(shards.shard_paths(tmp_path)) == 2
     table = shards.read_shards(tmp_path, TEXT_KIND)
@@ -51,7 +51,7 @@ def test_without_t5_its_part_is_zeros_and_clip_part_unchanged(tmp_path, tiny_sd3
 
 def test_whole_sequences_are_stored_on_request(tmp_path, text_pipe):
     embed_prompts(text_pipe, ["an image of a dog"], tmp_path, tokens=3, max_sequence_length=8, batch_size=4,
-                  shard_rows=10, model="tiny", store_sequence=True)
+                  shard_rows=10, diffusion_model="tiny", store_sequence=True)
     table = shards.read_shards(tmp_path, TEXT_KIND)
     assert shards.to_numpy(table["sequence"]).shape == (2, 77 + 8, 32)
     assert np.array_equal(shards.to_numpy(table["sequence"])[:, :3], shards.to_numpy(table["tokens"]))

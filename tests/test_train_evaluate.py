@@ -2,9 +2,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from a2i_core.evaluate import evaluate_predictions, predict, true_prompt_ranks
+from a2i_core.evaluate import evaluate_predictions, true_prompt_ranks
+from a2i_core.mapper import predict
 from a2i_core.params import MapperParams, TrainParams
-from a2i_core.train import Split, combined_loss, mapper_config, train_mapper
+from a2i_core.train import Tensors, combined_loss, mapper_config, train_mapper
+from tests.conftest import offline
+from tests.test_mapper import PROVENANCE
 
 
 def _toy(n_per_class: int, seed: int):
@@ -18,14 +21,13 @@ def _toy(n_per_class: int, seed: int):
 
 
 def _mapper(hidden, dropout) -> MapperParams:
-    return MapperParams(target="pooled", input="mean", hidden=hidden, dropout=dropout, frames_width=32,
-                        frames_layers=1, max_frames=8)
+    return offline("mapper", hidden=hidden, dropout=dropout, frames_width=32, frames_layers=1, max_frames=8)
 
 
 def _train(x, y, xv, yv, mapper: MapperParams, train: TrainParams):
     cpu = torch.device("cpu")
-    config = mapper_config(mapper, x.shape[1], y.shape[1], None, {})
-    return train_mapper(Split.of(x, None, y, cpu), Split.of(xv, None, yv, cpu), config, train)
+    config = mapper_config(mapper, x.shape[1], y.shape[1], None, PROVENANCE)
+    return train_mapper(Tensors.of(x, None, y, cpu), Tensors.of(xv, None, yv, cpu), config, train)
 
 
 def test_combined_loss_is_the_study_formula():
@@ -37,7 +39,7 @@ def test_combined_loss_is_the_study_formula():
 def test_training_learns_and_stops_early():
     x, y, labels, targets = _toy(40, 0)
     xv, yv, vlabels, _ = _toy(10, 0)
-    train = TrainParams(lr=1e-3, batch_size=16, epochs=300, patience=5, w_cos=0.7, w_mse=0.3, seed=0, device="cpu")
+    train = offline("train", lr=1e-3, batch_size=16, epochs=300, patience=5, seed=0)
     result = _train(x, y, xv, yv, _mapper([32, 32], [0.1, 0.1]), train)
     assert result.stopped_epoch < 300 and result.stopped_epoch - result.best_epoch == 5
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"] / 3
@@ -50,7 +52,7 @@ def test_training_learns_and_stops_early():
 
 def test_same_seed_same_model():
     x, y, _, _ = _toy(20, 1)
-    train = TrainParams(lr=1e-3, batch_size=8, epochs=3, patience=3, w_cos=0.7, w_mse=0.3, seed=7, device="cpu")
+    train = offline("train", lr=1e-3, batch_size=8, epochs=3, patience=3, seed=7)
     mapper = _mapper([16], [0.2])
     a = _train(x, y, x, y, mapper, train).model
     b = _train(x, y, x, y, mapper, train).model

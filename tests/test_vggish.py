@@ -100,7 +100,7 @@ def test_batched_frontend_matches_one_clip_at_a_time():
 def test_embeddings_and_postprocess_match_torchvggish(tiny_vggish_dir):
     from torchvggish import torchvggish as tv
 
-    from a2i_core.encoders import load_audio_encoder
+    from a2i_core.audio_encoder import load_audio_encoder
 
     encoder = load_audio_encoder(tiny_vggish_dir, postprocess=True)
     reference = _reference_model(encoder.model.state_dict())

@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 
 from a2i_core.errors import A2IError
-from a2i_core.sources.fetch import extracted, local_copy
+from a2i_core.fetch import local_copy
+from a2i_core.sources.archive import extracted
 
 log = logging.getLogger(__name__)
 AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".wma", ".aiff", ".aif", ".webm",

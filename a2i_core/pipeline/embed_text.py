@@ -1,0 +1,33 @@
+"""embed_text: SD3 text embeddings, once per unique prompt of the candidates (and the empty prompt)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from a2i_core import shards
+from a2i_core.candidates import CANDIDATES_KIND
+from a2i_core.devices import resolve_dtype
+from a2i_core.distributed import SOLO, World
+from a2i_core.files import write_json
+from a2i_core.hub import model_identity
+from a2i_core.params import DiffusionParams
+from a2i_core.sd3 import joint_attention_dim, load_sd3
+from a2i_core.text import embed_prompts
+
+
+def embed_text(cfg: DiffusionParams, candidates: Path, sd3: Path, features: Path, metrics: Path | None = None,
+               world: World = SOLO) -> dict:
+    prompts = shards.read_table(candidates, CANDIDATES_KIND, columns=["prompt"])["prompt"].to_pylist()
+    device = world.device(cfg.device)
+    pipe = load_sd3(sd3, "text", device, resolve_dtype(cfg.dtype, device), use_t5=cfg.use_t5)
+    if world.is_main:
+        shutil.rmtree(features, ignore_errors=True)
+    world.barrier()
+    stats = embed_prompts(pipe, prompts, features, tokens=cfg.tokens, max_sequence_length=cfg.max_sequence_length,
+                          batch_size=cfg.batch_size, shard_rows=cfg.shard_rows, diffusion_model=model_identity(sd3),
+                          store_sequence=cfg.store_sequence, world=world,
+                          joint_width=None if cfg.use_t5 else joint_attention_dim(sd3))
+    if world.is_main and metrics is not None:
+        write_json(metrics, stats)
+    return stats

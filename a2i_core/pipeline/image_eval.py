@@ -1,0 +1,37 @@
+"""image_eval: CLIP score and zero-shot class accuracy of every rendered row.
+
+Rows: the mapper's images (both sequence fills), the true prompt's (upper bound), the mean embedding's
+(lower bound). Zero-shot: is the image closest, under CLIP, to its own class prompt among all class prompts?
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from a2i_core.clip_score import ClipScorer, clip_scores, zero_shot_correct
+from a2i_core.devices import resolve_device
+from a2i_core.files import write_json
+from a2i_core.params import EvaluateParams
+from a2i_core.text import load_text_features
+
+
+def image_eval(cfg: EvaluateParams, images: Path, index: Path, text_features: Path, clip: Path, metrics: Path) -> dict:
+    table = pd.read_csv(index)
+    prompts, _ = load_text_features(text_features)
+    scorer = ClipScorer(clip, resolve_device(cfg.device))
+    prompt_emb = scorer.embed_prompts(prompts)  # (K, d)
+    image_emb = scorer.embed_images([Image.open(images / f).convert("RGB") for f in table["file"]])  # (n, d)
+    true = np.array([prompts.index(p) for p in table["prompt"]])
+    table["clip_score"] = clip_scores(image_emb, prompt_emb, true)
+    table["zero_shot"] = zero_shot_correct(image_emb, prompt_emb, true)
+    table["cosine"] = np.sum(image_emb * prompt_emb[true], axis=-1)
+    report = {row: {"images": int(len(g)), "clip_score": float(g["clip_score"].mean()),
+                    "clip_cosine": float(g["cosine"].mean()), "zero_shot_top1": float(g["zero_shot"].mean())}
+              for row, g in table.groupby("row", sort=True)}
+    report["chance_zero_shot_top1"] = 1 / len(prompts)
+    write_json(metrics, report)
+    return report

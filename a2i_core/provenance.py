@@ -1,0 +1,104 @@
+"""What a mapper learnt from: one typed record, written with features and the mapper, checked in one place.
+
+Audio features record how they were made (encoder weights, postprocess, frontend); text features record the
+diffusion model and the shape of its sequence embedding. The trained mapper keeps both. Wherever features or
+models meet a mapper (evaluate, render, eval sets, generate), :meth:`Provenance.check` compares them and a
+mismatch names the field and both values: the mapper never saw such inputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from a2i_core.errors import A2IError
+
+AUDIO_FIELDS = ("encoder_sha256", "postprocess", "frontend")
+TEXT_FIELDS = ("diffusion_model", "sequence_shape")
+METADATA_KEY = "provenance"  # the Parquet metadata key under which features store their part, as JSON
+
+
+class ProvenanceError(A2IError):
+    pass
+
+
+@dataclass(frozen=True)
+class Provenance:
+    encoder_sha256: str  # the audio encoder's weights
+    postprocess: bool  # VGGish's PCA + 8-bit quantisation
+    frontend: str  # the log-mel frontend's description (vggish.FRONTEND)
+    diffusion_model: str  # "tiny", "hub-id@revision" or a local directory (hub.model_identity)
+    sequence_shape: tuple[int, int]  # the diffusion model's (L, D) sequence embedding
+
+    @classmethod
+    def from_parts(cls, *parts: dict[str, Any]) -> Provenance:
+        fields: dict[str, Any] = {}
+        for part in parts:
+            fields.update(part)
+        return cls.from_json(fields, "provenance")
+
+    @classmethod
+    def from_json(cls, data: Any, what: str) -> Provenance:
+        """The record from its JSON form; every field must be there with its type (a record that is not whole
+        would silently check less)."""
+        if not isinstance(data, dict):
+            raise ProvenanceError(f"{what}: expected a mapping of {', '.join(f.name for f in dataclasses.fields(cls))}")
+        _check_names(data, what)
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in data]
+        if missing:
+            raise ProvenanceError(f"{what}: missing {', '.join(missing)} (rerun the stage that wrote it)")
+        return cls(**{name: _typed(name, value, what) for name, value in data.items()})
+
+    def to_json(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "sequence_shape": list(self.sequence_shape)}
+
+    def check(self, what: str, **found: Any) -> None:
+        """Refuse ``what`` when any of its ``found`` fields differs from this record."""
+        _check_names(found, what)
+        for name, value in found.items():
+            expected, actual = getattr(self, name), _typed(name, value, what)
+            if actual != expected:
+                raise ProvenanceError(f"{what}: {name} is {_show(actual)}, but the mapper was trained with "
+                                      f"{_show(expected)}")
+
+
+def to_metadata(part: dict[str, Any]) -> dict[str, str]:
+    """A part of the record as Parquet metadata."""
+    _check_names(part, "provenance")
+    return {METADATA_KEY: json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in part.items()},
+                                     sort_keys=True)}
+
+
+def from_metadata(metadata: dict[str, str], what: str) -> dict[str, Any]:
+    """The part of the record a table's metadata holds."""
+    if METADATA_KEY not in metadata:
+        raise ProvenanceError(f"{what}: no provenance recorded (an older a2i wrote it: rerun that stage)")
+    part = json.loads(metadata[METADATA_KEY])
+    _check_names(part, what)
+    return {name: _typed(name, value, what) for name, value in part.items()}
+
+
+def _check_names(data: dict, what: str) -> None:
+    known = {f.name for f in dataclasses.fields(Provenance)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ProvenanceError(f"{what}: unknown provenance field {unknown[0]!r} (known: {', '.join(sorted(known))})")
+
+
+def _typed(name: str, value: Any, what: str) -> Any:
+    if name == "sequence_shape":
+        if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(type(v) is int for v in value)):
+            raise ProvenanceError(f"{what}: sequence_shape must be two integers, got {value!r}")
+        return tuple(value)
+    expected = bool if name == "postprocess" else str
+    if type(value) is not expected:
+        raise ProvenanceError(f"{what}: {name} must be a {expected.__name__}, got {value!r}")
+    return value
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+        return f"{value[:12]}..."  # a sha256: enough to tell two apart
+    return repr(value)
