@@ -1,40 +1,223 @@
-"""The web app: upload or record a sound, get an image, the nearest prompts and the settings used (Gradio)."""
+"""The web app: upload or record a sound, get an image, the nearest prompts and the settings used (Gradio).
+
+Meant to be left running for other people, so it defends itself: uploads are capped in size and duration,
+each upload is deleted once its request is done, all of Gradio's files live in a private directory removed when
+the server stops, one generation runs at a time, and the browser only ever sees one short line per error.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
+import json
+import logging
 import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
 from pathlib import Path
 
+import numpy as np
+
+from a2i_core.audio import SAMPLE_RATE, ffmpeg_binary
 from a2i_core.errors import A2IError
-from a2i_core.generate import SoundToImage
+from a2i_core.generate import SILENCE_RMS, SoundToImage
 from a2i_core.render import RenderSettings
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves the machine
 
+log = logging.getLogger(__name__)
+MB = 1024 * 1024  # Gradio's own unit for max_file_size, so both limits agree to the byte
+DURATION_SLACK_S = 0.5  # encoders pad a few frames: a file cut at exactly the limit must still pass
+PROBE_TIMEOUT_S = 120  # a pathological file must not hold the one generation slot forever
 
-def build_app(generator: SoundToImage, defaults: RenderSettings, sequence_fill: str):
+# SoundToImage shares torch modules, a scheduler and CPU threads between calls, so two concurrent renders
+# corrupt each other (measured: wrong images handed to the wrong request). One lock per process, whatever the
+# server's concurrency settings, on top of the event's concurrency_limit=1.
+_GENERATOR_LOCK = threading.Lock()
+
+UNREADABLE = "That file could not be read as audio."
+GONE = "The sound is no longer on the server: upload or record it again."
+SILENT = "The sound is silent: there is nothing to hear."
+FAILED = "The image could not be made from this sound."
+
+
+class SoundRefused(A2IError):
+    """An upload the app will not process; the message is the one line the user sees."""
+
+
+def parse_auth(text: str) -> tuple[str, str]:
+    """``USER:PASSWORD`` (the password may contain ':') to a (user, password) pair; A2IError on a bad value."""
+    user, sep, password = text.partition(":")
+    if not sep or not user.strip() or not password:
+        # Never echo the value: it may be a real password with a typo.
+        raise A2IError("--auth takes USER:PASSWORD, both non-empty")
+    return user.strip(), password
+
+
+def check_sound(path: str | Path, max_upload_mb: float = 50, max_minutes: float = 10) -> float:
+    """Refuse a file over the size or duration limit, unreadable or silent; return its duration in seconds.
+
+    The size is read from the file system; the duration by decoding at most the limit plus a little (ffmpeg
+    stops there), so a very long recording costs at most a limit's worth of work and memory. Containers' own
+    duration fields are not trusted: they are often missing (streamed recordings) and can lie.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise SoundRefused(GONE) from None
+    if size > max_upload_mb * MB:
+        raise SoundRefused(f"The file is larger than the {max_upload_mb:g} MB limit.")
+    max_seconds = max_minutes * 60
+    # Local files only: a "sound" that is really a playlist must not make the server fetch URLs.
+    argv = [ffmpeg_binary(), "-nostdin", "-hide_banner", "-loglevel", "error", "-protocol_whitelist", "file",
+            "-i", str(path),
+            "-t", f"{max_seconds + 2 * DURATION_SLACK_S:.3f}", "-vn", "-ac", "1", "-ar", str(SAMPLE_RATE),
+            "-f", "f32le", "-acodec", "pcm_f32le", "pipe:1"]
+    try:
+        result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise SoundRefused(UNREADABLE) from None
+    wave = np.frombuffer(result.stdout, dtype=np.float32, count=len(result.stdout) // 4)
+    if result.returncode != 0 or wave.size == 0:
+        raise SoundRefused(UNREADABLE)
+    seconds = wave.size / SAMPLE_RATE
+    if seconds > max_seconds + DURATION_SLACK_S:
+        raise SoundRefused(f"The sound is longer than the {max_minutes:g}-minute limit.")
+    if np.sqrt(np.mean(np.square(wave), dtype=np.float64)) < SILENCE_RMS:
+        raise SoundRefused(SILENT)
+    return seconds
+
+
+def _user_line(err: A2IError, path: Path) -> str:
+    """The generator's message about this file, without the server path; a fixed line when it is about more."""
+    text = str(err)
+    prefix = f"{path}: "
+    reason = text[len(prefix):] if text.startswith(prefix) else ""
+    if not reason or "/" in reason or "\\" in reason or "\n" in reason:
+        return FAILED
+    return f"{reason[0].upper()}{reason[1:].rstrip('.')}."
+
+
+class UploadCounter:
+    """How many uploads of each server file are still waiting for their request.
+
+    Gradio files an upload under the hash of its bytes, so two uploads of the same sound (the same file sent with
+    two seeds at once, say) share one path: the first request to finish must not delete what the other still
+    needs. ``serve`` counts uploads as they arrive (an ASGI middleware on the upload route); a request deletes its
+    file only when it was the last one waiting. Without a counter (``build_app`` alone), each request deletes its
+    file, if in the upload folder, at once.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: dict[str, int] = {}
+
+    def uploaded(self, paths: list[str]) -> None:
+        with self._lock:
+            for path in paths:
+                key = os.path.realpath(path)
+                self._waiting[key] = self._waiting.get(key, 0) + 1
+
+    def release(self, path: str | Path) -> bool:
+        """One request is done with ``path``: True when it was uploaded and no other upload of it is waiting (delete
+        it now). False for a path no upload gave, such as another request's result sent back through the API."""
+        key = os.path.realpath(path)
+        with self._lock:
+            waiting = self._waiting.pop(key, 0)
+            if waiting > 1:
+                self._waiting[key] = waiting - 1
+            return waiting == 1
+
+
+class _CountUploads:
+    """ASGI middleware: feeds the paths Gradio's upload route answers with to an UploadCounter."""
+
+    def __init__(self, app, counter: UploadCounter) -> None:
+        self.app, self.counter = app, counter
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].rstrip("/").endswith("/upload"):
+            await self.app(scope, receive, send)
+            return
+        status, body = 0, bytearray()
+
+        async def capture(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                body.extend(message.get("body", b""))
+            await send(message)
+
+        await self.app(scope, receive, capture)
+        if status == 200:
+            # Anything unexpected only loses the count: that file then stays until the server stops.
+            with contextlib.suppress(ValueError, TypeError):
+                paths = json.loads(body)
+                self.counter.uploaded([p for p in paths if isinstance(p, str)])
+
+
+def _delete_upload(path: Path, upload_root: Path) -> None:
+    """Remove an uploaded file and its per-upload folder; never anything outside Gradio's upload folder."""
+    with contextlib.suppress(OSError):
+        path = path.resolve()
+        root = upload_root.resolve()
+        if root not in path.parents:
+            return
+        path.unlink(missing_ok=True)
+        parent = path.parent
+        while parent != root:
+            parent.rmdir()  # OSError (and stop) when it still holds something
+            parent = parent.parent
+
+
+def build_app(generator: SoundToImage, defaults: RenderSettings, sequence_fill: str, max_upload_mb: float = 50,
+              max_minutes: float = 10, uploads: UploadCounter | None = None):
+    """The Gradio Blocks; ``serve`` launches it with the matching size limit, auth, upload counting and a private
+    temp dir."""
     import gradio as gr
 
     def run(audio: str | None, steps: int, guidance: float, seed: int, size: int):
         if not audio:
-            raise gr.Error("Upload or record a sound first.")
-        settings = RenderSettings(int(steps), float(guidance), int(size), int(seed), batch_size=1)
+            raise gr.Error("Upload or record a sound first.", print_exception=False)
+        path = Path(audio)
         try:
-            (sound,) = generator.sounds([Path(audio)])
-            seconds = generator.render([sound], settings, images_per_sound=1, sequence_fill=sequence_fill)
-        except A2IError as err:
-            raise gr.Error(str(err)) from None
+            check_sound(path, max_upload_mb, max_minutes)
+            settings = RenderSettings(int(steps), float(guidance), int(size), int(seed), batch_size=1)
+            with _GENERATOR_LOCK:
+                (sound,) = generator.sounds([path])
+                seconds = generator.render([sound], settings, images_per_sound=1, sequence_fill=sequence_fill)
+        except SoundRefused as err:
+            log.info("refused %r: %s", path.name, err)
+            raise gr.Error(str(err), print_exception=False) from None
+        except A2IError as err:  # the generator's own verdict on this sound (too short, say)
+            log.info("refused %r: %s", path.name, err)
+            raise gr.Error(_user_line(err, path), print_exception=False) from None
+        except Exception as err:  # the browser gets one line, the console one line, never a trace
+            log.error("generation failed for %r: %s: %s", path.name, type(err).__name__, err)
+            raise gr.Error(FAILED, print_exception=False) from None
+        finally:
+            # The sound is the user's, not ours to keep; the input is cleared below so the page agrees.
+            if uploads is None or uploads.release(path):
+                _delete_upload(path, Path(app.GRADIO_CACHE))
         nearest = [[prompt, round(score, 4)] for prompt, score in sound.nearest]
         used = {"steps": settings.steps, "guidance": settings.guidance, "seed": settings.seed, "size": settings.size,
                 "sequence_fill": sequence_fill, "device": str(generator.device),
                 "render_seconds": round(seconds, 2)}
-        return sound.images[0], nearest, used
+        return sound.images[0], nearest, used, None
 
     with gr.Blocks(title="a2i: sound to image") as app:
         gr.Markdown("# a2i — turn a sound into an image\nA frozen Stable Diffusion 3, steered by your audio.")
         with gr.Row():
             with gr.Column():
                 audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Sound")
+                gr.Markdown(f"Up to {max_upload_mb:g} MB and {max_minutes:g} minutes. The sound is deleted from "
+                            "the server once its image is made.")
                 steps = gr.Slider(1, 100, value=defaults.steps, step=1, label="Steps")
                 guidance = gr.Slider(0, 15, value=defaults.guidance, step=0.5, label="Guidance")
                 seed = gr.Number(value=defaults.seed, precision=0, label="Seed")
@@ -45,5 +228,74 @@ def build_app(generator: SoundToImage, defaults: RenderSettings, sequence_fill: 
                 nearest = gr.Dataframe(headers=["nearest prompt", "cosine"], label="Nearest prompts",
                                        elem_id="nearest")
                 used = gr.JSON(label="Settings used", elem_id="settings")
-        button.click(run, [audio, steps, guidance, seed, size], [image, nearest, used])
+        # Explicit, not Gradio's default: GRADIO_DEFAULT_CONCURRENCY_LIMIT must not be able to raise it.
+        button.click(run, [audio, steps, guidance, seed, size], [image, nearest, used, audio], api_name="run",
+                     concurrency_limit=1)
+    app.queue(default_concurrency_limit=1)
     return app
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except (OSError, UnicodeError):
+        return False
+    addresses = {info[4][0].split("%")[0] for info in infos}
+    return bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses)
+
+
+def exposure_warning(host: str, auth: tuple[str, str] | None) -> str | None:
+    """What to tell the person starting the server about who else can reach it; None on the loopback."""
+    if _is_loopback(host):
+        return None
+    if auth is None:
+        return (f"LISTENING ON {host} WITHOUT --auth: anyone who can reach this machine can use the app and its "
+                "GPU/CPU. Add --auth USER:PASSWORD, or keep the default --host 127.0.0.1")
+    return (f"listening on {host}: other machines can reach the login page, and the password crosses the network "
+            "unencrypted (plain HTTP) unless a TLS proxy sits in front")
+
+
+def serve(generator: SoundToImage, defaults: RenderSettings, sequence_fill: str, host: str, port: int,
+          max_upload_mb: float = 50, max_minutes: float = 10, auth: tuple[str, str] | None = None) -> None:
+    """Run the app until Ctrl-C or SIGTERM; every file Gradio wrote (uploads, results) is removed on the way out."""
+    from starlette.middleware import Middleware
+
+    if not max_upload_mb > 0 or not max_minutes > 0:
+        raise A2IError(f"the upload limits must be positive (got {max_upload_mb:g} MB, {max_minutes:g} minutes)")
+    warning = exposure_warning(host, auth)
+    if warning:
+        log.warning(warning)
+    temp_dir = tempfile.mkdtemp(prefix="a2i-app-")
+    # Gradio reads GRADIO_TEMP_DIR when each component and the server are created: set it before build_app, so
+    # nothing of this server lands in the shared /tmp/gradio where it would outlive us.
+    previous_temp = os.environ.get("GRADIO_TEMP_DIR")
+    os.environ["GRADIO_TEMP_DIR"] = temp_dir
+    stop = threading.Event()
+    previous_handlers: dict[int, object] = {}
+    try:
+        uploads = UploadCounter()
+        app = build_app(generator, defaults, sequence_fill, max_upload_mb=max_upload_mb, max_minutes=max_minutes,
+                        uploads=uploads)
+        app.launch(server_name=host, server_port=port, share=False, show_error=False, auth=auth,
+                   max_file_size=int(max_upload_mb * MB), prevent_thread_lock=True,
+                   app_kwargs={"middleware": [Middleware(_CountUploads, counter=uploads)]})
+        try:
+            if threading.current_thread() is threading.main_thread():
+                # SIGTERM's default kills the process on the spot, skipping the cleanup below.
+                for signum in (signal.SIGTERM, signal.SIGHUP):
+                    previous_handlers[signum] = signal.signal(signum, lambda *_: stop.set())
+            while app.is_running and not stop.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            app.close(verbose=False)
+    finally:
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
+        if previous_temp is None:
+            os.environ.pop("GRADIO_TEMP_DIR", None)
+        else:
+            os.environ["GRADIO_TEMP_DIR"] = previous_temp
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        log.info("stopped; removed the app's temporary files (%s)", temp_dir)

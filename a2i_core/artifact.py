@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from a2i_core.errors import A2IError
-from a2i_core.files import atomic_dir
+from a2i_core.files import atomic_dir, dir_identity
 from a2i_core.mapper import AudioToSD3Mapper, normalise
 
 GUIDANCE_NAME = "guidance.safetensors"
@@ -44,7 +44,22 @@ class MapperArtifact:
 
     @classmethod
     def load(cls, directory: str | Path) -> MapperArtifact:
+        """The artifact, read whole from one version: a retrain may swap the directory while it is being read."""
         directory = Path(directory)
+        for _ in range(5):
+            before = dir_identity(directory)
+            try:
+                artifact = cls._read(directory)
+            except Exception:
+                if dir_identity(directory) != before:
+                    continue  # files of two versions did not fit together: read the new one whole
+                raise
+            if dir_identity(directory) == before:
+                return artifact
+        raise A2IError(f"{directory}: kept changing while being read (is a training run replacing it?)")
+
+    @classmethod
+    def _read(cls, directory: Path) -> MapperArtifact:
         mapper = AudioToSD3Mapper.from_pretrained(directory)
         missing = [n for n in (GUIDANCE_NAME, PROMPTS_NAME, PROMPT_BANK_NAME) if not (directory / n).is_file()]
         if missing:

@@ -10,6 +10,9 @@ import functools
 import io
 import os
 import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import ffmpeg
@@ -21,6 +24,10 @@ from a2i_core.files import atomic_path, cache_root
 from a2i_core.packs import PackedClip
 
 SAMPLE_RATE = 16_000
+# What a folder of recordings is searched for (a folder source, `a2i generate DIR`): formats ffmpeg decodes.
+AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".wma", ".aiff", ".aif", ".webm",
+                  ".mp4", ".mkv", ".caf", ".au"}
+STREAM_CHUNK_SAMPLES = 1 << 16  # 4.1 s at 16 kHz, 256 KiB: few reads, little memory
 
 
 class AudioError(A2IError):
@@ -70,24 +77,69 @@ def decode(path: str | Path | PackedClip, sample_rate: int = SAMPLE_RATE) -> np.
         if rate != sample_rate or wave.ndim != 1:
             raise AudioError(f"{path.pack} row {path.row}: packed clip is {rate} Hz, {wave.ndim}-D")
         return wave
+    return np.concatenate(list(decode_stream(path, sample_rate)))  # one tight array, as before streaming existed
+
+
+def decode_stream(path: str | Path, sample_rate: int = SAMPLE_RATE,
+                  chunk_samples: int = STREAM_CHUNK_SAMPLES) -> Iterator[np.ndarray]:
+    """Decode a file as ``decode`` does, yielding mono float32 chunks of ``chunk_samples`` (the last one shorter).
+
+    One ffmpeg process is read as it decodes, so memory holds one chunk whatever the recording's length. A missing
+    file raises AudioError here; a file ffmpeg cannot decode, or one with no samples, raises it from the iteration
+    (after the chunks decoded before the failure). Closing the iterator early (``break``, ``close()``, dropping it)
+    kills and reaps ffmpeg.
+    """
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"{path}: no such file")
-    try:
-        raw, _ = (
-            ffmpeg.input(str(path))
-            .output("pipe:", format="f32le", acodec="pcm_f32le", ac=1, ar=sample_rate, vn=None,
-                    af=_downmix(sample_rate))
-            .global_args("-nostdin", "-hide_banner", "-loglevel", "error")
-            .run(cmd=ffmpeg_binary(), capture_stdout=True, capture_stderr=True)
-        )
-    except ffmpeg.Error as err:
-        lines = err.stderr.decode(errors="replace").strip().splitlines()
-        raise AudioError(f"{path}: cannot decode audio ({lines[-1] if lines else 'ffmpeg failed'})") from None
-    wave = np.frombuffer(raw, dtype=np.float32)
-    if wave.size == 0:
-        raise AudioError(f"{path}: no audio samples")
-    return wave.copy()
+    if chunk_samples < 1:
+        raise ValueError(f"chunk_samples must be positive, got {chunk_samples}")
+    return _stream(path, sample_rate, chunk_samples)
+
+
+def _stream(path: Path, sample_rate: int, chunk_samples: int) -> Iterator[np.ndarray]:
+    argv = (
+        ffmpeg.input(str(path))
+        .output("pipe:", format="f32le", acodec="pcm_f32le", ac=1, ar=sample_rate, vn=None, af=_downmix(sample_rate))
+        .global_args("-nostdin", "-hide_banner", "-loglevel", "error")
+        .compile(cmd=ffmpeg_binary())
+    )
+    chunk_bytes = 4 * chunk_samples
+    # stderr goes to a file, not a pipe: nobody reads it until ffmpeg ends, and a full pipe would block ffmpeg
+    # while we block on its stdout.
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors)
+        assert proc.stdout is not None
+        total = 0
+        try:
+            while True:
+                buffer = bytearray(chunk_bytes)
+                view, filled = memoryview(buffer), 0
+                while filled < chunk_bytes:  # a pipe read may return less than asked before EOF
+                    got = proc.stdout.readinto(view[filled:])
+                    if not got:
+                        break
+                    filled += got
+                view.release()
+                usable = filled - filled % 4  # ffmpeg writes whole samples; a stray tail byte is not one
+                if usable:
+                    total += usable // 4
+                    del buffer[usable:]
+                    yield np.frombuffer(buffer, dtype=np.float32)  # (samples,), writable: it owns its bytearray
+                if filled < chunk_bytes:
+                    break
+            if proc.wait() != 0:
+                # Only the end: a long damaged file can log an error per packet, and the last line says why it stopped.
+                errors.seek(max(0, errors.seek(0, os.SEEK_END) - 4096))
+                lines = errors.read().decode(errors="replace").strip().splitlines()
+                raise AudioError(f"{path}: cannot decode audio ({lines[-1] if lines else 'ffmpeg failed'})")
+            if total == 0:
+                raise AudioError(f"{path}: no audio samples")
+        finally:  # also on GeneratorExit: a consumer that stops early must not leave ffmpeg running or a zombie
+            if proc.poll() is None:
+                proc.kill()
+            proc.stdout.close()
+            proc.wait()
 
 
 def write_wav(path: str | Path, wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated
@@ -10,8 +11,8 @@ import typer
 
 from a2i_core import workspace as ws
 from a2i_core.errors import A2IError, setup_logging
-from a2i_core.generate import SoundToImage, pick_device
-from a2i_core.params import load_params
+from a2i_core.generate import Sound, SoundToImage, expand_inputs, output_names, pick_device
+from a2i_core.params import RenderParams, load_params
 from a2i_core.render import RenderSettings, save_png
 
 app = typer.Typer(help="a2i: turn sound into pictures with a frozen Stable Diffusion 3.", no_args_is_help=True,
@@ -49,19 +50,29 @@ def demo(
     typer.echo(f"try a variant: cd {path} && dvc exp run -S train.lr=0.0003 && dvc exp show")
 
 
-def _project_defaults(project: Path) -> tuple[RenderSettings, str]:
-    """Render settings from the project's params.yaml when it has one (the demo's, say), else SD3's usual."""
+def _render_params(project: Path) -> RenderParams:
+    """The project's render params (the demo's, say), else those of a2i's own params.yaml."""
     path = project / "params.yaml"
-    if path.is_file():
-        r = load_params(path).render
-        return RenderSettings.from_params(r), r.sequence_fill
-    return RenderSettings(steps=28, guidance=7.0, size=1024, seed=0, batch_size=4), "empty_prompt"
+    return load_params(path if path.is_file() else ws.project_root() / "params.yaml").render
+
+
+def _with_options(render: RenderParams, **options: object) -> RenderParams:
+    """``render`` with the options given on the command line, checked by the same rules as params.yaml."""
+    try:
+        return dataclasses.replace(render, **{k: v for k, v in options.items() if v is not None})
+    except ValueError as err:
+        key, message = str(err).split(": ", 1)
+        raise A2IError(f"--{key.replace('_', '-')}: {message}") from None
 
 
 def _load_generator(project: Path, mapper: Path | None, vggish: Path | None, sd3: Path | None, device: str,
                     dtype: str) -> SoundToImage:
     models = project / "models"
-    return SoundToImage.from_pretrained(mapper or models / "mapper", vggish or models / "vggish", sd3 or models / "sd3",
+    mapper_dir = mapper or models / "mapper"
+    if not mapper_dir.is_dir() and mapper is None:
+        raise A2IError(f"{mapper_dir}: no trained mapper here; pass --project DIR (a project after `dvc repro`), "
+                       "or run `make demo` and use --project .demo")
+    return SoundToImage.from_pretrained(mapper_dir, vggish or models / "vggish", sd3 or models / "sd3",
                                         pick_device(device), dtype)
 
 
@@ -75,8 +86,8 @@ DType = Annotated[str, typer.Option(help="float32, float16 or bfloat16 (CPU alwa
 
 @app.command()
 def generate(
-    audio: Annotated[list[Path], typer.Argument(help="Audio files: any format ffmpeg reads.")],
-    out: Annotated[Path, typer.Option(help="Where the PNGs go.")],
+    audio: Annotated[list[Path], typer.Argument(help="Audio files or directories of them: any format ffmpeg reads.")],
+    out: Annotated[Path, typer.Option(help="Where the PNGs go (a directory's files keep their path inside it).")],
     project: Project = Path("."),
     mapper: MapperDir = None,
     vggish: VggishDir = None,
@@ -86,33 +97,63 @@ def generate(
     guidance: Annotated[float | None, typer.Option(help="[default: the project's render.guidance]")] = None,
     size: Annotated[int | None, typer.Option(help="[default: the project's render.size]")] = None,
     images_per_sound: Annotated[int, typer.Option(min=1)] = 1,
-    batch_size: Annotated[int, typer.Option(min=1)] = 4,
+    batch_size: Annotated[int | None, typer.Option(help="[default: the project's render.batch_size]")] = None,
     device: Device = "auto",
     dtype: DType = "bfloat16",
 ) -> None:
-    """Turn sounds into images with a trained mapper (decode, embed, map, render)."""
+    """Turn sounds into images with a trained mapper (decode, embed, map, render).
+
+    A file that cannot be read or heard is reported and skipped; the others are rendered; the exit status is 1 if
+    any failed.
+    """
     setup_logging()
     try:
-        missing = [str(p) for p in audio if not p.is_file()]
-        if missing:
-            raise A2IError(f"no such file: {', '.join(missing)}")
-        defaults, fill = _project_defaults(project)
-        settings = RenderSettings(steps or defaults.steps, defaults.guidance if guidance is None else guidance,
-                                  size or defaults.size, defaults.seed if seed is None else seed, batch_size)
+        render_params = _with_options(_render_params(project), seed=seed, steps=steps, guidance=guidance, size=size,
+                                      batch_size=batch_size)
+        inputs, problems = expand_inputs(list(audio))
+        if not inputs:
+            raise A2IError("; ".join(problems) or "no audio files given")
         generator = _load_generator(project, mapper, vggish, sd3, device, dtype)
-        sounds = generator.sounds(list(audio))
-        seconds = generator.render(sounds, settings, images_per_sound, fill)
     except A2IError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None
-    out.mkdir(parents=True, exist_ok=True)
-    for sound in sounds:
-        for k, image in enumerate(sound.images):
-            name = f"{sound.path.stem}.png" if images_per_sound == 1 else f"{sound.path.stem}-{k}.png"
-            save_png(image, out / name)
-        nearest = ", ".join(f"{p!r} {s:.3f}" for p, s in sound.nearest)
-        typer.echo(f"{sound.path.name}: {nearest}")
-    typer.echo(f"{len(sounds) * images_per_sound} images in {out} ({seconds:.1f} s rendering)")
+    for problem in problems:
+        typer.echo(f"error: {problem}", err=True)
+    settings = RenderSettings.from_params(render_params)
+    names = output_names([name for _, name in inputs], images_per_sound)
+    failed, written, seconds = len(problems), 0, 0.0
+    pending: list[tuple[Sound, list[str]]] = []
+
+    def flush() -> None:
+        nonlocal written, seconds
+        if not pending:
+            return
+        seconds += generator.render([s for s, _ in pending], settings, images_per_sound, render_params.sequence_fill)
+        for sound, files in pending:
+            for image, name in zip(sound.images, files, strict=True):
+                save_png(image, out / name)  # atomic: a kill never leaves a half-written PNG
+                written += 1
+            sound.images.clear()
+        pending.clear()
+
+    for (path, _), files in zip(inputs, names, strict=True):
+        try:
+            sound = generator.sound(path)
+        except A2IError as err:
+            typer.echo(f"error: {err}", err=True)
+            failed += 1
+            continue
+        for note in sound.notes:
+            typer.echo(f"note: {path}: {note}", err=True)
+        typer.echo(f"{path.name}: " + ", ".join(f"{p!r} {s:.3f}" for p, s in sound.nearest))
+        pending.append((sound, files))
+        if len(pending) * images_per_sound >= settings.batch_size:
+            flush()
+    flush()
+    typer.echo(f"{written} images in {out} ({seconds:.1f} s rendering)" if written else "no images written")
+    if failed:
+        typer.echo(f"error: {failed} of {len(inputs) + len(problems)} inputs failed (see above)", err=True)
+        raise typer.Exit(1)
 
 
 @app.command(name="app")
@@ -121,23 +162,28 @@ def web_app(
     mapper: MapperDir = None,
     vggish: VggishDir = None,
     sd3: Sd3Dir = None,
-    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(help="Interface to listen on (beyond 127.0.0.1, others can reach it).")] = (
+        "127.0.0.1"),
     port: Annotated[int, typer.Option()] = 7860,
+    max_upload_mb: Annotated[float, typer.Option(min=0.1, help="Largest upload accepted.")] = 50.0,
+    max_minutes: Annotated[float, typer.Option(min=0.01, help="Longest sound accepted.")] = 10.0,
+    auth: Annotated[str | None, typer.Option(help="USER:PASSWORD that the page asks for.")] = None,
     device: Device = "auto",
     dtype: DType = "bfloat16",
 ) -> None:
     """Start the web app: upload or record a sound, get an image and its nearest prompts."""
     setup_logging()
+    from a2i_core.app import parse_auth, serve
+
     try:
-        defaults, fill = _project_defaults(project)
+        credentials = parse_auth(auth) if auth is not None else None
+        render_params = _render_params(project)
         generator = _load_generator(project, mapper, vggish, sd3, device, dtype)
     except A2IError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None
-    from a2i_core.app import build_app
-
-    build_app(generator, defaults, fill).launch(server_name=host, server_port=port, share=False,
-                                                show_error=True)
+    serve(generator, RenderSettings.from_params(render_params), render_params.sequence_fill, host=host, port=port,
+          max_upload_mb=max_upload_mb, max_minutes=max_minutes, auth=credentials)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ Downstream stages load through :mod:`a2i_core.audio_encoder` and :mod:`a2i_core.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from a2i_core import tiny
 from a2i_core.audio_encoder import PCA_FILE, WEIGHTS_FILE, load_audio_encoder
 from a2i_core.errors import A2IError
 from a2i_core.fetch import fetch_file, sha256_file
-from a2i_core.files import atomic_path, write_text
+from a2i_core.files import atomic_dir, atomic_path, write_text
 from a2i_core.hub import SD3_MARKER, SOURCE_FILE, TINY, hub_revision, write_source
 from a2i_core.params import AudioEncoderParams
 
@@ -56,11 +55,7 @@ def prepare_pretrained(model: str, out_dir: str | Path, marker: str, build_tiny:
 
     ``marker`` is the file that makes a directory a saved model of this kind (model_index.json, config.json).
     """
-    out_dir = Path(out_dir)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
     if model == TINY:
-        build_tiny(out_dir)
         record = {"model": TINY, "revision": None}
     elif Path(model).is_dir():
         if not (Path(model) / marker).is_file():
@@ -68,8 +63,10 @@ def prepare_pretrained(model: str, out_dir: str | Path, marker: str, build_tiny:
         record = {"model": str(Path(model).resolve()), "revision": None}
     else:
         record = {"model": model, "revision": hub_revision(model)}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_source(out_dir, record)
+    with atomic_dir(out_dir) as tmp:  # a reader never finds it half-built
+        if model == TINY:
+            build_tiny(tmp)
+        write_source(tmp, record)
     return record
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,10 +45,48 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 
 
 def replace_dir(src: str | Path, dest: str | Path) -> None:
-    """Put the finished directory ``src`` in place of ``dest`` (the old one is removed first)."""
-    if Path(dest).exists():
-        shutil.rmtree(dest)
+    """Put the finished directory ``src`` in place of ``dest``, then delete the old one.
+
+    On Linux the two are swapped in one step (renameat2 RENAME_EXCHANGE), so a reader never finds ``dest``
+    missing; elsewhere the old one is renamed aside just before the new one is renamed in.
+    """
+    src, dest = Path(src), Path(dest)
+    if not dest.exists():
+        os.replace(src, dest)
+        return
+    if _exchange(src, dest):  # src now holds the old directory
+        shutil.rmtree(src)
+        return
+    aside = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+    os.replace(dest, aside)
     os.replace(src, dest)
+    shutil.rmtree(aside)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths; False where the system cannot (not Linux, old kernel or libc, some filesystems)."""
+    if sys.platform != "linux":
+        return False
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def dir_identity(path: str | Path) -> tuple[int, int, int] | None:
+    """What tells one directory at ``path`` from the next one put there: a reader that sees it change while reading
+    several files read a mix of two versions and must read again."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino, st.st_ctime_ns  # ctime too: a freed inode number can come back
 
 
 def write_text(path: str | Path, text: str) -> None:

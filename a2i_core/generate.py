@@ -17,18 +17,20 @@ import torch
 from PIL import Image
 
 from a2i_core.artifact import MapperArtifact
-from a2i_core.audio import AudioError, decode
+from a2i_core.audio import AUDIO_SUFFIXES, SAMPLE_RATE
 from a2i_core.audio_encoder import AudioEncoder, load_audio_encoder
-from a2i_core.audio_features import clip_means, embed_waves, place_encoder
+from a2i_core.audio_features import clip_means, embed_path, place_encoder
 from a2i_core.devices import resolve_device, resolve_dtype
 from a2i_core.errors import A2IError
 from a2i_core.hub import model_identity
 from a2i_core.mapper import pad_frames, predict
 from a2i_core.render import RenderSettings, fill_sequence, render, sequence_fills
 from a2i_core.sd3 import load_sd3
+from a2i_core.vggish import MIN_SAMPLES
 
 log = logging.getLogger(__name__)
 SILENCE_RMS = 1e-4  # -80 dBFS: nothing for VGGish to hear
+MIN_HEARD_SAMPLES = 1600  # 0.1 s: shorter, repeating it to one VGGish example would be a tone of its own making
 
 
 def pick_device(name: str) -> torch.device:
@@ -47,6 +49,7 @@ class Sound:
     tokens: np.ndarray | None  # (N, D)
     nearest: list[tuple[str, float]]
     images: list[Image.Image] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was done to it that the user should know
 
 
 class SoundToImage:
@@ -78,34 +81,41 @@ class SoundToImage:
         except A2IError as err:
             raise A2IError(f"{sd3_dir}: {err}") from None
 
-    @staticmethod
-    def load_audio(paths: list[Path]) -> list[np.ndarray]:
-        """Decode every file first, so a bad one stops the run before any model work, with all problems named."""
-        waves, problems = [], []
+    @torch.inference_mode()
+    def sound(self, path: Path) -> Sound:
+        """Decode (a window at a time: memory does not grow with the recording), embed and map one file, with the
+        top-3 nearest prompts. A2IError when it cannot be heard."""
+        frames, samples, rms = embed_path(self.encoder, self.frontend, path, batch_size=64, device=self.device)
+        seconds = samples / SAMPLE_RATE
+        if samples < MIN_HEARD_SAMPLES:
+            raise A2IError(f"{path}: {seconds:.4f} s is too short to hear (at least "
+                           f"{MIN_HEARD_SAMPLES / SAMPLE_RATE} s)")
+        if rms < SILENCE_RMS:
+            raise A2IError(f"{path}: silent (RMS below -80 dBFS): there is nothing to hear")
+        notes = []
+        if samples < MIN_SAMPLES:
+            notes.append(f"{seconds:.2f} s is shorter than one {MIN_SAMPLES / SAMPLE_RATE:.3f} s VGGish example: "
+                         "repeated to fill one, as in training")
+        mapper = self.artifact.mapper
+        if mapper.config.input == "frames":
+            x, mask = pad_frames([frames], mapper.config.max_frames)  # (1, T, 128), (1, T)
+        else:
+            x, mask = clip_means([frames]), None  # (1, 128)
+        pooled, tokens = predict(mapper, x, mask)
+        return Sound(path, pooled[0], None if tokens is None else tokens[0], self.artifact.nearest_prompts(pooled)[0],
+                     notes=notes)
+
+    def sounds(self, paths: list[Path]) -> list[Sound]:
+        """Every file as a Sound; one A2IError naming every file that cannot be heard."""
+        sounds, problems = [], []
         for path in paths:
             try:
-                wave = decode(path)
-            except AudioError as err:
+                sounds.append(self.sound(path))
+            except A2IError as err:
                 problems.append(str(err))
-                continue
-            if np.sqrt(np.mean(wave.astype(np.float64) ** 2)) < SILENCE_RMS:
-                problems.append(f"{path}: silent (RMS below -80 dBFS): there is nothing to hear")
-            waves.append(wave)
         if problems:
             raise A2IError("; ".join(problems))
-        return waves
-
-    @torch.inference_mode()
-    def sounds(self, paths: list[Path]) -> list[Sound]:
-        """Embed and map every file; the top-3 nearest prompts come with each."""
-        waves = self.load_audio(paths)
-        frames = embed_waves(self.encoder, self.frontend, waves, batch_size=64, device=self.device)
-        mapper = self.artifact.mapper
-        frames_input = mapper.config.input == "frames"
-        x, mask = pad_frames(frames, mapper.config.max_frames) if frames_input else (clip_means(frames), None)
-        pooled, tokens = predict(mapper, x, mask)
-        nearest = self.artifact.nearest_prompts(pooled)
-        return [Sound(p, pooled[i], None if tokens is None else tokens[i], nearest[i]) for i, p in enumerate(paths)]
+        return sounds
 
     def render(self, sounds: list[Sound], settings: RenderSettings, images_per_sound: int,
                sequence_fill: str = "empty_prompt") -> float:
@@ -120,3 +130,38 @@ class SoundToImage:
         for j, image in images:
             plan[j][0].images.append(image)
         return time.monotonic() - start
+
+
+def expand_inputs(paths: list[Path]) -> tuple[list[tuple[Path, str]], list[str]]:
+    """Files to render, each with the name its images take (a directory's files keep their path inside it), and
+    one problem line per argument that is neither an audio file nor a directory holding some."""
+    inputs, problems = [], []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+            if not found:
+                problems.append(f"{path}: a directory with no audio files ({', '.join(sorted(AUDIO_SUFFIXES))})")
+            inputs += [(p, p.relative_to(path).with_suffix("").as_posix()) for p in found]
+        elif path.is_file():
+            inputs.append((path, path.stem))
+        else:
+            problems.append(f"{path}: no such file or directory")
+    return inputs, problems
+
+
+def output_names(names: list[str], images_per_sound: int) -> list[list[str]]:
+    """PNG names for each input's images, all distinct: a repeated name gets -2, -3, ... (two files called s.ogg in
+    different folders must not overwrite each other)."""
+    taken: set[str] = set()
+    result = []
+    for name in names:
+        base, n = name, 1
+        while True:
+            files = [f"{base}.png"] if images_per_sound == 1 else [f"{base}-{k}.png" for k in range(images_per_sound)]
+            if not taken.intersection(files):
+                break
+            n += 1
+            base = f"{name}-{n}"
+        taken.update(files)
+        result.append(files)
+    return result

@@ -6,14 +6,17 @@ is the mapper's prediction, and the negative (guidance) branch is the stored emp
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+from PIL.PngImagePlugin import PngInfo
 from tqdm import tqdm
 
 from a2i_core.distributed import SOLO, World
@@ -36,24 +39,33 @@ class RenderSettings:
         return cls(params.steps, params.guidance, params.size, params.seed, params.batch_size)
 
 
+def plan_batches(n: int, batch_size: int) -> list[list[int]]:
+    """The image indices of each batch: fixed by ``n`` and ``batch_size`` alone, never by what is left to do."""
+    return [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
+
+
 @torch.inference_mode()
-def render(pipe, pooled: np.ndarray, sequences: Callable[[list[int]], np.ndarray], empty_pooled: np.ndarray,
-           empty_sequence: np.ndarray, settings: RenderSettings, device: torch.device, dtype: torch.dtype,
-           seeds: list[int] | None = None, world: World = SOLO) -> list[tuple[int, Image.Image]]:
-    """(index, PIL image) for the rows of ``pooled`` (n, P) this process renders.
+def render_iter(pipe, pooled: np.ndarray, sequences: Callable[[list[int]], np.ndarray], empty_pooled: np.ndarray,
+                empty_sequence: np.ndarray, settings: RenderSettings, device: torch.device, dtype: torch.dtype,
+                seeds: list[int] | None = None, world: World = SOLO,
+                skip: AbstractSet[int] = frozenset()) -> Iterator[tuple[int, Image.Image]]:
+    """(index, PIL image) for the rows of ``pooled`` (n, P) this process renders, yielded as each batch finishes.
 
     ``sequences(indices)`` gives the sequence embeddings (B, L, D) of those images; the negative (guidance)
     branch is the empty prompt. Image i uses seed ``seeds[i]`` (default ``settings.seed + i``), and batches are
     planned the same way whatever the number of processes (process r takes batches r, r + world, ...), so every
-    image is the same however it is run.
+    image is the same however it is run. Images in ``skip`` are not yielded, and a batch wholly in ``skip`` is not
+    rendered; a batch only partly in it is still rendered whole, because a batch's composition can move other
+    images' pixels by a rounding step, and a resumed run must give the very images an uninterrupted one gives.
     """
     n = len(pooled)
     seeds = seeds if seeds is not None else [settings.seed + i for i in range(n)]
-    batches = [list(range(i, min(i + settings.batch_size, n))) for i in range(0, n, settings.batch_size)]
     negative_sequence = torch.from_numpy(np.asarray(empty_sequence, np.float32)).to(device, dtype)  # (L, D)
     negative_pooled = torch.from_numpy(empty_pooled).to(device, dtype)  # (P,)
-    images = []
-    for _, indices in tqdm(world.mine(batches), desc=f"render[{world.rank}]", unit="batch", position=world.rank):
+    for _, indices in tqdm(world.mine(plan_batches(n, settings.batch_size)), desc=f"render[{world.rank}]",
+                           unit="batch", position=world.rank):
+        if all(i in skip for i in indices):
+            continue
         batch = torch.from_numpy(pooled[indices]).to(device, dtype)  # (B, P)
         b = batch.shape[0]
         # Precomputed embeddings are not expanded by the pipeline: give every image its own row.
@@ -65,8 +77,24 @@ def render(pipe, pooled: np.ndarray, sequences: Callable[[list[int]], np.ndarray
             negative_pooled_prompt_embeds=negative_pooled.expand(b, -1),
             num_inference_steps=settings.steps, guidance_scale=settings.guidance,
             height=settings.size, width=settings.size, generator=generators, output_type="pil")
-        images += list(zip(indices, out.images, strict=True))
-    return images
+        yield from ((i, image) for i, image in zip(indices, out.images, strict=True) if i not in skip)
+
+
+def render(pipe, pooled: np.ndarray, sequences: Callable[[list[int]], np.ndarray], empty_pooled: np.ndarray,
+           empty_sequence: np.ndarray, settings: RenderSettings, device: torch.device, dtype: torch.dtype,
+           seeds: list[int] | None = None, world: World = SOLO) -> list[tuple[int, Image.Image]]:
+    """Every (index, image) of ``render_iter``, held in memory: for a few images (generate, benchmarks)."""
+    return list(render_iter(pipe, pooled, sequences, empty_pooled, empty_sequence, settings, device, dtype, seeds,
+                            world))
+
+
+def image_digest(pooled: np.ndarray, sequence: np.ndarray, seed: int, context: str) -> str:
+    """What one image is made from: its pooled (P,) and sequence (L, D) embeddings as float32, its seed, and
+    ``context`` (everything shared by the images: settings, negative branch, model, dtype)."""
+    digest = hashlib.sha256(context.encode() + b"\0" + str(seed).encode() + b"\0")
+    digest.update(np.ascontiguousarray(pooled, np.float32).tobytes())
+    digest.update(np.ascontiguousarray(sequence, np.float32).tobytes())
+    return digest.hexdigest()
 
 
 def sequence_fills(empty_sequence: np.ndarray) -> dict[str, np.ndarray]:
@@ -98,10 +126,24 @@ def contact_sheet(rows: list[tuple[str, list[Image.Image]]], columns: list[str],
     return sheet
 
 
-def save_png(image, path: str | Path) -> None:
+def save_png(image, path: str | Path, text: dict[str, str] | None = None) -> None:
+    """Write ``image`` whole or not at all; ``text`` goes into the PNG's tEXt chunks (read back by ``png_text``)."""
+    info = None
+    if text:
+        info = PngInfo()
+        for key, value in text.items():
+            info.add_text(key, value)
     with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG")
+        image.save(tmp, format="PNG", pnginfo=info)
 
+
+def png_text(path: str | Path) -> dict[str, str]:
+    """The tEXt chunks of a PNG without decoding its pixels; empty when it is missing or unreadable."""
+    try:
+        with Image.open(path) as image:
+            return {k: v for k, v in image.info.items() if isinstance(v, str)}
+    except (OSError, SyntaxError, ValueError):
+        return {}
 
 
 def compile_for_speed(pipe) -> None:

@@ -7,6 +7,8 @@ the sequence that rendering pairs with a predicted pooled vector, is also stored
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from pathlib import Path
@@ -55,26 +57,54 @@ def encode(pipe, prompts: list[str], max_sequence_length: int,
     return pooled.float().cpu().numpy(), torch.cat([clip, t5], dim=-2).float().cpu()
 
 
+def inputs_digest(chunk: list[str], settings: dict[str, str]) -> str:
+    """What a shard was computed from: its prompts, in order, and every setting that changes the numbers."""
+    return hashlib.sha256(json.dumps({"settings": settings, "prompts": chunk}, sort_keys=True).encode()).hexdigest()
+
+
 def embed_prompts(pipe, prompts: list[str], out_dir: str | Path, tokens: int, max_sequence_length: int,
                   batch_size: int, shard_rows: int, diffusion_model: str, store_sequence: bool = False,
                   joint_width: int | None = None, world: World = SOLO) -> dict:
     """Write ``part-*.parquet`` (one row per unique prompt, the empty one included) and ``guidance.parquet``.
 
-    Under torchrun each process encodes every ``world.size``-th shard; the shards are the same whatever the
-    number of processes. Every table records ``diffusion_model`` and the sequence shape as its provenance.
+    A shard already on disk whose recorded inputs digest (its prompts and every setting that changes the numbers)
+    matches is kept, so an interrupted run recomputes only unfinished shards; shards beyond the plan are removed.
+    ``guidance.parquet`` records the digest of the shard holding the empty prompt, and that shard is recomputed
+    when the guidance file is missing or stale, so both always come from the same encoder pass. Under torchrun
+    each process encodes every ``world.size``-th shard; the shards are the same whatever the number of processes.
+    Every table records ``diffusion_model`` and the sequence shape as its provenance.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     unique = sorted(set(prompts) | {EMPTY_PROMPT})
     plan = [unique[i : i + shard_rows] for i in range(0, len(unique), shard_rows)]
+    if world.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for stale in out_dir.glob(".*.tmp"):  # left by a killed run's atomic writes
+            stale.unlink()
+        for extra in shards.shard_paths(out_dir, missing_ok=True)[len(plan):]:
+            extra.unlink()
+    world.barrier()
     mine = world.mine(plan)
-    calls = 0
-    start = time.monotonic()
     meta: dict[str, str] = {"tokens": str(tokens), "max_sequence_length": str(max_sequence_length),
                             "t5": str(pipe.text_encoder_3 is not None).lower()}
+    # Batching does not change a prompt's numbers (CLIP pads to 77 tokens, T5 to max_sequence_length), so the
+    # batch size is left out: a rerun with another one keeps the shards.
+    settings = {**meta, "diffusion_model": diffusion_model, "store_sequence": str(store_sequence).lower(),
+                "dtype": str(pipe.text_encoder.dtype).removeprefix("torch."), "joint_width": str(joint_width)}
+    guidance_path = out_dir / GUIDANCE_FILE
+    calls = kept = 0
+    start = time.monotonic()
     with tqdm(total=sum(len(c) for _, c in mine), desc=f"embed_text[{world.rank}]", unit="prompt",
               position=world.rank) as bar:
         for shard, chunk in mine:
+            path = shards.shard_path(out_dir, shard)
+            digest = inputs_digest(chunk, settings)
+            if _recorded_digest(path) == digest and (
+                    EMPTY_PROMPT not in chunk or _recorded_digest(guidance_path) == digest):
+                kept += 1
+                bar.update(len(chunk))
+                continue
+            shard_meta = {**meta, "inputs_sha256": digest}
             pooled_parts, token_parts, sequence_parts = [], [], []
             for i in range(0, len(chunk), batch_size):
                 batch = chunk[i : i + batch_size]
@@ -82,15 +112,15 @@ def embed_prompts(pipe, prompts: list[str], out_dir: str | Path, tokens: int, ma
                 calls += len(batch)
                 if tokens > sequence.shape[1]:
                     raise A2IError(f"diffusion.tokens={tokens} exceeds the sequence length {sequence.shape[1]}")
-                meta.update(provenance.to_metadata({"diffusion_model": diffusion_model,
-                                                    "sequence_shape": tuple(sequence.shape[1:])}))
+                shard_meta.update(provenance.to_metadata({"diffusion_model": diffusion_model,
+                                                          "sequence_shape": tuple(sequence.shape[1:])}))
                 pooled_parts.append(pooled)
                 token_parts.append(sequence[:, :tokens].numpy())  # (B, N, D)
                 if store_sequence:
                     sequence_parts.append(sequence.numpy())
                 if EMPTY_PROMPT in batch:
                     _write_guidance(out_dir, pooled[batch.index(EMPTY_PROMPT)],
-                                    sequence[batch.index(EMPTY_PROMPT)].numpy(), meta)
+                                    sequence[batch.index(EMPTY_PROMPT)].numpy(), shard_meta)
                 bar.update(len(batch))
             columns = {
                 "prompt": pa.array(chunk, pa.string()),
@@ -100,16 +130,29 @@ def embed_prompts(pipe, prompts: list[str], out_dir: str | Path, tokens: int, ma
             if store_sequence:
                 columns["sequence"] = shards.fixed_list(np.concatenate(sequence_parts), pa.float16())
             table = pa.table(columns)
-            meta.update(pooled_dim=str(table["pooled"].type.list_size),
-                        width=str(table["tokens"].type.value_type.list_size))
-            shards.write_table(table, shards.shard_path(out_dir, shard), TEXT_KIND, meta)
+            shard_meta.update(pooled_dim=str(table["pooled"].type.list_size),
+                              width=str(table["tokens"].type.value_type.list_size))
+            # Written last: a shard on disk with its digest means its guidance (if it holds the empty prompt) is too.
+            shards.write_table(table, path, TEXT_KIND, shard_meta)
     seconds = time.monotonic() - start
-    calls = sum(world.gather(calls))  # also waits for every process's shards
+    parts = world.gather((calls, kept))  # also waits for every process's shards
+    calls, kept = (sum(p[i] for p in parts) for i in range(2))
     if world.is_main:
-        log.info("embedded %d unique prompts with %d encoder calls in %.1f s (%d processes)", len(unique), calls,
-                 seconds, world.size)
-    return {"prompts": len(unique), "encoder_calls": calls, "seconds": round(seconds, 3),
-            "prompts_per_second": round(len(unique) / max(seconds, 1e-9), 2)}
+        if kept:
+            log.info("%d of %d shards were already complete with the same inputs: kept, not recomputed", kept,
+                     len(plan))
+        log.info("embedded %d of %d unique prompts with %d encoder calls in %.1f s (%d processes)", calls,
+                 len(unique), calls, seconds, world.size)
+    return {"prompts": len(unique), "encoder_calls": calls, "shards_kept": kept, "seconds": round(seconds, 3),
+            "prompts_per_second": round(calls / max(seconds, 1e-9), 2)}
+
+
+def _recorded_digest(path: Path) -> str | None:
+    """The inputs digest a finished table recorded, or None when it is missing or unreadable."""
+    try:
+        return shards.table_metadata(path).get("inputs_sha256")
+    except (OSError, pa.ArrowException):
+        return None
 
 
 def _write_guidance(out_dir: Path, pooled: np.ndarray, sequence: np.ndarray, meta: dict[str, str]) -> None:

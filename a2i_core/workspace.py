@@ -88,7 +88,8 @@ def prepare(workspace: str | Path, profile: str | Path, root: Path | None = None
     for name in PIPELINE_FILES:
         _copy(root / name, workspace / name)
     write_profile(root / "params.yaml", profile, workspace / "params.yaml")
-    (workspace / ".gitignore").write_text("__pycache__/\n")  # DVC ignores the outputs it tracks
+    # DVC git-ignores the outputs it tracks; render's staging folder is not one of them.
+    (workspace / ".gitignore").write_text("__pycache__/\nmetrics/.images.tmp/\n")
     if not (workspace / ".git").exists():
         run(["git", "init", "-q", "-b", "main"], workspace)
     if not (workspace / ".dvc").exists():

@@ -109,3 +109,8 @@ def test_embed_audio_on_the_gpu_agrees_with_the_reference():
     assert result.returncode == 0, result.stderr[-2000:]
     max_16k = float(re.search(r"\| 16 kHz input \(same samples\) \| \d+ \| ([0-9.e+-]+) \|", result.stdout).group(1))
     assert max_16k < 1e-3
+
+
+def test_long_audio_benchmark_streams_in_bounded_memory():
+    output = _run("long_audio.py")
+    assert re.search(r"^streamed ratio [0-9.]+ / [0-9.]+ min: [0-9.]+ \(limit 1\.2\): bounded$", output, re.M)

@@ -1,5 +1,7 @@
 import os
+import threading
 
+import numpy as np
 import pytest
 
 from a2i_core.files import atomic_dir, atomic_path
@@ -34,3 +36,66 @@ def test_outputs_get_the_usual_permissions(tmp_path):
     os.umask(mask)
     assert (tmp_path / "f.json").stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's owner-only 0o600
     assert (tmp_path / "d").stat().st_mode & 0o777 == 0o777 & ~mask
+
+
+def test_replace_dir_never_leaves_the_path_missing(tmp_path):
+    from a2i_core.files import replace_dir
+
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "v").write_text("0")
+    seen, stop = [], threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            seen.append(target.is_dir())
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    for i in range(1, 200):
+        new = tmp_path / f"new{i}"
+        new.mkdir()
+        (new / "v").write_text(str(i))
+        replace_dir(new, target)
+    stop.set()
+    watcher.join()
+    assert (target / "v").read_text() == "199" and all(seen) and len(seen) > 100
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # every old version deleted
+
+
+def test_a_reader_never_sees_a_missing_or_mixed_mapper_while_it_is_rewritten(tmp_path):
+    # Two artifacts that differ in every file; a reader loading in a loop while a writer alternates them must
+    # always get one of the two whole, never an error or a mix.
+    from a2i_core.artifact import MapperArtifact
+    from a2i_core.mapper import AudioToSD3Mapper, MapperConfig
+    from tests.test_mapper import PROVENANCE
+
+    def artifact(width: int) -> MapperArtifact:
+        mapper = AudioToSD3Mapper(MapperConfig(in_dim=8, pooled_dim=4, hidden=[width], dropout=[0.0],
+                                               provenance=PROVENANCE))
+        return MapperArtifact(mapper, np.full(4, width, np.float32), np.zeros((3, 2), np.float32),
+                              [f"prompt {width}"], np.ones((1, 4), np.float32))
+
+    versions = [artifact(16), artifact(32)]
+    path = tmp_path / "mapper"
+    versions[0].save(path)
+    results, errors, stop = [], [], threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                loaded = MapperArtifact.load(path)
+            except Exception as err:  # noqa: BLE001 - any failure is what this test looks for
+                errors.append(repr(err))
+                continue
+            width = loaded.mapper.config.hidden[0]
+            results.append(loaded.prompts == [f"prompt {width}"] and float(loaded.empty_pooled[0]) == width)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    for i in range(60):
+        versions[i % 2].save(path)
+    stop.set()
+    reader.join()
+    assert not errors, errors[:3]
+    assert results and all(results)

@@ -16,7 +16,7 @@ from PIL import Image
 from a2i_core.artifact import MapperArtifact
 from a2i_core.audio import ffmpeg_binary
 from a2i_core.errors import A2IError
-from a2i_core.generate import SoundToImage
+from a2i_core.generate import SoundToImage, output_names
 from a2i_core.sources.synthetic import clip_specs, synthesize
 from a2i_core.workspace import tool_env
 
@@ -61,7 +61,8 @@ def test_a_folder_of_mixed_files_becomes_images(demo_workspace, mixed_folder, tm
 def test_clear_errors(demo_workspace, tmp_path):
     project = str(demo_workspace[0])
     missing = _generate(str(tmp_path / "nope.wav"), "--out", str(tmp_path), "--project", project)
-    assert missing.returncode == 1 and missing.stderr.strip() == f"error: no such file: {tmp_path / 'nope.wav'}"
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == f"error: {tmp_path / 'nope.wav'}: no such file or directory"
     (tmp_path / "broken.mp3").write_bytes(b"ID3 not really")
     sf.write(tmp_path / "silence.wav", np.zeros(16000), 16000)
     bad = _generate(str(tmp_path / "broken.mp3"), str(tmp_path / "silence.wav"), "--out", str(tmp_path / "o"),
@@ -70,7 +71,42 @@ def test_clear_errors(demo_workspace, tmp_path):
     assert "broken.mp3: cannot decode audio" in bad.stderr and "silence.wav: silent" in bad.stderr
     assert not (tmp_path / "o").exists()  # nothing half-written
     no_mapper = _generate(str(tmp_path / "silence.wav"), "--out", str(tmp_path), "--project", str(tmp_path))
-    assert no_mapper.returncode == 1 and "no trained mapper" in no_mapper.stderr
+    assert no_mapper.returncode == 1 and "no trained mapper" in no_mapper.stderr and "--project" in no_mapper.stderr
+    for option, value, message in [("--size", "100", "--size: must be a multiple of 16"),
+                                   ("--steps", "0", "--steps: must be >= 1")]:
+        refused = _generate(str(tmp_path / "silence.wav"), "--out", str(tmp_path), "--project", project, option, value)
+        assert refused.returncode == 1 and refused.stderr.strip() == f"error: {message}"
+
+
+def test_a_batch_goes_on_past_a_bad_file_and_names_never_collide(demo_workspace, mixed_folder, tmp_path):
+    # a/s.ogg and b/s.ogg share a name; a directory argument brings its files; a bad file and a one-sample file are
+    # reported and skipped; a short file is padded as in training, and said.
+    for sub, label in (("a", "dog.mp3"), ("b", "bell.ogg")):
+        (tmp_path / "in" / sub).mkdir(parents=True)
+        shutil.copy(mixed_folder / label, tmp_path / "in" / sub / "s.ogg")
+    (tmp_path / "in" / "bad.wav").write_bytes(b"RIFF....WAVEfmt garbage")
+    sf.write(tmp_path / "in" / "one.wav", np.full(1, 0.5), 16000)
+    short = synthesize(next(iter(clip_specs(["siren"], 1, 0.5, 0.5, seed=3).values())))
+    sf.write(tmp_path / "in" / "short.wav", short, 16000)
+    (tmp_path / "dir" / "x").mkdir(parents=True)
+    shutil.copy(mixed_folder / "clock.wav", tmp_path / "dir" / "x" / "tick.wav")
+    result = _generate(str(tmp_path / "in" / "a" / "s.ogg"), str(tmp_path / "in" / "bad.wav"),
+                       str(tmp_path / "in" / "b" / "s.ogg"), str(tmp_path / "in" / "one.wav"),
+                       str(tmp_path / "in" / "short.wav"), str(tmp_path / "dir"), "--out", str(tmp_path / "out"),
+                       "--project", str(demo_workspace[0]), "--steps", "2", "--device", "cpu")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.png")) == [
+        "s-2.png", "s.png", "short.png", "x/tick.png"]
+    assert "bad.wav: cannot decode audio" in result.stderr and "one.wav: 0.0001 s is too short" in result.stderr
+    assert "short.wav: 0.50 s is shorter than one 0.975 s VGGish example" in result.stderr
+    assert "2 of 6 inputs failed" in result.stderr and "4 images in" in result.stdout
+    with Image.open(tmp_path / "out" / "s.png") as a, Image.open(tmp_path / "out" / "s-2.png") as b:
+        assert not np.array_equal(np.asarray(a), np.asarray(b))  # two sounds, two pictures
+
+
+def test_output_names_stay_distinct():
+    assert output_names(["s", "s", "s-2", "t"], 1) == [["s.png"], ["s-2.png"], ["s-2-2.png"], ["t.png"]]
+    assert output_names(["s", "s"], 2) == [["s-0.png", "s-1.png"], ["s-2-0.png", "s-2-1.png"]]
 
 
 def test_artifact_round_trips_and_other_weights_are_refused(demo_workspace, tmp_path):

@@ -1,8 +1,11 @@
-"""embed_text: SD3 text embeddings, once per unique prompt of the candidates (and the empty prompt)."""
+"""embed_text: SD3 text embeddings, once per unique prompt of the candidates (and the empty prompt).
+
+The features directory is not cleared first: embed_prompts keeps the shards a previous run finished with the same
+inputs, and removes the ones beyond the plan.
+"""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from a2i_core import shards
@@ -21,9 +24,6 @@ def embed_text(cfg: DiffusionParams, candidates: Path, sd3: Path, features: Path
     prompts = shards.read_table(candidates, CANDIDATES_KIND, columns=["prompt"])["prompt"].to_pylist()
     device = world.device(cfg.device)
     pipe = load_sd3(sd3, "text", device, resolve_dtype(cfg.dtype, device), use_t5=cfg.use_t5)
-    if world.is_main:
-        shutil.rmtree(features, ignore_errors=True)
-    world.barrier()
     stats = embed_prompts(pipe, prompts, features, tokens=cfg.tokens, max_sequence_length=cfg.max_sequence_length,
                           batch_size=cfg.batch_size, shard_rows=cfg.shard_rows, diffusion_model=model_identity(sd3),
                           store_sequence=cfg.store_sequence, world=world,

@@ -2,11 +2,16 @@
 
 Rows, each with the same seed per clip: the mapper (with render.sequence_fill, and with the other fill),
 the true prompt's own SD3 embeddings (the upper bound), and the training-set mean embedding (the lower bound).
-Spreads over GPUs under torchrun; every image is the same however it is run.
+Spreads over GPUs under torchrun; every image is the same however it is run. Each image is saved as soon as it is
+rendered into a staging directory beside the images, with a digest of its inputs in the PNG; a rerun after a kill
+keeps the staged images whose digest matches and renders the rest.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -27,12 +32,19 @@ from a2i_core.render import (
     compile_for_speed,
     contact_sheet,
     fill_sequence,
-    render,
+    image_digest,
+    plan_batches,
+    png_text,
+    render_iter,
     save_png,
     sequence_fills,
 )
 from a2i_core.sd3 import load_sd3
 from a2i_core.text import load_guidance, load_sequences
+
+log = logging.getLogger(__name__)
+
+DIGEST_KEY = "a2i.inputs_sha256"  # the PNG text chunk holding what the image was made from
 
 
 def render_rows(cfg: RenderParams, mapper_dir: Path, candidates: Path, audio_features: Path, text_features: Path,
@@ -76,23 +88,38 @@ def render_rows(cfg: RenderParams, mapper_dir: Path, candidates: Path, audio_fea
     pipe = load_sd3(sd3, "image", device, dtype)
     if cfg.compile:
         compile_for_speed(pipe)
+    seeds = [cfg.seed + j % n for j in range(len(pooled))]  # one seed per clip, shared by its rows
+    files = [f"{rows[j // n][0]}/{clips['label'][j % n]}-{clips['clip_id'][j % n]}.png" for j in range(len(pooled))]
+    # Staged images survive a kill (DVC's outputs do not): a rerun keeps those whose inputs are unchanged.
     staging = images.with_name(f".{images.name}.tmp")
     if world.is_main:
-        shutil.rmtree(staging, ignore_errors=True)
+        _prune_staging(staging, set(files))
         for name, _, _ in rows:
-            (staging / name).mkdir(parents=True)
+            (staging / name).mkdir(parents=True, exist_ok=True)
     world.barrier()
 
-    start = time.monotonic()
-    seeds = [cfg.seed + j % n for j in range(len(pooled))]  # one seed per clip, shared by its rows
-    done = render(pipe, pooled, sequences, empty_pooled, empty_sequence, RenderSettings.from_params(cfg), device,
-                  dtype, seeds, world)
-    files = [f"{rows[j // n][0]}/{clips['label'][j % n]}-{clips['clip_id'][j % n]}.png" for j in range(len(pooled))]
-    for j, image in done:
-        save_png(image, staging / files[j])
-    seconds = max(world.gather(time.monotonic() - start))  # also waits for every process's images
+    settings = RenderSettings.from_params(cfg)
+    context = json.dumps({
+        "steps": cfg.steps, "guidance": cfg.guidance, "size": cfg.size, "dtype": str(dtype), "device": device.type,
+        "compile": cfg.compile, "diffusion_model": model_identity(sd3),
+        "negative": hashlib.sha256(np.asarray(empty_pooled, np.float32).tobytes()
+                                   + np.asarray(empty_sequence, np.float32).tobytes()).hexdigest()}, sort_keys=True)
+    # Only this process's images: the others check (and render) their own.
+    mine = [j for _, batch in world.mine(plan_batches(len(pooled), cfg.batch_size)) for j in batch]
+    digests = {j: image_digest(pooled[j], sequences([j])[0], seeds[j], context) for j in mine}
+    kept = {j for j in mine if png_text(staging / files[j]).get(DIGEST_KEY) == digests[j]}
 
+    start = time.monotonic()
+    rendered = 0
+    for j, image in render_iter(pipe, pooled, sequences, empty_pooled, empty_sequence, settings, device, dtype,
+                                seeds, world, skip=kept):
+        save_png(image, staging / files[j], {DIGEST_KEY: digests[j]})  # saved now: a kill loses one batch at most
+        rendered += 1
+    parts = world.gather((time.monotonic() - start, len(kept), rendered))  # also waits for every process's images
+    seconds = max(p[0] for p in parts)
+    n_kept, n_rendered = sum(p[1] for p in parts), sum(p[2] for p in parts)
     if world.is_main:
+        log.info("rendered %d images; kept %d staged by an earlier run with the same inputs", n_rendered, n_kept)
         table = pd.DataFrame({"row": [rows[j // n][0] for j in range(len(files))], "file": files,
                               "label": [clips["label"][j % n] for j in range(len(files))],
                               "clip_id": [clips["clip_id"][j % n] for j in range(len(files))],
@@ -108,4 +135,20 @@ def render_rows(cfg: RenderParams, mapper_dir: Path, candidates: Path, audio_fea
             "images": len(files), "clips": n, "size": cfg.size, "steps": cfg.steps, "guidance": cfg.guidance,
             "sequence_fill": cfg.sequence_fill, "true_prompt_sequence": "full" if full is not None else "head",
             "processes": world.size, "device": device.type, "dtype": str(dtype).removeprefix("torch."),
-            "seconds_per_image": round(seconds / max(len(files), 1), 4)})
+            "images_rendered": n_rendered, "images_kept": n_kept,
+            "seconds_per_image": round(seconds / max(n_rendered, 1), 4)})
+
+
+def _prune_staging(staging: Path, planned: set[str]) -> None:
+    """Remove from ``staging`` what this run will not write (other clips or rows, a killed write's temporary
+    file): the whole directory becomes the images output."""
+    if not staging.is_dir():
+        return
+    keep_dirs = {parent for file in planned for parent in Path(file).parents}
+    for path in sorted(staging.rglob("*"), key=lambda p: len(p.parts), reverse=True):  # deepest first
+        relative = path.relative_to(staging)
+        if path.is_dir() and not path.is_symlink():
+            if relative not in keep_dirs:
+                shutil.rmtree(path)
+        elif relative.as_posix() not in planned:
+            path.unlink()

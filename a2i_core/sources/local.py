@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from a2i_core.audio import AUDIO_SUFFIXES
 from a2i_core.errors import A2IError
 from a2i_core.fetch import local_copy
 from a2i_core.sources.archive import extracted
 
 log = logging.getLogger(__name__)
-AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".wma", ".aiff", ".aif", ".webm",
-                  ".mp4", ".mkv", ".caf", ".au"}
 ESC50_COLUMNS = ["filename", "fold", "target", "category", "esc10", "src_file", "take"]
 
 
