@@ -15,14 +15,13 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import tempfile
 import threading
 from pathlib import Path
 
 import numpy as np
 
-from a2i_core.audio import SAMPLE_RATE, ffmpeg_binary
+from a2i_core.audio import SAMPLE_RATE, AudioError, decode_stream
 from a2i_core.errors import A2IError
 from a2i_core.generate import SILENCE_RMS, SoundToImage
 from a2i_core.render import RenderSettings
@@ -32,7 +31,6 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves the
 log = logging.getLogger(__name__)
 MB = 1024 * 1024  # Gradio's own unit for max_file_size, so both limits agree to the byte
 DURATION_SLACK_S = 0.5  # encoders pad a few frames: a file cut at exactly the limit must still pass
-PROBE_TIMEOUT_S = 120  # a pathological file must not hold the one generation slot forever
 
 # SoundToImage shares torch modules, a scheduler and CPU threads between calls, so two concurrent renders
 # corrupt each other (measured: wrong images handed to the wrong request). One lock per process, whatever the
@@ -73,22 +71,21 @@ def check_sound(path: str | Path, max_upload_mb: float = 50, max_minutes: float 
     if size > max_upload_mb * MB:
         raise SoundRefused(f"The file is larger than the {max_upload_mb:g} MB limit.")
     max_seconds = max_minutes * 60
-    # Local files only: a "sound" that is really a playlist must not make the server fetch URLs.
-    argv = [ffmpeg_binary(), "-nostdin", "-hide_banner", "-loglevel", "error", "-protocol_whitelist", "file",
-            "-i", str(path),
-            "-t", f"{max_seconds + 2 * DURATION_SLACK_S:.3f}", "-vn", "-ac", "1", "-ar", str(SAMPLE_RATE),
-            "-f", "f32le", "-acodec", "pcm_f32le", "pipe:1"]
+    limit = int((max_seconds + 2 * DURATION_SLACK_S) * SAMPLE_RATE)
+    samples, energy = 0, 0.0
     try:
-        result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=PROBE_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
+        with contextlib.closing(decode_stream(path)) as chunks:  # closing early stops ffmpeg
+            for chunk in chunks:  # (n,) float32
+                samples += chunk.size
+                energy += float(np.dot(chunk.astype(np.float64), chunk))
+                if samples > limit:
+                    break
+    except AudioError:
         raise SoundRefused(UNREADABLE) from None
-    wave = np.frombuffer(result.stdout, dtype=np.float32, count=len(result.stdout) // 4)
-    if result.returncode != 0 or wave.size == 0:
-        raise SoundRefused(UNREADABLE)
-    seconds = wave.size / SAMPLE_RATE
+    seconds = samples / SAMPLE_RATE
     if seconds > max_seconds + DURATION_SLACK_S:
         raise SoundRefused(f"The sound is longer than the {max_minutes:g}-minute limit.")
-    if np.sqrt(np.mean(np.square(wave), dtype=np.float64)) < SILENCE_RMS:
+    if np.sqrt(energy / samples) < SILENCE_RMS:
         raise SoundRefused(SILENT)
     return seconds
 

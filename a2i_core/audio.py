@@ -99,7 +99,9 @@ def decode_stream(path: str | Path, sample_rate: int = SAMPLE_RATE,
 
 def _stream(path: Path, sample_rate: int, chunk_samples: int) -> Iterator[np.ndarray]:
     argv = (
-        ffmpeg.input(str(path))
+        # Local files only, whatever the file turns out to be (a playlist, a concat list): ffmpeg's demuxers already
+        # keep nested URLs to their parent's protocols, and this says so for every one of them.
+        ffmpeg.input(str(path), protocol_whitelist="file")
         .output("pipe:", format="f32le", acodec="pcm_f32le", ac=1, ar=sample_rate, vn=None, af=_downmix(sample_rate))
         .global_args("-nostdin", "-hide_banner", "-loglevel", "error")
         .compile(cmd=ffmpeg_binary())
