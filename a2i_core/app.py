@@ -37,6 +37,7 @@ DURATION_SLACK_S = 0.5  # encoders pad a few frames: a file cut at exactly the l
 # server's concurrency settings, on top of the event's concurrency_limit=1.
 _GENERATOR_LOCK = threading.Lock()
 
+MAX_QUEUE = 32  # requests waiting for the one generation slot
 UNREADABLE = "That file could not be read as audio."
 GONE = "The sound is no longer on the server: upload or record it again."
 SILENT = "The sound is silent: there is nothing to hear."
@@ -208,7 +209,8 @@ def build_app(generator: SoundToImage, defaults: RenderSettings, sequence_fill: 
                 "render_seconds": round(seconds, 2)}
         return sound.images[0], nearest, used, None
 
-    with gr.Blocks(title="a2i: sound to image") as app:
+    # Results and stray uploads older than 10 minutes are swept every 10 minutes while the server runs.
+    with gr.Blocks(title="a2i: sound to image", delete_cache=(600, 600)) as app:
         gr.Markdown("# a2i — turn a sound into an image\nA frozen Stable Diffusion 3, steered by your audio.")
         with gr.Row():
             with gr.Column():
@@ -228,7 +230,7 @@ def build_app(generator: SoundToImage, defaults: RenderSettings, sequence_fill: 
         # Explicit, not Gradio's default: GRADIO_DEFAULT_CONCURRENCY_LIMIT must not be able to raise it.
         button.click(run, [audio, steps, guidance, seed, size], [image, nearest, used, audio], api_name="run",
                      concurrency_limit=1)
-    app.queue(default_concurrency_limit=1)
+    app.queue(default_concurrency_limit=1, max_size=MAX_QUEUE)  # beyond it, a request is told to come back later
     return app
 
 

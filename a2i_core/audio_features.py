@@ -7,6 +7,7 @@ than a window is streamed through them a window at a time, so memory does not gr
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -99,19 +100,20 @@ def embed_path(encoder: AudioEncoder, frontend: LogMelFrontend, path: str | Path
     held = total = 0
     square_sum = 0.0
     outputs: list[np.ndarray] = []
-    for chunk in decode_stream(path):
-        total += chunk.size
-        wide = chunk.astype(np.float64)  # float32 sums of squares lose digits over an hour of audio
-        square_sum += float(np.dot(wide, wide))
-        used = 0
-        while used < chunk.size:
-            take = min(span - held, chunk.size - used)
-            window[held : held + take] = chunk[used : used + take]
-            held, used = held + take, used + take
-            if held == span:
-                outputs += embed_waves(encoder, frontend, [window], batch_size, device)  # (span examples, 128)
-                window[:EXAMPLE_OVERLAP] = window[advance:]
-                held = EXAMPLE_OVERLAP
+    with contextlib.closing(decode_stream(path)) as stream:  # an error while embedding must not leave ffmpeg running
+        for chunk in stream:
+            total += chunk.size
+            wide = chunk.astype(np.float64)  # float32 sums of squares lose digits over an hour of audio
+            square_sum += float(np.dot(wide, wide))
+            used = 0
+            while used < chunk.size:
+                take = min(span - held, chunk.size - used)
+                window[held : held + take] = chunk[used : used + take]
+                held, used = held + take, used + take
+                if held == span:
+                    outputs += embed_waves(encoder, frontend, [window], batch_size, device)  # (span examples, 128)
+                    window[:EXAMPLE_OVERLAP] = window[advance:]
+                    held = EXAMPLE_OVERLAP
     # Nothing embedded yet: this is the whole recording, padded by the frontend if shorter than an example.
     # Otherwise a tail shorter than an example holds no whole example: the frontend drops it too.
     if not outputs or held >= MIN_SAMPLES:
@@ -206,7 +208,9 @@ def embed_clips(encoder: AudioEncoder, clips: Iterable[tuple[str, Path | PackedC
         out_dir.mkdir(parents=True, exist_ok=True)
         for stale in out_dir.glob(".part-*.tmp"):  # left by a killed run
             stale.unlink()
-        for extra in shards.shard_paths(out_dir, missing_ok=True)[len(plan):]:
+        for extra in shards.shard_paths(out_dir, missing_ok=True):
+            if shards.shard_index(extra) < len(plan):
+                continue  # by index, not by position: a killed multi-process run can leave gaps
             extra.unlink()
     world.barrier()
     mine = world.mine(plan)

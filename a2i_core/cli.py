@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +13,8 @@ import typer
 from a2i_core import workspace as ws
 from a2i_core.errors import A2IError, setup_logging
 from a2i_core.generate import Sound, SoundToImage, expand_inputs, output_names, pick_device
-from a2i_core.params import RenderParams, load_params
+from a2i_core.params import DType as DTypeName
+from a2i_core.params import RenderParams, check_device, load_params
 from a2i_core.render import RenderSettings, save_png
 
 app = typer.Typer(help="a2i: turn sound into pictures with a frozen Stable Diffusion 3.", no_args_is_help=True,
@@ -61,8 +63,22 @@ def _with_options(render: RenderParams, **options: object) -> RenderParams:
     try:
         return dataclasses.replace(render, **{k: v for k, v in options.items() if v is not None})
     except ValueError as err:
-        key, message = str(err).split(": ", 1)
-        raise A2IError(f"--{key.replace('_', '-')}: {message}") from None
+        raise _option_error(err) from None
+
+
+def _check_runtime(device: str, dtype: str) -> None:
+    """--device and --dtype, by params.yaml's rules, before any model is loaded."""
+    try:
+        check_device(device)
+        if dtype not in typing.get_args(DTypeName):
+            raise ValueError(f"dtype: must be one of {', '.join(typing.get_args(DTypeName))}, got {dtype!r}")
+    except ValueError as err:
+        raise _option_error(err) from None
+
+
+def _option_error(err: ValueError) -> A2IError:
+    key, message = str(err).split(": ", 1)
+    return A2IError(f"--{key.replace('_', '-')}: {message}")
 
 
 def _load_generator(project: Path, mapper: Path | None, vggish: Path | None, sd3: Path | None, device: str,
@@ -110,6 +126,7 @@ def generate(
     try:
         render_params = _with_options(_render_params(project), seed=seed, steps=steps, guidance=guidance, size=size,
                                       batch_size=batch_size)
+        _check_runtime(device, dtype)
         inputs, problems = expand_inputs(list(audio))
         if not inputs:
             raise A2IError("; ".join(problems) or "no audio files given")
@@ -125,14 +142,24 @@ def generate(
     pending: list[tuple[Sound, list[str]]] = []
 
     def flush() -> None:
-        nonlocal written, seconds
+        nonlocal written, seconds, failed
         if not pending:
             return
-        seconds += generator.render([s for s, _ in pending], settings, images_per_sound, render_params.sequence_fill)
-        for sound, files in pending:
-            for image, name in zip(sound.images, files, strict=True):
-                save_png(image, out / name)  # atomic: a kill never leaves a half-written PNG
-                written += 1
+        saved = 0
+        try:
+            seconds += generator.render([s for s, _ in pending], settings, images_per_sound,
+                                        render_params.sequence_fill)
+            for sound, files in pending:
+                for image, name in zip(sound.images, files, strict=True):
+                    save_png(image, out / name)  # atomic: a kill never leaves a half-written PNG
+                    written += 1
+                saved += 1
+        except (RuntimeError, OSError) as err:  # out of GPU memory, a full disk, --out not a directory
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            lost = [str(s.path) for s, _ in pending[saved:]]
+            typer.echo(f"error: rendering {', '.join(lost)}: {first}", err=True)
+            failed += len(lost)
+        for sound, _ in pending:
             sound.images.clear()
         pending.clear()
 
@@ -176,6 +203,7 @@ def web_app(
     from a2i_core.app import parse_auth, serve
 
     try:
+        _check_runtime(device, dtype)
         credentials = parse_auth(auth) if auth is not None else None
         render_params = _render_params(project)
         generator = _load_generator(project, mapper, vggish, sd3, device, dtype)

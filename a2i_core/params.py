@@ -124,7 +124,7 @@ Device = str  # "auto", "cpu", "cuda", "cuda:1", ...
 DType = Literal["float32", "float16", "bfloat16"]
 
 
-def _check_device(device: str) -> None:
+def check_device(device: str) -> None:
     _check(device in ("auto", "cpu") or device.startswith("cuda") or device == "mps", "device",
            f"unknown device {device!r} (auto, cpu, cuda, cuda:N, mps)")
 
@@ -150,7 +150,7 @@ class AudioEncoderParams:
             digest = getattr(self, key)
             _check(digest is None or (len(digest) >= 8 and all(c in "0123456789abcdef" for c in digest)), key,
                    "must be a lowercase hex sha256 or a prefix of at least 8 digits")
-        _check_device(self.device)
+        check_device(self.device)
 
 
 @dataclass(frozen=True)
@@ -170,7 +170,7 @@ class DiffusionParams:
         _check(1 <= self.max_sequence_length <= 512, "max_sequence_length", "must be in [1, 512]")
         _check(self.batch_size >= 1, "batch_size", "must be >= 1")
         _check(self.shard_rows >= 1, "shard_rows", "must be >= 1")
-        _check_device(self.device)
+        check_device(self.device)
 
 
 @dataclass(frozen=True)
@@ -211,7 +211,7 @@ class TrainParams:
         _check(self.patience >= 1, "patience", "must be >= 1")
         _check(self.w_cos >= 0 and self.w_mse >= 0 and self.w_cos + self.w_mse > 0, "w_cos",
                "loss weights must be >= 0 and not both 0")
-        _check_device(self.device)
+        check_device(self.device)
 
 
 @dataclass(frozen=True)
@@ -233,7 +233,7 @@ class RenderParams:
         _check(self.guidance >= 0, "guidance", "must be >= 0")
         _check(self.size >= 16 and self.size % 16 == 0, "size", "must be a multiple of 16")
         _check(self.batch_size >= 1, "batch_size", "must be >= 1")
-        _check_device(self.device)
+        check_device(self.device)
 
 
 @dataclass(frozen=True)
@@ -255,7 +255,7 @@ class EvaluateParams:
     device: Device
 
     def __post_init__(self) -> None:
-        _check_device(self.device)
+        check_device(self.device)
 
 
 @dataclass(frozen=True)

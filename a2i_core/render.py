@@ -111,7 +111,10 @@ def fill_sequence(fill: np.ndarray, head: np.ndarray | None) -> np.ndarray:
     return sequence
 
 
-def contact_sheet(rows: list[tuple[str, list[Image.Image]]], columns: list[str], cell: int = 160) -> Image.Image:
+SHEET_CELL = 160  # pixels per contact-sheet image
+
+
+def contact_sheet(rows: list[tuple[str, list[Image.Image]]], columns: list[str], cell: int = SHEET_CELL) -> Image.Image:
     """A grid: one row per sound (its label, then one image per column), with a header naming the columns."""
     label_width, header = 180, 24
     sheet = Image.new("RGB", (label_width + cell * len(columns), header + cell * len(rows)), "white")

@@ -64,6 +64,11 @@ def shard_path(directory: str | Path, index: int) -> Path:
     return Path(directory) / f"part-{index:05d}.parquet"
 
 
+def shard_index(path: str | Path) -> int:
+    """The N of ``part-N.parquet``."""
+    return int(Path(path).stem.split("-")[1])
+
+
 def shard_paths(directory: str | Path, missing_ok: bool = False) -> list[Path]:
     paths = sorted(Path(directory).glob("part-*.parquet"))
     if not paths and not missing_ok:

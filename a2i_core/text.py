@@ -81,7 +81,9 @@ def embed_prompts(pipe, prompts: list[str], out_dir: str | Path, tokens: int, ma
         out_dir.mkdir(parents=True, exist_ok=True)
         for stale in out_dir.glob(".*.tmp"):  # left by a killed run's atomic writes
             stale.unlink()
-        for extra in shards.shard_paths(out_dir, missing_ok=True)[len(plan):]:
+        for extra in shards.shard_paths(out_dir, missing_ok=True):
+            if shards.shard_index(extra) < len(plan):
+                continue  # by index, not by position: a killed multi-process run can leave gaps
             extra.unlink()
     world.barrier()
     mine = world.mine(plan)

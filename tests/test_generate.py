@@ -73,7 +73,10 @@ def test_clear_errors(demo_workspace, tmp_path):
     no_mapper = _generate(str(tmp_path / "silence.wav"), "--out", str(tmp_path), "--project", str(tmp_path))
     assert no_mapper.returncode == 1 and "no trained mapper" in no_mapper.stderr and "--project" in no_mapper.stderr
     for option, value, message in [("--size", "100", "--size: must be a multiple of 16"),
-                                   ("--steps", "0", "--steps: must be >= 1")]:
+                                   ("--steps", "0", "--steps: must be >= 1"),
+                                   ("--device", "gpu", "--device: unknown device 'gpu' (auto, cpu, cuda, cuda:N, mps)"),
+                                   ("--dtype", "fp16", "--dtype: must be one of float32, float16, bfloat16, got "
+                                                       "'fp16'")]:
         refused = _generate(str(tmp_path / "silence.wav"), "--out", str(tmp_path), "--project", project, option, value)
         assert refused.returncode == 1 and refused.stderr.strip() == f"error: {message}"
 
@@ -100,6 +103,11 @@ def test_a_batch_goes_on_past_a_bad_file_and_names_never_collide(demo_workspace,
     assert "bad.wav: cannot decode audio" in result.stderr and "one.wav: 0.0001 s is too short" in result.stderr
     assert "short.wav: 0.50 s is shorter than one 0.975 s VGGish example" in result.stderr
     assert "2 of 6 inputs failed" in result.stderr and "4 images in" in result.stdout
+    (tmp_path / "a-file").write_text("not a directory")
+    blocked = _generate(str(tmp_path / "dir"), "--out", str(tmp_path / "a-file"), "--project", str(demo_workspace[0]),
+                        "--steps", "1", "--device", "cpu")
+    assert blocked.returncode == 1 and "Traceback" not in blocked.stderr
+    assert "error: rendering" in blocked.stderr and "1 of 1 inputs failed" in blocked.stderr
     with Image.open(tmp_path / "out" / "s.png") as a, Image.open(tmp_path / "out" / "s-2.png") as b:
         assert not np.array_equal(np.asarray(a), np.asarray(b))  # two sounds, two pictures
 

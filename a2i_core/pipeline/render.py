@@ -28,6 +28,7 @@ from a2i_core.mapper import AudioToSD3Mapper, predict
 from a2i_core.pairs import load_pairs_for, load_token_targets
 from a2i_core.params import RenderParams
 from a2i_core.render import (
+    SHEET_CELL,
     RenderSettings,
     compile_for_speed,
     contact_sheet,
@@ -105,8 +106,12 @@ def render_rows(cfg: RenderParams, mapper_dir: Path, candidates: Path, audio_fea
         "negative": hashlib.sha256(np.asarray(empty_pooled, np.float32).tobytes()
                                    + np.asarray(empty_sequence, np.float32).tobytes()).hexdigest()}, sort_keys=True)
     # Only this process's images: the others check (and render) their own.
-    mine = [j for _, batch in world.mine(plan_batches(len(pooled), cfg.batch_size)) for j in batch]
-    digests = {j: image_digest(pooled[j], sequences([j])[0], seeds[j], context) for j in mine}
+    my_batches = [batch for _, batch in world.mine(plan_batches(len(pooled), cfg.batch_size))]
+    mine = [j for batch in my_batches for j in batch]
+    own = {j: image_digest(pooled[j], sequences([j])[0], seeds[j], context) for j in mine}
+    # Batch-mates change an image's pixels by a rounding step: an image is kept only if its whole batch is the same.
+    digests = {j: hashlib.sha256(" ".join(own[i] for i in batch).encode() + f" {j}".encode()).hexdigest()
+               for batch in my_batches for j in batch}
     kept = {j for j in mine if png_text(staging / files[j]).get(DIGEST_KEY) == digests[j]}
 
     start = time.monotonic()
@@ -125,7 +130,7 @@ def render_rows(cfg: RenderParams, mapper_dir: Path, candidates: Path, audio_fea
                               "clip_id": [clips["clip_id"][j % n] for j in range(len(files))],
                               "prompt": [clips["prompt"][j % n] for j in range(len(files))]})
         sheet_rows = [(f"{clips['label'][i]} ({clips['clip_id'][i]})",
-                       [Image.open(staging / files[r * n + i]) for r in (0, 2, 3)]) for i in range(n)]
+                       [_thumbnail(staging / files[r * n + i]) for r in (0, 2, 3)]) for i in range(n)]
         with atomic_path(sheet) as tmp:
             contact_sheet(sheet_rows, ["mapper", "true prompt", "mean baseline"]).save(tmp, format="PNG")
         replace_dir(staging, images)
@@ -152,3 +157,9 @@ def _prune_staging(staging: Path, planned: set[str]) -> None:
                 shutil.rmtree(path)
         elif relative.as_posix() not in planned:
             path.unlink()
+
+
+def _thumbnail(path: Path, size: int = SHEET_CELL) -> Image.Image:
+    """A contact-sheet cell, its file closed at once: thousands of images must not hold thousands of handles."""
+    with Image.open(path) as image:
+        return image.convert("RGB").resize((size, size))
