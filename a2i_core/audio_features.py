@@ -205,13 +205,7 @@ def embed_clips(encoder: AudioEncoder, clips: Iterable[tuple[str, Path | PackedC
     clips = list(clips)  # in the caller's (deterministic) order: packed clips stay next to their pack-mates
     plan = [clips[i : i + shard_rows] for i in range(0, len(clips), shard_rows)]
     if world.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for stale in out_dir.glob(".part-*.tmp"):  # left by a killed run
-            stale.unlink()
-        for extra in shards.shard_paths(out_dir, missing_ok=True):
-            if shards.shard_index(extra) < len(plan):
-                continue  # by index, not by position: a killed multi-process run can leave gaps
-            extra.unlink()
+        shards.prepare_shard_dir(out_dir, len(plan))
     world.barrier()
     mine = world.mine(plan)
     frontend = place_encoder(encoder, device)

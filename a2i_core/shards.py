@@ -64,9 +64,17 @@ def shard_path(directory: str | Path, index: int) -> Path:
     return Path(directory) / f"part-{index:05d}.parquet"
 
 
-def shard_index(path: str | Path) -> int:
-    """The N of ``part-N.parquet``."""
-    return int(Path(path).stem.split("-")[1])
+def prepare_shard_dir(directory: str | Path, shards: int) -> None:
+    """Make ``directory`` ready for a plan of ``shards`` shards, keeping finished ones for a resumed run: remove a
+    killed run's temporary files and every shard numbered beyond the plan (by number, not by position: a killed
+    multi-process run can leave gaps)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob(".*.tmp"):
+        stale.unlink()
+    for path in shard_paths(directory, missing_ok=True):
+        if int(path.stem.split("-")[1]) >= shards:
+            path.unlink()
 
 
 def shard_paths(directory: str | Path, missing_ok: bool = False) -> list[Path]:

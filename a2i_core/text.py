@@ -78,13 +78,7 @@ def embed_prompts(pipe, prompts: list[str], out_dir: str | Path, tokens: int, ma
     unique = sorted(set(prompts) | {EMPTY_PROMPT})
     plan = [unique[i : i + shard_rows] for i in range(0, len(unique), shard_rows)]
     if world.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for stale in out_dir.glob(".*.tmp"):  # left by a killed run's atomic writes
-            stale.unlink()
-        for extra in shards.shard_paths(out_dir, missing_ok=True):
-            if shards.shard_index(extra) < len(plan):
-                continue  # by index, not by position: a killed multi-process run can leave gaps
-            extra.unlink()
+        shards.prepare_shard_dir(out_dir, len(plan))
     world.barrier()
     mine = world.mine(plan)
     meta: dict[str, str] = {"tokens": str(tokens), "max_sequence_length": str(max_sequence_length),
