@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from a2i_core.errors import A2IError
 from a2i_core.files import atomic_dir, dir_identity
-from a2i_core.mapper import AudioToSD3Mapper, normalise
+from a2i_core.mapper import AudioToSD3Mapper, normalise, read_json, read_tensors
 
 GUIDANCE_NAME = "guidance.safetensors"
 PROMPTS_NAME = "prompts.json"
@@ -64,10 +64,18 @@ class MapperArtifact:
         missing = [n for n in (GUIDANCE_NAME, PROMPTS_NAME, PROMPT_BANK_NAME) if not (directory / n).is_file()]
         if missing:
             raise A2IError(f"{directory}: incomplete mapper artifact, missing {', '.join(missing)} (rerun train)")
-        guidance = load_file(str(directory / GUIDANCE_NAME))
-        return cls(mapper, guidance["empty_pooled"].numpy(), guidance["empty_sequence"].numpy(),
-                   json.loads((directory / PROMPTS_NAME).read_text()),
-                   load_file(str(directory / PROMPT_BANK_NAME))["pooled"].numpy())
+        config = mapper.config
+        prompts = read_json(directory / PROMPTS_NAME)
+        if not (isinstance(prompts, list) and all(isinstance(p, str) for p in prompts)):
+            raise A2IError(f"{directory / PROMPTS_NAME}: expected a list of prompts (strings)")
+        # Shapes checked here, so a file from elsewhere fails now in one line, not mid-render.
+        guidance = read_tensors(directory / GUIDANCE_NAME, {
+            "empty_pooled": (config.pooled_dim,), "empty_sequence": (None, config.token_width or None)},
+            "the mapper makes it")
+        bank = read_tensors(directory / PROMPT_BANK_NAME, {"pooled": (len(prompts), config.pooled_dim)},
+                            f"the mapper and {PROMPTS_NAME} make it")
+        return cls(mapper, guidance["empty_pooled"].float().numpy(), guidance["empty_sequence"].float().numpy(),
+                   prompts, bank["pooled"].float().numpy())
 
     def nearest_prompts(self, pooled: np.ndarray, k: int = 3) -> list[list[tuple[str, float]]]:
         """For each predicted pooled embedding (n, P), the k closest prompts by cosine, with the cosine."""

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pickle
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -14,6 +17,11 @@ from a2i_core.vggish import FRONTEND, Postprocessor, VGGish, load_postprocessor,
 
 WEIGHTS_FILE = "vggish.pth"
 PCA_FILE = "pca.pth"
+T = TypeVar("T")
+
+
+class WeightsFileError(A2IError):
+    """A weights or PCA file that is no plain tensor state dict, or does not fit VGGish; the message names it."""
 
 
 @dataclass
@@ -28,19 +36,46 @@ class AudioEncoder:
                 "frontend": FRONTEND}
 
 
-def load_audio_encoder(directory: str | Path, postprocess: bool) -> AudioEncoder:
+def load_audio_encoder(directory: str | Path, postprocess: bool, shown_as: str | Path | None = None) -> AudioEncoder:
+    """VGGish (and its PCA when ``postprocess``) from ``directory``; messages name it ``shown_as`` if given (the
+    encoders stage checks a temporary directory before it becomes ``models/vggish``)."""
     directory = Path(directory)
+    shown = Path(shown_as) if shown_as is not None else directory
     weights_path = directory / WEIGHTS_FILE
     if not weights_path.is_file():
-        raise A2IError(f"{weights_path}: not found (run the encoders stage: dvc repro encoders)")
-    try:
-        model = load_vggish(torch.load(weights_path, map_location="cpu", weights_only=True))
-        post = None
-        if postprocess:
-            pca_path = directory / PCA_FILE
-            if not pca_path.is_file():
-                raise A2IError(f"{pca_path}: not found, but postprocess is on (rerun the encoders stage)")
-            post = load_postprocessor(torch.load(pca_path, map_location="cpu", weights_only=True))
-    except (RuntimeError, OSError, EOFError) as err:  # unpickling errors of a corrupt file
-        raise A2IError(f"{directory}: cannot read VGGish weights: {str(err).splitlines()[0]}") from None
+        raise A2IError(f"{shown / WEIGHTS_FILE}: not found (run the encoders stage: dvc repro encoders)")
+    model = _load(weights_path, shown / WEIGHTS_FILE, load_vggish)
+    post = None
+    if postprocess:
+        pca_path = directory / PCA_FILE
+        if not pca_path.is_file():
+            raise A2IError(f"{shown / PCA_FILE}: not found, but postprocess is on (rerun the encoders stage)")
+        post = _load(pca_path, shown / PCA_FILE, load_postprocessor)
     return AudioEncoder(model, post, sha256_file(weights_path))
+
+
+def _load(path: Path, shown: Path, build: Callable[[dict[str, torch.Tensor]], T]) -> T:
+    try:
+        return build(read_state_dict(path))
+    except A2IError as err:
+        raise WeightsFileError(f"{shown}: {err}") from None
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A file of named tensors, read by torch's safe unpickler only: a file from a URL or a pull is never run."""
+    try:
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": noise beside the one-line answer
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # Its message advises weights_only=False, that is, running the file: never the advice for a file from outside.
+        raise A2IError("not a plain tensor state dict (refused by the safe loader)") from None
+    except Exception as err:  # a damaged zip, a truncated file: the safe unpickler raises many types
+        reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        if "weights_only" in reason:  # torch's advice to unpickle unsafely, under another exception type
+            raise A2IError("not a plain tensor state dict (refused by the safe loader)") from None
+        raise A2IError(f"not a readable torch file ({reason})") from None
+    if not (isinstance(state, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                            for k, v in state.items())):
+        raise A2IError(f"not a plain tensor state dict (holds a {type(state).__name__} of other values)")
+    return state

@@ -19,34 +19,38 @@ from pathlib import Path
 import torch
 
 from a2i_core import tiny
-from a2i_core.audio_encoder import PCA_FILE, WEIGHTS_FILE, load_audio_encoder
+from a2i_core.audio_encoder import PCA_FILE, WEIGHTS_FILE, WeightsFileError, load_audio_encoder
 from a2i_core.errors import A2IError
 from a2i_core.fetch import fetch_file, sha256_file
-from a2i_core.files import atomic_dir, atomic_path, write_text
+from a2i_core.files import atomic_dir, write_text
 from a2i_core.hub import SD3_MARKER, SOURCE_FILE, TINY, hub_revision, write_source
 from a2i_core.params import AudioEncoderParams
+from a2i_core.urls import redact
 
 
 def prepare_vggish(params: AudioEncoderParams, out_dir: str | Path) -> dict:
+    """Fetch or build VGGish (and its PCA) into ``out_dir`` with a ``source.json``; a file that fails its sha256 or the
+    safe loader is refused in one line and never appears there."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     files = {"weights": (WEIGHTS_FILE, params.weights, params.weights_sha256)}
     if params.postprocess:
         files["pca"] = (PCA_FILE, params.pca, params.pca_sha256)
     record: dict[str, dict] = {}
-    for role, (name, location, sha256) in files.items():
-        dest = out_dir / name
-        if location == TINY:
-            built = tiny.tiny_vggish_weights() if role == "weights" else tiny.tiny_vggish_pca()
-            with atomic_path(dest) as tmp:
-                torch.save(built, tmp)
-            digest = sha256_file(dest)
-        else:
-            digest = fetch_file(location, dest, sha256)
-        record[role] = {"file": name, "source": location, "sha256": digest}
-    # Load once now, so a wrong file fails here rather than in a later stage.
-    load_audio_encoder(out_dir, params.postprocess)
-    write_text(out_dir / SOURCE_FILE, json.dumps(record, indent=2) + "\n")
+    with atomic_dir(out_dir) as tmp:  # out_dir is replaced only once every file has loaded
+        for role, (name, location, sha256) in files.items():
+            if location == TINY:
+                torch.save(tiny.tiny_vggish_weights() if role == "weights" else tiny.tiny_vggish_pca(), tmp / name)
+                digest = sha256_file(tmp / name)
+            else:
+                digest = fetch_file(location, tmp / name, sha256)
+            # source.json is a DVC output (pushed to the team's remote): never a password or a signed query.
+            record[role] = {"file": name, "source": redact(location), "sha256": digest}
+        # Load once now, so a wrong file fails here rather than in a later stage.
+        try:
+            load_audio_encoder(tmp, params.postprocess, shown_as=out_dir)
+        except WeightsFileError as err:
+            raise A2IError(f"{err}: removed") from None
+        write_text(tmp / SOURCE_FILE, json.dumps(record, indent=2) + "\n")
     return record
 
 

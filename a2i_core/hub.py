@@ -11,6 +11,7 @@ from pathlib import Path
 
 from a2i_core.errors import A2IError
 from a2i_core.files import write_text
+from a2i_core.urls import redact, redact_text
 
 SOURCE_FILE = "source.json"
 TINY = "tiny"
@@ -25,7 +26,15 @@ def _record(directory: Path) -> dict:
     source = directory / SOURCE_FILE
     if not source.is_file():
         raise A2IError(f"{directory}: no saved model or source.json (run the encoders stage: dvc repro encoders)")
-    return json.loads(source.read_text())
+    try:
+        record = json.loads(source.read_text())
+    except (OSError, ValueError, RecursionError) as err:  # ValueError: bad JSON or bad UTF-8
+        raise A2IError(f"{source}: not valid JSON ({str(err).splitlines()[0][:200]})") from None
+    if not (isinstance(record, dict) and isinstance(record.get("model"), str)
+            and isinstance(record.get("revision"), str | None)):
+        raise A2IError(f"{source}: expected model (a string) and revision (a string or null); rerun the encoders "
+                       "stage")
+    return record
 
 
 def pretrained_source(directory: str | Path, marker: str = SD3_MARKER) -> tuple[str, str | None]:
@@ -55,12 +64,14 @@ def hub_revision(model_id: str) -> str:
     from huggingface_hub import HfApi, auth_check
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
+    shown = redact(model_id)  # an id is no URL, but a URL given in its place must not print its secrets
     try:
         auth_check(model_id)  # fails now, with a clear message, rather than deep inside a later stage
         return HfApi().model_info(model_id).sha
     except GatedRepoError:
-        raise A2IError(f"{model_id} is gated: accept its licence on the Hub, then run `hf auth login`") from None
+        raise A2IError(f"{shown} is gated: accept its licence on the Hub, then run `hf auth login`") from None
     except RepositoryNotFoundError:
-        raise A2IError(f"{model_id}: no such model on the Hub (or it is private and you are not logged in)") from None
+        raise A2IError(f"{shown}: no such model on the Hub (or it is private and you are not logged in)") from None
     except Exception as err:  # connection errors come in many types
-        raise A2IError(f"cannot reach the Hub to resolve {model_id}: {str(err).splitlines()[0]}") from None
+        reason = redact_text(str(err).splitlines()[0] if str(err) else type(err).__name__)
+        raise A2IError(f"cannot reach the Hub to resolve {shown}: {reason}") from None

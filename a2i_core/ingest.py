@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -11,7 +12,9 @@ import pandas as pd
 from a2i_core.candidates import HELDOUT, assign_split
 from a2i_core.errors import A2IError
 from a2i_core.fetch import local_copy, sha256_file
+from a2i_core.names import MAX_LABEL_CHARS, MAX_PROMPT_CHARS, text_problem
 from a2i_core.params import DataParams, ParamsError
+from a2i_core.skipped import Skipped
 from a2i_core.sources import audioset, local, synthetic
 
 log = logging.getLogger(__name__)
@@ -32,10 +35,15 @@ def build_candidates(data: DataParams) -> tuple[pd.DataFrame, dict]:
     elif data.source == "audiocaps":
         frame, report = audiocaps_candidates(data)
     else:
-        rows = local.esc50_rows(data.esc50.root) if data.source == "esc50" else \
+        rows, skipped = local.esc50_rows(data.esc50.root, data.archives) if data.source == "esc50" else \
             local.folder_rows(data.folder.root, data.folder.labels_csv)
         frame = rows.assign(prompt=[prompt_for(data.prompt_template, n) for n in rows["name"]],
                             source=data.source).drop(columns="name")
+        report = {"rows_skipped": skipped}
+    frame, bad_text = drop_bad_text(frame)
+    report["rows_skipped"] = dict(Counter(report.get("rows_skipped", {})) + Counter(bad_text))
+    if frame.empty:
+        raise A2IError(f"data.source {data.source}: no usable rows (skipped: {report['rows_skipped']})")
     frame["split"] = [assign_split(g, data.seed, data.val_fraction, data.test_fraction) for g in frame["group"]]
     if data.heldout_classes:
         unknown = sorted(set(data.heldout_classes) - set(frame["label"]))
@@ -45,6 +53,20 @@ def build_candidates(data: DataParams) -> tuple[pd.DataFrame, dict]:
         heldout_groups = set(frame.loc[frame["label"].isin(data.heldout_classes), "group"])
         frame.loc[frame["group"].isin(heldout_groups), "split"] = HELDOUT
     return frame.sort_values(["clip_id", "label"], ignore_index=True), report
+
+
+def drop_bad_text(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Rows whose label or prompt cannot be used, reported and dropped: labels come from CSVs, archives and
+    ontologies, and a newline or 10 KB of text must not end a stage downstream."""
+    skipped = Skipped("candidates")
+    keep = []
+    for clip_id, label, prompt in zip(frame["clip_id"], frame["label"], frame["prompt"], strict=True):
+        if problem := text_problem(label, MAX_LABEL_CHARS):
+            skipped.add("bad_label", f"{clip_id}: label {problem}")
+        elif problem := text_problem(prompt, MAX_PROMPT_CHARS):
+            skipped.add("bad_prompt", f"{clip_id}: prompt {problem}")
+        keep.append(problem is None)
+    return frame[keep].reset_index(drop=True), skipped.done()
 
 
 def synthetic_candidates(data: DataParams) -> pd.DataFrame:
@@ -103,19 +125,43 @@ def audioset_candidates(data: DataParams) -> tuple[pd.DataFrame, dict]:
     return frame, report
 
 
+AUDIOCAPS_COLUMNS = ["audiocap_id", "youtube_id", "start_time", "caption"]
+
+
 def audiocaps_candidates(data: DataParams) -> tuple[pd.DataFrame, dict]:
     """Captions are the prompts; clips come through the same YouTube downloader as AudioSet's."""
-    rows, invalid = [], 0
+    rows = []
+    skipped = Skipped("AudioCaps")
     for location in data.audiocaps.csv:
-        caps = pd.read_csv(local_copy(location))
-        for cap_id, ytid, start, caption in caps[["audiocap_id", "youtube_id", "start_time", "caption"]].itertuples(
-                index=False):
-            if not audioset.YTID.match(str(ytid)) or not float(start) >= 0:
-                invalid += 1
+        caps = pd.read_csv(local_copy(location), dtype=str, keep_default_na=False)
+        missing = [c for c in AUDIOCAPS_COLUMNS if c not in caps.columns]
+        if missing:
+            raise A2IError(f"{location}: no column {missing[0]!r} "
+                           f"(an AudioCaps CSV has {', '.join(AUDIOCAPS_COLUMNS)})")
+        for line, (cap_id, ytid, start_text, caption) in enumerate(caps[AUDIOCAPS_COLUMNS].itertuples(index=False),
+                                                                   start=2):
+            start, problem = audiocaps_start(start_text)
+            if problem is None and not audioset.YTID.fullmatch(ytid):
+                problem = "invalid YouTube id"
+            if problem is None and not cap_id.isdigit():
+                problem = "audiocap_id is not a number"
+            if problem:
+                skipped.add("invalid_row", f"{location}:{line}: {problem} ({ytid[:40]!r}, {start_text[:40]!r})")
                 continue
-            rows.append({"clip_id": f"{ytid}_{round(float(start) * 1000)}", "group": str(ytid),
-                         "label": f"audiocaps_{cap_id}", "prompt": str(caption).strip(), "source": "audiocaps",
-                         "ytid": str(ytid), "start": float(start), "end": float(start) + 10.0})
-    if invalid:
-        log.warning("AudioCaps: %d rows with an invalid YouTube id or start time skipped", invalid)
-    return pd.DataFrame(rows), {"invalid_rows": invalid}
+            rows.append({"clip_id": f"{ytid}_{round(start * 1000)}", "group": ytid,
+                         "label": f"audiocaps_{int(cap_id)}", "prompt": caption.strip(), "source": "audiocaps",
+                         "ytid": ytid, "start": start, "end": start + audioset.MAX_SEGMENT_SECONDS})
+    return pd.DataFrame(rows, columns=["clip_id", "group", "label", "prompt", "source", "ytid", "start", "end"]), \
+        {"rows_skipped": skipped.done()}
+
+
+def audiocaps_start(text: str) -> tuple[float, str | None]:
+    """A segment's start in seconds, or why it is not one: it becomes a clip id and an ffmpeg cut, so it must be
+    a finite number inside a YouTube video."""
+    try:
+        start = float(text)
+    except ValueError:
+        return 0.0, "start_time is not a number"
+    if not math.isfinite(start) or not 0 <= start <= audioset.MAX_START_SECONDS:
+        return 0.0, f"start_time outside [0, {audioset.MAX_START_SECONDS:.0f}] s"
+    return start, None

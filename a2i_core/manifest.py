@@ -15,13 +15,14 @@ from a2i_core.packs import PackedClip
 MANIFEST_KIND = "audio_manifest"
 MANIFEST_NAME = "manifest.parquet"
 MANIFEST_COLUMNS = ["clip_id", "status", "reason", "path", "row", "seconds"]
-CLIP_ID = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
+CLIP_ID = re.compile(r"\A[A-Za-z0-9_-]{1,80}\Z")  # \Z, not $: "$" also matches before a final newline
 
 
 def check_clip_id(clip_id: str) -> str:
     """Ids come from outside (CSV files); check them before they become a path or a command argument."""
-    if not CLIP_ID.match(clip_id):
-        raise A2IError(f"invalid clip id {clip_id!r}: expected letters, digits, '_' or '-'")
+    if not isinstance(clip_id, str) or not CLIP_ID.match(clip_id):
+        shown = repr(clip_id) if len(repr(clip_id)) <= 60 else repr(clip_id)[:57] + "..."  # ids can be anything
+        raise A2IError(f"invalid clip id {shown}: expected 1 to 80 letters, digits, '_' or '-'")
     return clip_id
 
 

@@ -14,18 +14,29 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from a2i_core.errors import A2IError
 from a2i_core.files import atomic_dir
-from a2i_core.provenance import Provenance, ProvenanceError
+from a2i_core.params import check, typed_from_dict
+from a2i_core.provenance import Provenance
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+# Caps on what a config.json may ask for: it is read from disk (a pull, a copy), and a tampered or mistyped one
+# must fail in one line before any tensor is allocated, not reserve a terabyte.
+MAX_WIDTH = 1 << 16  # in_dim, pooled_dim, token_width, each hidden size (SD3: 2048 pooled, 4096 wide tokens)
+MAX_TOKENS = 4096
+MAX_LAYERS = 64
+MAX_FRAMES_WIDTH = 8192
+MAX_FRAMES = 1 << 16
+MAX_PARAMETERS = 1_000_000_000  # 4 GB of float32
 
 
 @dataclass
@@ -37,26 +48,63 @@ class MapperConfig:
     provenance: Provenance
     tokens: int = 0  # predicted sequence tokens; 0 for target "pooled"
     token_width: int = 0
-    input: str = "mean"  # "mean" or "frames"
+    input: Literal["mean", "frames"] = "mean"
     frames_width: int = 256
     frames_layers: int = 2
     max_frames: int = 32
+
+    def __post_init__(self) -> None:
+        check(1 <= self.in_dim <= MAX_WIDTH, "in_dim", f"must be in [1, {MAX_WIDTH}]")
+        check(1 <= self.pooled_dim <= MAX_WIDTH, "pooled_dim", f"must be in [1, {MAX_WIDTH}]")
+        check(0 <= self.tokens <= MAX_TOKENS, "tokens", f"must be in [0, {MAX_TOKENS}]")
+        check((1 if self.tokens else 0) <= self.token_width <= MAX_WIDTH, "token_width",
+               f"must be in [1, {MAX_WIDTH}] when tokens is set, else >= 0")
+        check(self.input in ("mean", "frames"), "input", f"must be mean or frames, got {self.input!r}")
+        check(1 <= len(self.hidden) <= MAX_LAYERS, "hidden", f"needs 1 to {MAX_LAYERS} layers")
+        for i, size in enumerate(self.hidden):
+            check(1 <= size <= MAX_WIDTH, f"hidden[{i}]", f"must be in [1, {MAX_WIDTH}], got {size}")
+        check(len(self.dropout) == len(self.hidden), "dropout", "needs one value per hidden layer")
+        for i, p in enumerate(self.dropout):
+            check(0 <= p < 1, f"dropout[{i}]", f"must be in [0, 1), got {p}")
+        check(8 <= self.frames_width <= MAX_FRAMES_WIDTH and self.frames_width % 4 == 0, "frames_width",
+               f"must be a multiple of 4 in [8, {MAX_FRAMES_WIDTH}]")  # 4 attention heads
+        check(1 <= self.frames_layers <= MAX_LAYERS, "frames_layers", f"must be in [1, {MAX_LAYERS}]")
+        check(1 <= self.max_frames <= MAX_FRAMES, "max_frames", f"must be in [1, {MAX_FRAMES}]")
+        counts = self.parameter_counts()
+        largest = max(counts, key=counts.__getitem__)
+        check(sum(counts.values()) <= MAX_PARAMETERS, largest,
+               f"the mapper would have {sum(counts.values()):.3g} parameters (at most {MAX_PARAMETERS:.0e})")
 
     @property
     def out_dim(self) -> int:
         return self.pooled_dim + self.tokens * self.token_width
 
+    def parameter_counts(self) -> dict[str, int]:
+        """The mapper's parameters, by the field that sizes each part: known before any tensor exists."""
+        counts: dict[str, int] = {}
+        width = self.in_dim
+        if self.input == "frames":
+            w = self.frames_width
+            # per layer: attention 4 w^2 + 4 w, feed-forward (2 w wide) 4 w^2 + 3 w, two LayerNorms 4 w
+            layer = 8 * w * w + 11 * w
+            counts["frames_width"] = (self.in_dim + 1 + self.max_frames) * w + self.frames_layers * layer
+            width = w
+        counts["hidden"] = 0
+        for size in self.hidden:
+            counts["hidden"] += width * size + 3 * size  # Linear and LayerNorm
+            width = size
+        counts["tokens" if self.tokens else "pooled_dim"] = (width + 1) * self.out_dim
+        return counts
+
     def to_json(self) -> dict:
         return {**dataclasses.asdict(self), "provenance": self.provenance.to_json()}
 
     @classmethod
-    def from_json(cls, data: dict, what: str) -> MapperConfig:
-        data = dict(data)
-        try:
-            data["provenance"] = Provenance.from_json(data.get("provenance"), f"{what}: provenance")
-        except ProvenanceError as err:
-            raise ProvenanceError(f"{err} (an older a2i made it? rerun train, or `make demo`)") from None
-        return cls(**data)
+    def from_json(cls, data: Any, what: str) -> MapperConfig:
+        """A config from its JSON form, checked like params.yaml; ``what`` names it in the one-line errors."""
+        config = typed_from_dict(cls, data, what)
+        config.provenance.validate(f"{what}: provenance")
+        return config
 
 
 class AudioToSD3Mapper(nn.Module):
@@ -116,12 +164,54 @@ class AudioToSD3Mapper(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> AudioToSD3Mapper:
         directory = Path(directory)
-        if not (directory / CONFIG_NAME).is_file() or not (directory / WEIGHTS_NAME).is_file():
+        config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+        if not config_path.is_file() or not weights_path.is_file():
             raise A2IError(f"{directory}: no trained mapper ({CONFIG_NAME} and {WEIGHTS_NAME} expected)")
-        config = MapperConfig.from_json(json.loads((directory / CONFIG_NAME).read_text()), str(directory / CONFIG_NAME))
+        config = MapperConfig.from_json(read_json(config_path), str(config_path))
         model = cls(config)
-        model.load_state_dict(load_file(str(directory / WEIGHTS_NAME)))
+        expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+        model.load_state_dict(read_tensors(weights_path, expected, f"{config_path.name} makes it"))
         return model.eval()
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file's content, or one line saying why it is not JSON."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError) as err:  # ValueError: bad JSON or bad UTF-8
+        raise A2IError(f"{path}: not valid JSON ({str(err).splitlines()[0][:200]})") from None
+
+
+def read_tensors(path: Path, expected: dict[str, tuple[int | None, ...]], why: str = "expected"
+                 ) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors, which must be exactly those named in ``expected`` with those shapes (None: any
+    size); checked from the header, before any tensor is read. One line naming the file and the tensor otherwise."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            shapes = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}  # noqa: SIM118 (not iterable)
+            _check_shapes(path, shapes, expected, why)
+            return {name: f.get_tensor(name) for name in shapes}
+    except A2IError:
+        raise
+    except Exception as err:  # safetensors raises its own error types for a damaged header
+        raise A2IError(f"{path}: not a readable safetensors file ({str(err).splitlines()[0][:200]})") from None
+
+
+def _check_shapes(path: Path, shapes: dict[str, tuple[int, ...]], expected: dict[str, tuple[int | None, ...]],
+                  why: str) -> None:
+    for name, want in expected.items():
+        if name not in shapes:
+            raise A2IError(f"{path}: {name}: missing")
+        shape = shapes[name]
+        if len(shape) != len(want) or any(w is not None and w != n for w, n in zip(want, shape, strict=False)):
+            raise A2IError(f"{path}: {name}: shape {_shown(shape)}, but {why} {_shown(want)}")
+    unexpected = sorted(set(shapes) - set(expected))
+    if unexpected:
+        raise A2IError(f"{path}: {unexpected[0]}: unexpected tensor")
+
+
+def _shown(shape: tuple[int | None, ...]) -> str:
+    return "(" + ", ".join("N" if n is None else str(n) for n in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
 def normalise(x: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,29 +50,35 @@ def encode_flac(wave: np.ndarray, sample_rate: int) -> bytes:
 class PackWriter:
     """Gathers finished clips as FLAC and writes them ``size`` at a time into ``packs/pack-NNNNN.parquet``.
 
-    A kill loses at most the clips gathered since the last pack; the rerun fetches them again.
+    A clip's WAV is deleted only after its pack is written and ``on_pack`` has recorded the pack's rows (the
+    download saves its manifest there): until then the WAV is on disk for a rerun to adopt, so a kill or a full
+    disk never loses a finished clip.
     """
 
-    def __init__(self, audio_dir: Path, size: int) -> None:
-        self.dir, self.size, self.buffer = audio_dir / PACK_DIR, size, []
+    def __init__(self, audio_dir: Path, size: int, on_pack: Callable[[list[dict]], None]) -> None:
+        self.dir, self.size, self.on_pack = audio_dir / PACK_DIR, size, on_pack
+        self.buffer: list[tuple[dict, Path, bytes]] = []
         self.dir.mkdir(exist_ok=True)
         existing = sorted(self.dir.glob("pack-*.parquet"))
         self.next = int(existing[-1].stem.split("-")[1]) + 1 if existing else 0
 
-    def add(self, row: dict, wav: Path) -> list[dict]:
-        """Take a finished clip's WAV (removed once read); the manifest rows of a pack when one was written."""
+    def add(self, row: dict, wav: Path) -> None:
+        """Take a finished clip's WAV; write a pack when ``size`` clips are gathered."""
         wave, rate = sf.read(wav, dtype="float32")
-        self.buffer.append((row, encode_flac(wave, rate)))
-        wav.unlink()
-        return self.flush() if len(self.buffer) >= self.size else []
+        self.buffer.append((row, wav, encode_flac(wave, rate)))
+        if len(self.buffer) >= self.size:
+            self.flush()
 
-    def flush(self) -> list[dict]:
+    def flush(self) -> None:
+        """Write the gathered clips as one pack, hand its manifest rows to ``on_pack``, then delete their WAVs."""
         if not self.buffer:
-            return []
+            return
         path = self.dir / f"pack-{self.next:05d}.parquet"
-        table = pa.table({"clip_id": [r["clip_id"] for r, _ in self.buffer],
-                          "flac": pa.array([b for _, b in self.buffer], pa.binary())})
+        table = pa.table({"clip_id": [r["clip_id"] for r, _, _ in self.buffer],
+                          "flac": pa.array([b for _, _, b in self.buffer], pa.binary())})
         shards.write_table(table, path, PACK_KIND, row_group_size=1)
-        rows = [{**r, "path": f"{PACK_DIR}/{path.name}", "row": i} for i, (r, _) in enumerate(self.buffer)]
-        self.buffer, self.next = [], self.next + 1
-        return rows
+        self.next += 1  # written: whatever happens next, a later pack must not replace it
+        self.on_pack([{**r, "path": f"{PACK_DIR}/{path.name}", "row": i} for i, (r, _, _) in enumerate(self.buffer)])
+        for _, wav, _ in self.buffer:
+            wav.unlink(missing_ok=True)
+        self.buffer = []

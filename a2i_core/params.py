@@ -23,8 +23,8 @@ class ParamsError(A2IError):
     pass
 
 
-def _check(condition: bool, key: str, message: str) -> None:
-    # Raised from __post_init__ with a key relative to the section; the loader prefixes the section path.
+def check(condition: bool, key: str, message: str) -> None:
+    """For a dataclass's ``__post_init__``: the loader turns the error into one line with the key's whole path."""
     if not condition:
         raise ValueError(f"{key}: {message}")
 
@@ -38,11 +38,11 @@ class SyntheticParams:
 
     def __post_init__(self) -> None:
         # Class names are checked by the synthetic source itself (ingest): params knows nothing of sources.
-        _check(len(self.classes) >= 2, "classes", "needs at least 2 classes")
-        _check(len(set(self.classes)) == len(self.classes), "classes", "lists a class twice")
-        _check(self.clips_per_class >= 3, "clips_per_class", "must be >= 3 (train, val and test need clips)")
-        _check(0.1 <= self.min_seconds <= self.max_seconds, "min_seconds", "must be >= 0.1 and <= max_seconds")
-        _check(self.max_seconds <= 30, "max_seconds", "must be <= 30")
+        check(len(self.classes) >= 2, "classes", "needs at least 2 classes")
+        check(len(set(self.classes)) == len(self.classes), "classes", "lists a class twice")
+        check(self.clips_per_class >= 3, "clips_per_class", "must be >= 3 (train, val and test need clips)")
+        check(0.1 <= self.min_seconds <= self.max_seconds, "min_seconds", "must be >= 0.1 and <= max_seconds")
+        check(self.max_seconds <= 30, "max_seconds", "must be <= 30")
 
 
 @dataclass(frozen=True)
@@ -58,9 +58,9 @@ class AudiosetParams:
     max_pairs_per_class: int  # 0: no cap
 
     def __post_init__(self) -> None:
-        _check(len(self.segments) >= 1, "segments", "needs at least one segment file")
-        _check(0 <= self.min_label_quality <= 1, "min_label_quality", "must be in [0, 1]")
-        _check(self.max_pairs_per_class >= 0, "max_pairs_per_class", "must be >= 0")
+        check(len(self.segments) >= 1, "segments", "needs at least one segment file")
+        check(0 <= self.min_label_quality <= 1, "min_label_quality", "must be in [0, 1]")
+        check(self.max_pairs_per_class >= 0, "max_pairs_per_class", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,18 @@ class FolderParams:
 
 
 @dataclass(frozen=True)
+class ArchiveParams:
+    """Caps on what an archive a source ships as (ESC-50's zip) may expand to: a zip bomb stops at them."""
+
+    max_mb: int  # total size of the extracted files
+    max_files: int
+
+    def __post_init__(self) -> None:
+        check(self.max_mb >= 1, "max_mb", "must be >= 1")
+        check(self.max_files >= 1, "max_files", "must be >= 1")
+
+
+@dataclass(frozen=True)
 class DataParams:
     source: Literal["synthetic", "audioset", "esc50", "audiocaps", "folder"]
     prompt_template: str
@@ -87,6 +99,7 @@ class DataParams:
     test_fraction: float
     seed: int
     heldout_classes: list[str]  # labels kept out of training entirely: the "heldout" split tests generalisation
+    archives: ArchiveParams
     synthetic: SyntheticParams | None = None
     audioset: AudiosetParams | None = None
     esc50: Esc50Params | None = None
@@ -94,11 +107,15 @@ class DataParams:
     folder: FolderParams | None = None
 
     def __post_init__(self) -> None:
-        _check("{name}" in self.prompt_template, "prompt_template", "must contain {name}")
-        _check(0 < self.val_fraction < 1, "val_fraction", "must be in (0, 1)")
-        _check(0 < self.test_fraction < 1, "test_fraction", "must be in (0, 1)")
-        _check(self.val_fraction + self.test_fraction < 1, "test_fraction", "val + test must leave a train split")
-        _check(getattr(self, self.source) is not None, self.source, f"section required when source is {self.source!r}")
+        check("{name}" in self.prompt_template, "prompt_template", "must contain {name}")
+        try:
+            self.prompt_template.format(name="x")
+        except (IndexError, KeyError, ValueError) as err:
+            check(False, "prompt_template", f"{{name}} is its only field; write {{{{ and }}}} for braces ({err!r})")
+        check(0 < self.val_fraction < 1, "val_fraction", "must be in (0, 1)")
+        check(0 < self.test_fraction < 1, "test_fraction", "must be in (0, 1)")
+        check(self.val_fraction + self.test_fraction < 1, "test_fraction", "val + test must leave a train split")
+        check(getattr(self, self.source) is not None, self.source, f"section required when source is {self.source!r}")
 
 
 @dataclass(frozen=True)
@@ -112,12 +129,13 @@ class DownloadParams:
     pack_size: int  # 0: one WAV file per clip; N: N clips per Parquet pack (for millions of clips)
 
     def __post_init__(self) -> None:
-        _check(self.pack_size >= 0, "pack_size", "must be >= 0")
-        _check("{ytid}" in self.url_template, "url_template", "must contain {ytid}")
-        _check(self.workers >= 1, "workers", "must be >= 1")
-        _check(self.max_attempts >= 1, "max_attempts", "must be >= 1")
-        _check(self.backoff_seconds >= 0, "backoff_seconds", "must be >= 0")
-        _check(self.requests_per_second >= 0, "requests_per_second", "must be >= 0")
+        check(self.pack_size >= 0, "pack_size", "must be >= 0")
+        check(self.cookies is None or self.cookies.strip() != "", "cookies", "must be a file's path, or null")
+        check("{ytid}" in self.url_template, "url_template", "must contain {ytid}")
+        check(self.workers >= 1, "workers", "must be >= 1")
+        check(self.max_attempts >= 1, "max_attempts", "must be >= 1")
+        check(self.backoff_seconds >= 0, "backoff_seconds", "must be >= 0")
+        check(self.requests_per_second >= 0, "requests_per_second", "must be >= 0")
 
 
 Device = str  # "auto", "cpu", "cuda", "cuda:1", ...
@@ -125,7 +143,7 @@ DType = Literal["float32", "float16", "bfloat16"]
 
 
 def check_device(device: str) -> None:
-    _check(device in ("auto", "cpu") or device.startswith("cuda") or device == "mps", "device",
+    check(device in ("auto", "cpu") or device.startswith("cuda") or device == "mps", "device",
            f"unknown device {device!r} (auto, cpu, cuda, cuda:N, mps)")
 
 
@@ -142,14 +160,17 @@ class AudioEncoderParams:
     device: Device
 
     def __post_init__(self) -> None:
-        _check(self.batch_size >= 1, "batch_size", "must be >= 1")
-        _check(self.shard_rows >= 1, "shard_rows", "must be >= 1")
-        _check(self.decode_workers >= 1, "decode_workers", "must be >= 1")
-        _check(not self.postprocess or self.pca is not None, "pca", "required when postprocess is true")
-        for key in ("weights_sha256", "pca_sha256"):
-            digest = getattr(self, key)
-            _check(digest is None or (len(digest) >= 8 and all(c in "0123456789abcdef" for c in digest)), key,
+        check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        check(self.shard_rows >= 1, "shard_rows", "must be >= 1")
+        check(self.decode_workers >= 1, "decode_workers", "must be >= 1")
+        check(not self.postprocess or self.pca is not None, "pca", "required when postprocess is true")
+        for location_key, key in (("weights", "weights_sha256"), ("pca", "pca_sha256")):
+            digest, location = getattr(self, key), getattr(self, location_key)
+            check(digest is None or (8 <= len(digest) <= 64 and all(c in "0123456789abcdef" for c in digest)), key,
                    "must be a lowercase hex sha256 or a prefix of at least 8 digits")
+            # Whoever can change what a URL serves could match a short prefix; a local file is the user's own.
+            check(location is None or "://" not in location or (digest is not None and len(digest) == 64), key,
+                   f"{location_key} is a URL, so its full sha256 (64 hex digits) is required")
         check_device(self.device)
 
 
@@ -166,10 +187,10 @@ class DiffusionParams:
     dtype: DType
 
     def __post_init__(self) -> None:
-        _check(self.tokens >= 1, "tokens", "must be >= 1")
-        _check(1 <= self.max_sequence_length <= 512, "max_sequence_length", "must be in [1, 512]")
-        _check(self.batch_size >= 1, "batch_size", "must be >= 1")
-        _check(self.shard_rows >= 1, "shard_rows", "must be >= 1")
+        check(self.tokens >= 1, "tokens", "must be >= 1")
+        check(1 <= self.max_sequence_length <= 512, "max_sequence_length", "must be in [1, 512]")
+        check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        check(self.shard_rows >= 1, "shard_rows", "must be >= 1")
         check_device(self.device)
 
 
@@ -184,13 +205,13 @@ class MapperParams:
     max_frames: int  # longer clips use their first max_frames frames (0.96 s each)
 
     def __post_init__(self) -> None:
-        _check(self.frames_width >= 8 and self.frames_width % 4 == 0, "frames_width", "must be a multiple of 4, >= 8")
-        _check(self.frames_layers >= 1, "frames_layers", "must be >= 1")
-        _check(self.max_frames >= 1, "max_frames", "must be >= 1")
-        _check(len(self.hidden) >= 1, "hidden", "needs at least one layer")
-        _check(all(h >= 1 for h in self.hidden), "hidden", "sizes must be >= 1")
-        _check(len(self.dropout) == len(self.hidden), "dropout", "needs one value per hidden layer")
-        _check(all(0 <= p < 1 for p in self.dropout), "dropout", "values must be in [0, 1)")
+        check(self.frames_width >= 8 and self.frames_width % 4 == 0, "frames_width", "must be a multiple of 4, >= 8")
+        check(self.frames_layers >= 1, "frames_layers", "must be >= 1")
+        check(self.max_frames >= 1, "max_frames", "must be >= 1")
+        check(len(self.hidden) >= 1, "hidden", "needs at least one layer")
+        check(all(h >= 1 for h in self.hidden), "hidden", "sizes must be >= 1")
+        check(len(self.dropout) == len(self.hidden), "dropout", "needs one value per hidden layer")
+        check(all(0 <= p < 1 for p in self.dropout), "dropout", "values must be in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -205,11 +226,11 @@ class TrainParams:
     device: Device
 
     def __post_init__(self) -> None:
-        _check(self.lr > 0, "lr", "must be > 0")
-        _check(self.batch_size >= 1, "batch_size", "must be >= 1")
-        _check(self.epochs >= 1, "epochs", "must be >= 1")
-        _check(self.patience >= 1, "patience", "must be >= 1")
-        _check(self.w_cos >= 0 and self.w_mse >= 0 and self.w_cos + self.w_mse > 0, "w_cos",
+        check(self.lr > 0, "lr", "must be > 0")
+        check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        check(self.epochs >= 1, "epochs", "must be >= 1")
+        check(self.patience >= 1, "patience", "must be >= 1")
+        check(self.w_cos >= 0 and self.w_mse >= 0 and self.w_cos + self.w_mse > 0, "w_cos",
                "loss weights must be >= 0 and not both 0")
         check_device(self.device)
 
@@ -228,11 +249,11 @@ class RenderParams:
     dtype: DType
 
     def __post_init__(self) -> None:
-        _check(self.clips_per_class >= 1, "clips_per_class", "must be >= 1")
-        _check(self.steps >= 1, "steps", "must be >= 1")
-        _check(self.guidance >= 0, "guidance", "must be >= 0")
-        _check(self.size >= 16 and self.size % 16 == 0, "size", "must be a multiple of 16")
-        _check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        check(self.clips_per_class >= 1, "clips_per_class", "must be >= 1")
+        check(self.steps >= 1, "steps", "must be >= 1")
+        check(self.guidance >= 0, "guidance", "must be >= 0")
+        check(self.size >= 16 and self.size % 16 == 0, "size", "must be a multiple of 16")
+        check(self.batch_size >= 1, "batch_size", "must be >= 1")
         check_device(self.device)
 
 
@@ -246,7 +267,7 @@ class EvalSetParams:
     folder: FolderParams | None = None
 
     def __post_init__(self) -> None:
-        _check(getattr(self, self.source) is not None, self.source, f"section required when source is {self.source!r}")
+        check(getattr(self, self.source) is not None, self.source, f"section required when source is {self.source!r}")
 
 
 @dataclass(frozen=True)
@@ -275,9 +296,9 @@ class Params:
 
     def __post_init__(self) -> None:
         for name in self.eval_sets:
-            _check(re.fullmatch(r"[A-Za-z0-9_-]{1,40}", name) is not None, f"eval_sets.{name}",
+            check(re.fullmatch(r"[A-Za-z0-9_-]{1,40}", name) is not None, f"eval_sets.{name}",
                    "names are letters, digits, '_' or '-'")
-        _check(self.launch.split()[:1] in (["python"], ["python3"], ["torchrun"]), "launch",
+        check(self.launch.split()[:1] in (["python"], ["python3"], ["torchrun"]), "launch",
                "must start with python or torchrun")
 
 
@@ -314,8 +335,14 @@ def read_yaml(path: str | Path) -> Any:
 
 
 def params_from_dict(raw: Any, source: str = "params") -> Params:
+    return typed_from_dict(Params, raw, source)
+
+
+def typed_from_dict(cls: type, raw: Any, source: str) -> Any:
+    """Any dataclass built like params (a mapper's config.json, say): unknown, missing, mistyped or out-of-range
+    values fail with one line naming the key."""
     try:
-        return _build(Params, raw, "")
+        return _build(cls, raw, "")
     except ParamsError as err:
         raise ParamsError(f"{source}: {err}") from None
 
@@ -369,6 +396,11 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
         if not isinstance(value, list):
             raise ParamsError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
         return [_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is tuple:
+        items = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)) or len(value) != len(items):
+            raise ParamsError(f"{key}: expected a list of {len(items)} values, got {value!r}")
+        return tuple(_convert(item, v, f"{key}[{i}]") for i, (item, v) in enumerate(zip(items, value, strict=True)))
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, key)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from a2i_core.errors import A2IError
+from a2i_core.params import ParamsError, typed_from_dict
 
 AUDIO_FIELDS = ("encoder_sha256", "postprocess", "frontend")
 TEXT_FIELDS = ("diffusion_model", "sequence_shape")
 METADATA_KEY = "provenance"  # the Parquet metadata key under which features store their part, as JSON
+SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class ProvenanceError(A2IError):
@@ -43,13 +46,27 @@ class Provenance:
     def from_json(cls, data: Any, what: str) -> Provenance:
         """The record from its JSON form; every field must be there with its type (a record that is not whole
         would silently check less)."""
-        if not isinstance(data, dict):
-            raise ProvenanceError(f"{what}: expected a mapping of {', '.join(f.name for f in dataclasses.fields(cls))}")
-        _check_names(data, what)
-        missing = [f.name for f in dataclasses.fields(cls) if f.name not in data]
-        if missing:
-            raise ProvenanceError(f"{what}: missing {', '.join(missing)} (rerun the stage that wrote it)")
-        return cls(**{name: _typed(name, value, what) for name, value in data.items()})
+        try:
+            return typed_from_dict(cls, data, what)
+        except ParamsError as err:
+            raise ProvenanceError(f"{err} (rerun the stage that wrote it)") from None
+
+    def validate(self, what: str) -> Provenance:
+        """This record, if each field holds a value a real run records; else one line naming the field.
+
+        A mapper's config.json is read from disk (a copy, a pull): an empty digest or frontend would still compare
+        equal to another empty one, so a record that says nothing must not pass as one that matches.
+        """
+        problems = {
+            "encoder_sha256": None if SHA256.fullmatch(self.encoder_sha256) else "must be 64 lowercase hex digits",
+            "frontend": None if self.frontend.strip() else "must not be empty",
+            "diffusion_model": None if self.diffusion_model.strip() else "must not be empty",
+            "sequence_shape": None if all(n >= 1 for n in self.sequence_shape) else "must be two positive integers",
+        }
+        for name, problem in problems.items():
+            if problem:
+                raise ProvenanceError(f"{what}.{name}: {problem}, got {repr(getattr(self, name))[:80]}")
+        return self
 
     def to_json(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "sequence_shape": list(self.sequence_shape)}

@@ -143,5 +143,10 @@ def load_vggish(weights: dict[str, torch.Tensor]) -> VGGish:
 
 def load_postprocessor(pca: dict[str, torch.Tensor]) -> Postprocessor:
     if set(pca) != {"pca_eigen_vectors", "pca_means"}:
-        raise A2IError(f"VGGish PCA file must hold pca_eigen_vectors and pca_means, found {sorted(pca)}")
-    return Postprocessor(torch.as_tensor(pca["pca_eigen_vectors"]), torch.as_tensor(pca["pca_means"])).eval()
+        raise A2IError(f"VGGish PCA file must hold pca_eigen_vectors and pca_means, found {sorted(pca)[:10]}")
+    vectors, means = torch.as_tensor(pca["pca_eigen_vectors"]), torch.as_tensor(pca["pca_means"])
+    if tuple(vectors.shape) != (EMBEDDING_DIM, EMBEDDING_DIM) or means.numel() != EMBEDDING_DIM:
+        raise A2IError(f"VGGish PCA does not match the embedding: pca_eigen_vectors {tuple(vectors.shape)} and "
+                       f"pca_means {tuple(means.shape)}, expected ({EMBEDDING_DIM}, {EMBEDDING_DIM}) and "
+                       f"{EMBEDDING_DIM} values")
+    return Postprocessor(vectors, means).eval()

@@ -99,7 +99,19 @@ def prepare(workspace: str | Path, profile: str | Path, root: Path | None = None
     return workspace
 
 
+# What a2i writes into a workspace, DVC's files included; anything else there (a cookies file, notes) is the
+# user's, and `git add -A` would commit it.
+MANAGED = (*PIPELINE_FILES, "params.yaml", "dvc.lock", ".gitignore", ".dvcignore", ".dvc/config", ".dvc/.gitignore",
+           "metrics")
+
+
 def commit(workspace: Path, message: str) -> None:
-    run(["git", "add", "-A"], workspace)
-    if run(["git", "status", "--porcelain"], workspace, capture=True).stdout.strip():
+    run(["git", "add", "-u"], workspace)  # what is tracked was added here, so it is a2i's
+    run(["git", "add", "-A", "--", *[name for name in MANAGED if (workspace / name).exists()]], workspace)
+    # DVC writes a .gitignore beside each output it tracks (data/, models/, ...).
+    ignores = run(["git", "ls-files", "-z", "--others", "--exclude-standard", "--", ":(glob)**/.gitignore"],
+                  workspace, capture=True).stdout.split("\0")
+    if any(ignores):
+        run(["git", "add", "--", *filter(None, ignores)], workspace)
+    if run(["git", "diff", "--cached", "--name-only"], workspace, capture=True).stdout.strip():
         run(["git", "commit", "-q", "-m", message], workspace)

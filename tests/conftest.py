@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,16 @@ OFFLINE = params_from_dict(merge_overlay(read_yaml(ROOT / "params.yaml"), read_y
 def offline(section: str, **changes):
     """A params section of the offline profile with ``changes``: tests never spell out every field."""
     return dataclasses.replace(getattr(OFFLINE, section), **changes)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """a2i's cache (downloads, extracted archives) in a temporary folder: tests never touch the user's own, and
+    stage subprocesses inherit it."""
+    cache = tmp_path_factory.mktemp("xdg-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(cache))
+        yield cache
 
 
 @pytest.fixture(scope="session")

@@ -66,7 +66,7 @@ def test_stale_clips_are_removed(tmp_path, candidates):
     assert set(load_manifest(tmp_path)["clip_id"]) == {f"clock_{i:04d}" for i in range(4)}
 
 
-@pytest.mark.parametrize("bad", ["../etc/passwd", "a b", "x;rm", ""])
+@pytest.mark.parametrize("bad", ["../etc/passwd", "a b", "x;rm", "", "ok\n", "x" * 81, None])
 def test_clip_ids_are_checked_before_they_touch_a_path(bad):
     with pytest.raises(A2IError, match="invalid clip id"):
         check_clip_id(bad)

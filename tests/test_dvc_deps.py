@@ -3,7 +3,8 @@
 The deps are written by hand, so dvc.yaml keeps reading as the story of the data; this test computes each stage
 script's import closure from the source (every import statement, lazy ones inside functions included) and fails
 on a module the stage imports but does not declare, and on a declared module it no longer imports. A folder may
-be declared where the stage imports every module in it. Paths on each cmd line must be the stage's deps or outs.
+be declared where the stage imports every module in it. Paths on each cmd line must be the stage's deps, outs or
+params files.
 """
 
 from __future__ import annotations
@@ -117,7 +118,8 @@ def test_cmd_paths_are_deps_or_outs(name, stage):
     args = shlex.split(stage["cmd"])
     paths = [args[i + 1] for i, a in enumerate(args) if a.startswith("--") and i + 1 < len(args)]
     assert paths, f"{name}: its cmd names no paths"
-    known = [d for d in stage.get("deps", [])] + _outputs(stage)
+    params_files = [next(iter(p)) for p in stage.get("params", []) if isinstance(p, dict)]  # `- params.yaml:`
+    known = [d for d in stage.get("deps", [])] + _outputs(stage) + params_files
     missing = [p for p in paths if not any(k == p or k.startswith(p + "/") for k in known)]
     assert not missing, f"{name}: cmd paths {missing} are neither deps nor outs"
 

@@ -28,10 +28,12 @@ def test_weights_from_a_file_url_are_sha_checked(tmp_path, tiny_vggish_dir):
     src = tiny_vggish_dir / "vggish.pth"
     digest = sha256_file(src)
     out = tmp_path / "vggish"
-    prepare_vggish(_params(weights=src.as_uri(), weights_sha256=digest[:8]), out)
+    prepare_vggish(_params(weights=src.as_uri(), weights_sha256=digest), out)
     assert sha256_file(out / "vggish.pth") == digest
-    with pytest.raises(A2IError, match="does not match the expected 00000000"):
-        fetch_file(src.as_uri(), tmp_path / "x.pth", "00000000")
+    with pytest.raises(A2IError, match="does not match the expected 0000000000"):
+        fetch_file(src.as_uri(), tmp_path / "x.pth", "0" * 64)
+    with pytest.raises(A2IError, match="a URL needs its full sha256"):  # a prefix pins a URL too loosely
+        fetch_file(src.as_uri(), tmp_path / "x.pth", digest[:8])
     assert not (tmp_path / "x.pth").exists()
 
 

@@ -5,7 +5,7 @@ from a2i_core.errors import A2IError
 from a2i_core.mapper import AudioToSD3Mapper, MapperConfig
 from a2i_core.provenance import Provenance
 
-PROVENANCE = Provenance(encoder_sha256="abc", postprocess=True, frontend="f", diffusion_model="tiny",
+PROVENANCE = Provenance(encoder_sha256="ab" * 32, postprocess=True, frontend="f", diffusion_model="tiny",
                         sequence_shape=(109, 32))
 
 

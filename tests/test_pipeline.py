@@ -28,8 +28,8 @@ pytestmark = pytest.mark.e2e
 PROTECTED = ("params.yaml", "dvc.yaml", "dvc.lock")
 PROTECTED_DIGESTS = {name: hashlib.sha256((ROOT / name).read_bytes()).hexdigest() if (ROOT / name).exists()
                      else None for name in PROTECTED}  # taken at import, before any fixture runs the demo
-STAGES = ["ingest", "download", "encoders", "embed_audio", "embed_text", "train", "evaluate", "render",
-          "image_eval"]
+STAGES = ["check_params", "ingest", "download", "encoders", "embed_audio", "embed_text", "train", "evaluate",
+          "render", "image_eval"]
 ROWS = ["baseline_mean", "mapper", "mapper_fill_zeros", "true_prompt"]
 
 
@@ -106,7 +106,7 @@ def test_metrics_are_listed(workspace):
 def test_experiment_reruns_only_train_and_after(workspace):
     ws, _ = workspace
     output = _dvc(ws, "exp", "run", "-S", "train.epochs=3")
-    assert _ran(output) == ["train", "evaluate", "render", "image_eval"]
+    assert _ran(output) == ["check_params", "train", "evaluate", "render", "image_eval"]
     assert json.loads((ws / "metrics/train.json").read_text())["stopped_epoch"] <= 3
     rows = json.loads(_dvc(ws, "exp", "show", "--json"))
     experiments = [exp["revs"][0]["data"] for row in rows for exp in (row.get("experiments") or [])]
@@ -158,7 +158,7 @@ def esc50_copy(tmp_path_factory) -> Path:
 def test_esc50_eval_set_by_official_folds(workspace, esc50_copy):
     ws, _ = workspace
     output = _dvc(ws, "exp", "run", "-S", f"+eval_sets.esc50={{source: esc50, esc50: {{root: {esc50_copy}}}}}")
-    assert _ran(output) == ["eval_set@esc50"]
+    assert _ran(output) == ["check_params", "eval_set@esc50"]
     report = json.loads((ws / "metrics/eval_sets/esc50.json").read_text())
     assert sorted(report["folds"]) == [f"fold{i}" for i in range(1, 6)]
     assert all(fold["pairs"] == 4 for fold in report["folds"].values()) and report["pairs"] == 20

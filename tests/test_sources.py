@@ -125,7 +125,7 @@ def test_audiocaps_captions_are_prompts(raw_params, tmp_path):
         "audiocap_id,youtube_id,start_time,caption\n1,--PJHxphWEs,30,A dog barks twice\n2,bad,0,x\n")
     raw_params["data"].update(source="audiocaps", audiocaps={"csv": [str(tmp_path / "test.csv")]})
     frame, report = build_candidates(params_from_dict(raw_params).data)
-    assert frame["prompt"].tolist() == ["A dog barks twice"] and report["invalid_rows"] == 1
+    assert frame["prompt"].tolist() == ["A dog barks twice"] and report["rows_skipped"] == {"invalid_row": 1}
     assert frame["end"].tolist() == [40.0]
 
 

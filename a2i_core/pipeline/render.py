@@ -25,6 +25,7 @@ from a2i_core.distributed import SOLO, World
 from a2i_core.files import atomic_path, replace_dir, write_json
 from a2i_core.hub import model_identity
 from a2i_core.mapper import AudioToSD3Mapper, predict
+from a2i_core.names import safe_id
 from a2i_core.pairs import load_pairs_for, load_token_targets
 from a2i_core.params import RenderParams
 from a2i_core.render import (
@@ -90,7 +91,9 @@ def render_rows(cfg: RenderParams, mapper_dir: Path, candidates: Path, audio_fea
     if cfg.compile:
         compile_for_speed(pipe)
     seeds = [cfg.seed + j % n for j in range(len(pooled))]  # one seed per clip, shared by its rows
-    files = [f"{rows[j // n][0]}/{clips['label'][j % n]}-{clips['clip_id'][j % n]}.png" for j in range(len(pooled))]
+    # Labels come from data ('../x', '/', 10 KB): a file is named by a safe id of its label, never the label.
+    files = [f"{rows[j // n][0]}/{safe_id(clips['label'][j % n])}-{clips['clip_id'][j % n]}.png"
+             for j in range(len(pooled))]
     # Staged images survive a kill (DVC's outputs do not): a rerun keeps those whose inputs are unchanged.
     staging = images.with_name(f".{images.name}.tmp")
     if world.is_main:

@@ -20,9 +20,10 @@ from pathlib import Path
 from a2i_core.errors import A2IError
 
 log = logging.getLogger(__name__)
-YTID = re.compile(r"^[A-Za-z0-9_-]{11}$")
+YTID = re.compile(r"[A-Za-z0-9_-]{11}")  # use fullmatch: "$" lets a final newline through
 HEADER = re.compile(r"(\w+)=\s*(\d+)")
 MAX_SEGMENT_SECONDS = 10.0
+MAX_START_SECONDS = 12 * 3600.0  # YouTube's longest uploads: a start beyond it is not a real segment
 
 
 @dataclass(frozen=True)
@@ -72,34 +73,51 @@ def read_segments(path: Path, stats: SegmentFile) -> Iterator[Segment]:
             stats.labels.update(mids)
             stats.positive_labels += len(mids)
             # Checked here, before an id or a time can reach a URL, a path or a command line.
-            if not YTID.match(ytid) or not (0 <= start < end <= start + MAX_SEGMENT_SECONDS + 0.01):
+            if not YTID.fullmatch(ytid) or not (0 <= start < end <= min(start + MAX_SEGMENT_SECONDS + 0.01,
+                                                                      MAX_START_SECONDS + MAX_SEGMENT_SECONDS)):
                 stats.invalid_rows += 1
                 log.warning("%s:%d: invalid YTID or times (%r, %s, %s), skipped", path, line_no, ytid, start, end)
                 continue
             yield Segment(ytid, start, end, mids)
 
 
+def _rows(path: Path, columns: list[str]) -> Iterator[tuple[int, dict[str, str]]]:
+    """A metadata CSV's rows with their line numbers; a file lacking a column is one line, not a KeyError."""
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in columns if c not in (reader.fieldnames or [])]
+        if missing:
+            raise A2IError(f"{path}: no column {missing[0]!r} (expected {', '.join(columns)})")
+        yield from enumerate(reader, start=2)
+
+
 def read_class_labels(path: Path) -> dict[str, str]:
     """mid -> display name, from ``index,mid,display_name`` (names may hold quoted commas)."""
-    with open(path, newline="") as f:
-        return {row["mid"]: row["display_name"] for row in csv.DictReader(f)}
+    return {row["mid"]: row["display_name"] for _, row in _rows(path, ["mid", "display_name"])}
 
 
 def read_quality(path: Path, mids_by_index: list[str]) -> dict[str, float]:
     """mid -> num_true / num_rated, from ``label_id,num_rated,num_true`` (label_id: a class index or a mid)."""
     quality = {}
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            label = row["label_id"].strip()
+    for line, row in _rows(path, ["label_id", "num_rated", "num_true"]):
+        label = (row["label_id"] or "").strip()
+        try:
             mid = mids_by_index[int(label)] if label.isdigit() else label
-            rated = int(row["num_rated"])
-            quality[mid] = int(row["num_true"]) / rated if rated else 0.0
+            rated, true = int(row["num_rated"]), int(row["num_true"])
+        except (IndexError, TypeError, ValueError):
+            log.warning("%s:%d: not a quality row, skipped", path, line)
+            continue
+        quality[mid] = true / rated if rated > 0 else 0.0
     return quality
 
 
 def read_restrictions(path: Path) -> dict[str, set[str]]:
     """mid -> its ontology restrictions (abstract, blacklist)."""
-    return {node["id"]: set(node.get("restrictions", [])) for node in json.loads(Path(path).read_text())}
+    try:
+        nodes = json.loads(Path(path).read_text())
+        return {node["id"]: set(node.get("restrictions", [])) for node in nodes}
+    except (ValueError, TypeError, KeyError, AttributeError) as err:
+        raise A2IError(f"{path}: not an AudioSet ontology (a list of nodes with an id): {err}") from None
 
 
 def readable_name(display_name: str) -> str:
