@@ -7,13 +7,16 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
 from a2i_core.errors import A2IError
 from a2i_core.fetch import sha256_file
 from a2i_core.vggish import FRONTEND, Postprocessor, VGGish, load_postprocessor, load_vggish
+
+if TYPE_CHECKING:
+    from a2i_core.provenance import Provenance
 
 WEIGHTS_FILE = "vggish.pth"
 PCA_FILE = "pca.pth"
@@ -52,6 +55,21 @@ def load_audio_encoder(directory: str | Path, postprocess: bool, shown_as: str |
             raise A2IError(f"{shown / PCA_FILE}: not found, but postprocess is on (rerun the encoders stage)")
         post = _load(pca_path, shown / PCA_FILE, load_postprocessor)
     return AudioEncoder(model, post, sha256_file(weights_path))
+
+
+def encoder_for(trained: Provenance, directory: str | Path, postprocess: bool | None = None) -> AudioEncoder:
+    """The local VGGish that embeds new sounds for a mapper trained on ``trained`` features, once checked against it.
+
+    ``postprocess`` is the pipeline's setting (eval sets); None follows the mapper (generate). A mapper that learnt
+    from AudioSet's released embeddings then takes the PCA only where the directory has one, so that a missing one
+    is answered by ``Provenance.check``, which says what to set, rather than by a missing file.
+    """
+    directory = Path(directory)
+    if postprocess is None:
+        postprocess = trained.postprocess and (not trained.from_release or (directory / PCA_FILE).is_file())
+    encoder = load_audio_encoder(directory, postprocess)
+    trained.check(str(directory), **encoder.provenance())
+    return encoder
 
 
 def _load(path: Path, shown: Path, build: Callable[[dict[str, torch.Tensor]], T]) -> T:

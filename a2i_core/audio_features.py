@@ -248,13 +248,7 @@ def embed_clips(encoder: AudioEncoder, clips: Iterable[tuple[str, Path | PackedC
                             continue
                     ids.append(clip_id)
                 bar.update(len(chunk[i : i + batch_size]))
-            table = pa.table({
-                "clip_id": pa.array(ids, pa.string()),
-                "n_frames": pa.array([f.shape[0] for f in frames], pa.int32()),
-                "frames": shards.ragged_list(frames, EMBEDDING_DIM),
-                "embedding": shards.fixed_list(clip_means(frames)),
-            })
-            shards.write_table(table, path, AUDIO_KIND, {**metadata, "inputs_sha256": digest})
+            write_audio_shard(path, ids, frames, {**metadata, "inputs_sha256": digest})
             written += len(ids)
     finally:
         bar.close()
@@ -268,6 +262,18 @@ def embed_clips(encoder: AudioEncoder, clips: Iterable[tuple[str, Path | PackedC
         log.info("embedded %d clips in %.1f s (%.1f clips/s, %d processes); skipped %d undecodable", written,
                  seconds, written / max(seconds, 1e-9), world.size, n_skipped)
     return {"clips": written, "skipped": n_skipped, "shards_kept": kept, "seconds": round(seconds, 3)}
+
+
+def write_audio_shard(path: Path, ids: list[str], frames: list[np.ndarray], metadata: dict[str, str]) -> None:
+    """One shard of audio features, written atomically: each clip's frames (n_i, 128) and their mean, as float32,
+    with ``metadata`` (provenance, what it was computed from)."""
+    table = pa.table({
+        "clip_id": pa.array(ids, pa.string()),
+        "n_frames": pa.array([f.shape[0] for f in frames], pa.int32()),
+        "frames": shards.ragged_list(frames, EMBEDDING_DIM),
+        "embedding": shards.fixed_list(clip_means(frames)),
+    })
+    shards.write_table(table, path, AUDIO_KIND, metadata)
 
 
 def clip_means(frames: list[np.ndarray]) -> np.ndarray:

@@ -14,6 +14,7 @@ import pyarrow as pa
 CANDIDATES_KIND = "candidates"
 HELDOUT = "heldout"
 SPLITS = ("train", "val", "test", HELDOUT)
+RELEASED_SOURCE = "audioset"  # the source whose segments AudioSet's released embeddings (audio_encoder.release) cover
 
 
 def assign_split(group: str, seed: int, val_fraction: float, test_fraction: float) -> str:

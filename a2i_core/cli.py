@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from a2i_core import workspace as ws
-from a2i_core.errors import A2IError, setup_logging
+from a2i_core.errors import A2IError, first_line, setup_logging
 from a2i_core.generate import Sound, SoundToImage, expand_inputs, output_names, pick_device
 from a2i_core.params import DType as DTypeName
 from a2i_core.params import RenderParams, check_device, load_params
@@ -30,13 +30,14 @@ def main() -> None:
 def demo(
     workspace: Annotated[Path, typer.Option(help="Where the demo's own DVC repository lives (git-ignored).")] = Path(
         ".demo"),
-    profile: Annotated[Path | None, typer.Option(
-        help="Overlay merged onto params.yaml [default: profiles/offline.yaml].")] = None,
+    profile: Annotated[list[str] | None, typer.Option(
+        help="Overlay merged onto params.yaml: a YAML file, or a profile's name (offline); repeat it to merge "
+             "several in order (--profile offline --profile my_sounds.yaml). Default: offline.")] = None,
 ) -> None:
     """Run the whole pipeline on the offline profile (synthetic sounds, tiny models, CPU) with `dvc repro`."""
     try:
         root = ws.project_root()
-        path = ws.prepare(workspace, profile or root / "profiles" / "offline.yaml", root)
+        path = ws.prepare(workspace, profile or ["offline"], root)
         typer.echo(f"workspace: {path}  (its own git + DVC repo; the project's params.yaml is untouched)")
         ws.run(ws.dvc("repro"), path)
         ws.commit(path, "a2i demo: dvc repro")
@@ -155,7 +156,7 @@ def generate(
                     written += 1
                 saved += 1
         except (RuntimeError, OSError) as err:  # out of GPU memory, a full disk, --out not a directory
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            first = first_line(err, limit=500)
             lost = [str(s.path) for s, _ in pending[saved:]]
             typer.echo(f"error: rendering {', '.join(lost)}: {first}", err=True)
             failed += len(lost)

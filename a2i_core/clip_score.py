@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from a2i_core.errors import A2IError, quiet_hf_libraries
+from a2i_core.errors import A2IError, first_line, quiet_hf_libraries
 from a2i_core.hub import pretrained_source
 
 
@@ -26,7 +26,7 @@ class ClipScorer:
             self.model = CLIPModel.from_pretrained(model, revision=revision).to(device).eval()
             self.processor = CLIPProcessor.from_pretrained(model, revision=revision)
         except OSError as err:
-            raise A2IError(f"cannot load CLIP from {model}: {str(err).splitlines()[0]}") from None
+            raise A2IError(f"cannot load CLIP from {model}: {first_line(err)}") from None
         self.device = device
 
     @torch.inference_mode()

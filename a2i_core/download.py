@@ -1,7 +1,8 @@
 """The download stage's body: every candidate clip as a 16 kHz mono WAV (or in a pack), a manifest row per clip.
 
-Workers fetch clips through :mod:`a2i_core.fetchers` under a global rate limit; rate-limited and network
-failures are retried with exponential backoff and jitter, here and on the next run; the others are final.
+Workers fetch clips through :mod:`a2i_core.fetchers`; network fetches share a global rate limit, local ones go at
+disk speed. Rate-limited and network failures are retried with exponential backoff and jitter, here and on the next
+run; the others are final.
 
 Resumable: each clip file is written to a temporary name and renamed, the manifest is rewritten as clips
 finish, and a rerun skips clips whose file is there. Anything else (a full disk, a bug) is fatal: no queued clip
@@ -29,9 +30,9 @@ from tqdm import tqdm
 from a2i_core.audio import ffmpeg_dir
 from a2i_core.cookies import CookieCopies, private_cookies
 from a2i_core.errors import A2IError
-from a2i_core.fetchers import FETCHERS, RETRYABLE, ClipFailure, Fetcher
+from a2i_core.fetchers import FETCHERS, NETWORK_SOURCES, RETRYABLE, ClipFailure, Fetcher
 from a2i_core.manifest import check_clip_id, load_manifest, save_manifest
-from a2i_core.packs import PackWriter
+from a2i_core.packs import PACK_DIR, PackWriter
 from a2i_core.params import DownloadParams
 from a2i_core.urls import redact_text
 
@@ -57,10 +58,15 @@ class RateLimit:
         time.sleep(delay)
 
 
-def fetch_with_retries(fetch: Fetcher, clip: pd.Series, out: Path, cfg: DownloadParams, limit: RateLimit) -> dict:
+def fetch_with_retries(fetch: Fetcher, clip: pd.Series, out: Path, cfg: DownloadParams, limit: RateLimit | None,
+                       stop: threading.Event | None = None) -> dict:
+    """One clip's row in the manifest, after up to ``cfg.max_attempts`` tries; a set ``stop`` ends the backoff at
+    once (the row stays retryable, for the rerun)."""
     clip_id = clip["clip_id"]
+    stop = stop or threading.Event()
     for attempt in range(1, cfg.max_attempts + 1):
-        limit.wait()
+        if limit is not None:
+            limit.wait()
         try:
             seconds = fetch(clip, out, cfg)
             return {"clip_id": clip_id, "status": "ok", "reason": "", "path": out.name, "seconds": seconds}
@@ -71,7 +77,8 @@ def fetch_with_retries(fetch: Fetcher, clip: pd.Series, out: Path, cfg: Download
         if status not in RETRYABLE or attempt == cfg.max_attempts:
             break
         # Exponential backoff with full jitter: workers that hit a 429 together do not retry together.
-        time.sleep(random.uniform(0, cfg.backoff_seconds * 2 ** (attempt - 1)))
+        if stop.wait(random.uniform(0, cfg.backoff_seconds * 2 ** (attempt - 1))):
+            break
     # yt-dlp's messages echo the URL, which may carry credentials or a signed query
     return {"clip_id": clip_id, "status": status, "reason": redact_text(reason)[:500], "path": "", "seconds": 0.0}
 
@@ -89,7 +96,8 @@ def fetch_all(jobs: list[tuple[Fetcher, pd.Series, Path]], cfg: DownloadParams, 
         if stop.is_set():  # a worker can take the next job before the pool hears of a failure: check here
             return None
         try:  # yt-dlp rewrites its cookie file: each thread gets its own copy
-            return fetch_with_retries(fetch, clip, out, dataclasses.replace(cfg, cookies=cookies.path()), limit)
+            return fetch_with_retries(fetch, clip, out, dataclasses.replace(cfg, cookies=cookies.path()),
+                                      limit if clip["source"] in NETWORK_SOURCES else None, stop)
         except BaseException:
             stop.set()
             raise
@@ -157,6 +165,7 @@ def _download(candidates: pd.DataFrame, audio_dir: Path, cfg: DownloadParams, co
 
     try:
         remove_leftovers(audio_dir)
+        remove_unrecorded_packs(audio_dir, rows)
         adopt_staged(audio_dir, clips.index, rows, packer)
         adopt_files(audio_dir, clips.index, rows)
         todo = to_fetch(audio_dir, clips.index, rows, packer)
@@ -164,8 +173,6 @@ def _download(candidates: pd.DataFrame, audio_dir: Path, cfg: DownloadParams, co
         jobs = [(FETCHERS[clips.loc[c, "source"]], clips.loc[c], target_dir / f"{c}.wav") for c in todo]
         with tqdm(total=len(todo), desc="download", unit="clip") as bar:
             fetch_all(jobs, cfg, cookies, record)
-        if packer:
-            packer.flush()
     except BaseException as err:
         problems = keep_finished(audio_dir, rows, packer)
         if not isinstance(err, Exception):  # Ctrl-C: progress is saved, the caller says so
@@ -186,7 +193,7 @@ def _download(candidates: pd.DataFrame, audio_dir: Path, cfg: DownloadParams, co
 def to_fetch(audio_dir: Path, clip_ids: pd.Index, rows: dict[str, dict], packer: PackWriter | None) -> list[str]:
     """The clips not done and not failed for good, in id order."""
     done = {cid for cid, r in rows.items() if r["status"] == "ok" and (audio_dir / r["path"]).is_file()}
-    done |= {r["clip_id"] for r, _, _ in packer.buffer} if packer else set()  # adopted, in the next pack
+    done |= packer.pending_ids() if packer else set()  # adopted, in the next pack
     final = {cid for cid, r in rows.items() if r["status"] not in RETRYABLE | {"ok"}}
     todo = [cid for cid in clip_ids if cid not in done and cid not in final]
     log.info("%d clips: %d already done and %d failed for good (skipped), %d to fetch", len(clip_ids), len(done),
@@ -232,6 +239,16 @@ def remove_leftovers(audio_dir: Path) -> None:
                 shutil.rmtree(leftover)
             else:
                 leftover.unlink()
+
+
+def remove_unrecorded_packs(audio_dir: Path, rows: dict[str, dict]) -> None:
+    """Packs no manifest row points to: written just before a stopped run could record them (their clips are
+    still staged, and are packed again) or holding only clips that are no longer candidates."""
+    recorded = {r["path"] for r in rows.values() if r["status"] == "ok"}
+    for pack in sorted((audio_dir / PACK_DIR).glob("pack-*.parquet")):
+        if f"{PACK_DIR}/{pack.name}" not in recorded:
+            log.info("%s: no manifest row points to it, removed", pack.name)
+            pack.unlink()
 
 
 def adopt_staged(audio_dir: Path, clip_ids: pd.Index, rows: dict[str, dict], packer: PackWriter | None) -> None:

@@ -15,6 +15,12 @@ class A2IError(Exception):
     """A failure the user can act on (bad param, missing file, no GPU, ...)."""
 
 
+def first_line(err: BaseException, limit: int = 200) -> str:
+    """An exception as a short reason inside a one-line message: its first line, else its type's name."""
+    text = str(err).strip()
+    return (text.splitlines()[0] if text else type(err).__name__)[:limit]
+
+
 def exit_cleanly(main: F) -> F:
     """Run ``main``; turn an A2IError or Ctrl-C into one line on stderr and exit code 1/130."""
 

@@ -10,6 +10,7 @@ from a2i_core.pairs import Pairs
 
 # The headline numbers, reported for baselines and summarised over folds.
 SUMMARY_KEYS = ("mse", "cosine", "combined", "top1", "top5", "mrr")
+PREDICT_ROWS = 4096  # pairs per prediction batch
 
 
 def token_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
@@ -59,11 +60,19 @@ def evaluate_predictions(pred: np.ndarray, target: np.ndarray, frame: pd.DataFra
 
 
 def mapper_metrics(mapper: AudioToSD3Mapper, part: Pairs, prompts: list[str], prompt_pooled: np.ndarray,
-                   w_cos: float, w_mse: float) -> tuple[dict, pd.DataFrame]:
+                   w_cos: float, w_mse: float, batch: int = PREDICT_ROWS) -> tuple[dict, pd.DataFrame]:
     """The mapper's predictions on ``part`` scored: overall metrics (with token metrics for a tokens mapper) and a
-    per-label table."""
-    pooled, tokens = predict(mapper, *part.inputs(mapper.config.input))
+    per-label table. Predicts ``batch`` pairs at a time: a large split's inputs and predicted tokens are never held
+    whole (token metrics are means over rows, so rows-weighted batch means are the split's)."""
+    pooled, token_sums = [], {}
+    for start in range(0, len(part.frame), batch):
+        chunk = part.take(np.arange(start, min(start + batch, len(part.frame))))
+        chunk_pooled, tokens = predict(mapper, *chunk.inputs(mapper.config.input))  # (B, P), (B, N, D) | None
+        pooled.append(chunk_pooled)
+        if tokens is not None:
+            for key, value in token_metrics(tokens, chunk.tokens).items():
+                token_sums[key] = token_sums.get(key, 0.0) + value * len(tokens)
+    pooled = np.concatenate(pooled) if pooled else np.zeros((0, prompt_pooled.shape[1]), np.float32)
     metrics, per_label = evaluate_predictions(pooled, part.pooled, part.frame, prompts, prompt_pooled, w_cos, w_mse)
-    if tokens is not None:
-        metrics.update(token_metrics(tokens, part.tokens))
+    metrics.update({key: value / len(part.frame) for key, value in token_sums.items()})
     return metrics, per_label

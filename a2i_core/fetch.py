@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from a2i_core.errors import A2IError
+from a2i_core.errors import A2IError, first_line
 from a2i_core.files import atomic_path, cache_root
 from a2i_core.urls import redact, redact_text
 
@@ -58,7 +58,7 @@ def copy_to(location: str, dest: Path) -> None:
             shutil.copyfileobj(response, out, 1 << 20)
     except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as err:
         # The reason may quote the URL (an unknown scheme, a redirect): redacted as well.
-        reason = redact_text(str(err).splitlines()[0] if str(err) else type(err).__name__)
+        reason = redact_text(first_line(err))
         raise A2IError(f"cannot download {redact(location)}: {reason}") from None
 
 

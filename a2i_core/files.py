@@ -12,6 +12,9 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+from a2i_core.errors import A2IError, first_line
 
 
 @contextlib.contextmanager
@@ -96,6 +99,14 @@ def write_text(path: str | Path, text: str) -> None:
 
 def write_json(path: str | Path, data: object) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    """A JSON file's content, or one line saying why it is not JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError, RecursionError) as err:  # ValueError: bad JSON or bad UTF-8
+        raise A2IError(f"{path}: not valid JSON ({first_line(err)})") from None
 
 
 def cache_root() -> Path:

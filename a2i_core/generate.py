@@ -2,7 +2,8 @@
 
 Models are loaded once; many files are embedded in one batch and rendered in batches. The encoders are checked
 against the mapper's provenance: other VGGish weights, another postprocess setting or frontend, or another SD3
-are refused, since the mapper never saw such features.
+are refused, since the mapper never saw such features (a mapper that learnt from AudioSet's released embeddings
+takes the local VGGish with the same PCA, with a note).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from PIL import Image
 
 from a2i_core.artifact import MapperArtifact
 from a2i_core.audio import AUDIO_SUFFIXES, SAMPLE_RATE
-from a2i_core.audio_encoder import AudioEncoder, load_audio_encoder
+from a2i_core.audio_encoder import AudioEncoder, encoder_for
 from a2i_core.audio_features import clip_means, embed_path, place_encoder
 from a2i_core.devices import resolve_device, resolve_dtype
 from a2i_core.errors import A2IError
@@ -71,8 +72,7 @@ class SoundToImage:
         """Load the three parts, checking that VGGish and SD3 are those whose features the mapper learnt from."""
         artifact = MapperArtifact.load(mapper_dir)
         provenance = artifact.mapper.config.provenance
-        encoder = load_audio_encoder(vggish_dir, postprocess=provenance.postprocess)
-        provenance.check(str(vggish_dir), **encoder.provenance())
+        encoder = encoder_for(provenance, vggish_dir)
         provenance.check(str(sd3_dir), diffusion_model=model_identity(sd3_dir))
         torch_dtype = resolve_dtype(dtype, device)
         pipe = load_sd3(sd3_dir, "image", device, torch_dtype)

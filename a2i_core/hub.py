@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from a2i_core.errors import A2IError
-from a2i_core.files import write_text
+from a2i_core.errors import A2IError, first_line
+from a2i_core.files import read_json, write_text
 from a2i_core.urls import redact, redact_text
 
 SOURCE_FILE = "source.json"
@@ -26,10 +26,7 @@ def _record(directory: Path) -> dict:
     source = directory / SOURCE_FILE
     if not source.is_file():
         raise A2IError(f"{directory}: no saved model or source.json (run the encoders stage: dvc repro encoders)")
-    try:
-        record = json.loads(source.read_text())
-    except (OSError, ValueError, RecursionError) as err:  # ValueError: bad JSON or bad UTF-8
-        raise A2IError(f"{source}: not valid JSON ({str(err).splitlines()[0][:200]})") from None
+    record = read_json(source)
     if not (isinstance(record, dict) and isinstance(record.get("model"), str)
             and isinstance(record.get("revision"), str | None)):
         raise A2IError(f"{source}: expected model (a string) and revision (a string or null); rerun the encoders "
@@ -73,5 +70,5 @@ def hub_revision(model_id: str) -> str:
     except RepositoryNotFoundError:
         raise A2IError(f"{shown}: no such model on the Hub (or it is private and you are not logged in)") from None
     except Exception as err:  # connection errors come in many types
-        reason = redact_text(str(err).splitlines()[0] if str(err) else type(err).__name__)
+        reason = redact_text(first_line(err))
         raise A2IError(f"cannot reach the Hub to resolve {shown}: {reason}") from None

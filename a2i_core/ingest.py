@@ -16,6 +16,7 @@ from a2i_core.names import MAX_LABEL_CHARS, MAX_PROMPT_CHARS, text_problem
 from a2i_core.params import DataParams, ParamsError
 from a2i_core.skipped import Skipped
 from a2i_core.sources import audioset, local, synthetic
+from a2i_core.urls import redact
 
 log = logging.getLogger(__name__)
 
@@ -133,20 +134,20 @@ def audiocaps_candidates(data: DataParams) -> tuple[pd.DataFrame, dict]:
     rows = []
     skipped = Skipped("AudioCaps")
     for location in data.audiocaps.csv:
-        caps = pd.read_csv(local_copy(location), dtype=str, keep_default_na=False)
+        shown = redact(location)  # a signed URL's query is a secret
+        caps = local.read_csv(local_copy(location), dtype=str, keep_default_na=False)
         missing = [c for c in AUDIOCAPS_COLUMNS if c not in caps.columns]
         if missing:
-            raise A2IError(f"{location}: no column {missing[0]!r} "
-                           f"(an AudioCaps CSV has {', '.join(AUDIOCAPS_COLUMNS)})")
+            raise A2IError(f"{shown}: no column {missing[0]!r} (an AudioCaps CSV has {', '.join(AUDIOCAPS_COLUMNS)})")
         for line, (cap_id, ytid, start_text, caption) in enumerate(caps[AUDIOCAPS_COLUMNS].itertuples(index=False),
                                                                    start=2):
             start, problem = audiocaps_start(start_text)
             if problem is None and not audioset.YTID.fullmatch(ytid):
                 problem = "invalid YouTube id"
-            if problem is None and not cap_id.isdigit():
+            if problem is None and not (cap_id.isascii() and cap_id.isdigit()):  # "²".isdigit() is True
                 problem = "audiocap_id is not a number"
             if problem:
-                skipped.add("invalid_row", f"{location}:{line}: {problem} ({ytid[:40]!r}, {start_text[:40]!r})")
+                skipped.add("invalid_row", f"{shown}:{line}: {problem} ({ytid[:40]!r}, {start_text[:40]!r})")
                 continue
             rows.append({"clip_id": f"{ytid}_{round(start * 1000)}", "group": ytid,
                          "label": f"audiocaps_{int(cap_id)}", "prompt": caption.strip(), "source": "audiocaps",

@@ -22,10 +22,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from a2i_core.errors import A2IError
-from a2i_core.files import atomic_dir
-from a2i_core.params import check, typed_from_dict
+from a2i_core.errors import A2IError, first_line
+from a2i_core.files import atomic_dir, read_json
 from a2i_core.provenance import Provenance
+from a2i_core.typed import check, typed_from_dict
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -174,14 +174,6 @@ class AudioToSD3Mapper(nn.Module):
         return model.eval()
 
 
-def read_json(path: Path) -> Any:
-    """A JSON file's content, or one line saying why it is not JSON."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError, RecursionError) as err:  # ValueError: bad JSON or bad UTF-8
-        raise A2IError(f"{path}: not valid JSON ({str(err).splitlines()[0][:200]})") from None
-
-
 def read_tensors(path: Path, expected: dict[str, tuple[int | None, ...]], why: str = "expected"
                  ) -> dict[str, torch.Tensor]:
     """A safetensors file's tensors, which must be exactly those named in ``expected`` with those shapes (None: any
@@ -194,7 +186,7 @@ def read_tensors(path: Path, expected: dict[str, tuple[int | None, ...]], why: s
     except A2IError:
         raise
     except Exception as err:  # safetensors raises its own error types for a damaged header
-        raise A2IError(f"{path}: not a readable safetensors file ({str(err).splitlines()[0][:200]})") from None
+        raise A2IError(f"{path}: not a readable safetensors file ({first_line(err)})") from None
 
 
 def _check_shapes(path: Path, shapes: dict[str, tuple[int, ...]], expected: dict[str, tuple[int | None, ...]],

@@ -58,12 +58,15 @@ class PackWriter:
     def __init__(self, audio_dir: Path, size: int, on_pack: Callable[[list[dict]], None]) -> None:
         self.dir, self.size, self.on_pack = audio_dir / PACK_DIR, size, on_pack
         self.buffer: list[tuple[dict, Path, bytes]] = []
+        self.written: Path | None = None  # the buffer's pack, written but not yet recorded by on_pack
         self.dir.mkdir(exist_ok=True)
         existing = sorted(self.dir.glob("pack-*.parquet"))
         self.next = int(existing[-1].stem.split("-")[1]) + 1 if existing else 0
 
     def add(self, row: dict, wav: Path) -> None:
         """Take a finished clip's WAV; write a pack when ``size`` clips are gathered."""
+        if self.written is not None:  # its recording failed: the buffer is that pack's until it is recorded
+            self.flush()
         wave, rate = sf.read(wav, dtype="float32")
         self.buffer.append((row, wav, encode_flac(wave, rate)))
         if len(self.buffer) >= self.size:
@@ -73,12 +76,18 @@ class PackWriter:
         """Write the gathered clips as one pack, hand its manifest rows to ``on_pack``, then delete their WAVs."""
         if not self.buffer:
             return
-        path = self.dir / f"pack-{self.next:05d}.parquet"
-        table = pa.table({"clip_id": [r["clip_id"] for r, _, _ in self.buffer],
-                          "flac": pa.array([b for _, _, b in self.buffer], pa.binary())})
-        shards.write_table(table, path, PACK_KIND, row_group_size=1)
-        self.next += 1  # written: whatever happens next, a later pack must not replace it
-        self.on_pack([{**r, "path": f"{PACK_DIR}/{path.name}", "row": i} for i, (r, _, _) in enumerate(self.buffer)])
+        if self.written is None:  # else written already, and only recording it failed: not written twice
+            path = self.dir / f"pack-{self.next:05d}.parquet"
+            table = pa.table({"clip_id": [r["clip_id"] for r, _, _ in self.buffer],
+                              "flac": pa.array([b for _, _, b in self.buffer], pa.binary())})
+            shards.write_table(table, path, PACK_KIND, row_group_size=1)
+            self.written, self.next = path, self.next + 1  # a later pack must not replace it
+        self.on_pack([{**r, "path": f"{PACK_DIR}/{self.written.name}", "row": i}
+                      for i, (r, _, _) in enumerate(self.buffer)])
         for _, wav, _ in self.buffer:
             wav.unlink(missing_ok=True)
-        self.buffer = []
+        self.buffer, self.written = [], None
+
+    def pending_ids(self) -> set[str]:
+        """Clips gathered for the next pack."""
+        return {row["clip_id"] for row, _, _ in self.buffer}

@@ -8,25 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import types
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from ruamel.yaml import YAML
 
-from a2i_core.errors import A2IError
+from a2i_core.typed import ParamsError, check, typed_from_dict
 
-
-class ParamsError(A2IError):
-    pass
-
-
-def check(condition: bool, key: str, message: str) -> None:
-    """For a dataclass's ``__post_init__``: the loader turns the error into one line with the key's whole path."""
-    if not condition:
-        raise ValueError(f"{key}: {message}")
+__all__ = ["ParamsError", "check", "typed_from_dict"]  # re-exported: every reader of params meets them here
 
 
 @dataclass(frozen=True)
@@ -76,7 +66,7 @@ class AudiocapsParams:
 @dataclass(frozen=True)
 class FolderParams:
     root: str  # any directory of audio files
-    labels_csv: str | None  # file,label rows; without it, labels are the files' subfolder names
+    labels_csv: str | None = None  # file,label rows; without it, labels are the files' subfolder names
 
 
 @dataclass(frozen=True)
@@ -98,8 +88,9 @@ class DataParams:
     val_fraction: float
     test_fraction: float
     seed: int
-    heldout_classes: list[str]  # labels kept out of training entirely: the "heldout" split tests generalisation
     archives: ArchiveParams
+    heldout_classes: list[str] = dataclasses.field(default_factory=list)  # labels kept out of training entirely: the
+    # "heldout" split tests generalisation
     synthetic: SyntheticParams | None = None
     audioset: AudiosetParams | None = None
     esc50: Esc50Params | None = None
@@ -125,8 +116,8 @@ class DownloadParams:
     max_attempts: int  # for retryable failures (HTTP 429, network), with exponential backoff and jitter
     backoff_seconds: float
     requests_per_second: float  # a global rate limit over all workers; 0 for none
-    cookies: str | None  # a Netscape cookies file for yt-dlp
     pack_size: int  # 0: one WAV file per clip; N: N clips per Parquet pack (for millions of clips)
+    cookies: str | None = None  # a Netscape cookies file for yt-dlp
 
     def __post_init__(self) -> None:
         check(self.pack_size >= 0, "pack_size", "must be >= 0")
@@ -150,14 +141,17 @@ def check_device(device: str) -> None:
 @dataclass(frozen=True)
 class AudioEncoderParams:
     weights: str  # "tiny", a URL or a local path to torchvggish's state dict
-    weights_sha256: str | None
-    pca: str | None  # only read when postprocess is true
-    pca_sha256: str | None
     postprocess: bool
     batch_size: int  # VGGish examples (0.96 s each) per forward pass
     shard_rows: int
     decode_workers: int  # ffmpeg decodes running ahead of the network
     device: Device
+    weights_sha256: str | None = None  # required for a URL
+    pca: str | None = None  # only read when postprocess is true
+    pca_sha256: str | None = None
+    # AudioSet's released embeddings (a directory of its *.tfrecord files, searched recursively): with it, no audio is
+    # downloaded and embed_audio imports these for the candidates' clips instead of running VGGish.
+    release: str | None = None
 
     def __post_init__(self) -> None:
         check(self.batch_size >= 1, "batch_size", "must be >= 1")
@@ -336,75 +330,3 @@ def read_yaml(path: str | Path) -> Any:
 
 def params_from_dict(raw: Any, source: str = "params") -> Params:
     return typed_from_dict(Params, raw, source)
-
-
-def typed_from_dict(cls: type, raw: Any, source: str) -> Any:
-    """Any dataclass built like params (a mapper's config.json, say): unknown, missing, mistyped or out-of-range
-    values fail with one line naming the key."""
-    try:
-        return _build(cls, raw, "")
-    except ParamsError as err:
-        raise ParamsError(f"{source}: {err}") from None
-
-
-def _build(cls: type, raw: Any, path: str) -> Any:
-    if not isinstance(raw, dict):
-        raise ParamsError(f"{path or 'top level'}: expected a mapping, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        raise ParamsError(f"{_join(path, unknown[0])}: unknown key (known: {', '.join(fields)})")
-    kwargs = {}
-    for name, f in fields.items():
-        key = _join(path, name)
-        if name not in raw:
-            if f.default is not dataclasses.MISSING:
-                continue
-            raise ParamsError(f"{key}: missing")
-        kwargs[name] = _convert(hints[name], raw[name], key)
-    try:
-        return cls(**kwargs)
-    except ValueError as err:
-        raise ParamsError(f"{_join(path, str(err))}") from None
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _convert(hint: Any, value: Any, key: str) -> Any:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        (inner,) = [o for o in options if o is not type(None)]
-        return _convert(inner, value, key)
-    if origin is Literal:
-        choices = typing.get_args(hint)
-        if value not in choices:
-            raise ParamsError(f"{key}: must be one of {', '.join(map(str, choices))}, got {value!r}")
-        return value
-    if origin is dict:
-        _, item = typing.get_args(hint)
-        if not isinstance(value, dict):
-            raise ParamsError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
-        return {str(k): _convert(item, v, f"{key}.{k}") for k, v in value.items()}
-    if origin is list:
-        (item,) = typing.get_args(hint)
-        if not isinstance(value, list):
-            raise ParamsError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
-        return [_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is tuple:
-        items = typing.get_args(hint)
-        if not isinstance(value, (list, tuple)) or len(value) != len(items):
-            raise ParamsError(f"{key}: expected a list of {len(items)} values, got {value!r}")
-        return tuple(_convert(item, v, f"{key}[{i}]") for i, (item, v) in enumerate(zip(items, value, strict=True)))
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, key)
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint in (int, float, str, bool) and (type(value) is not hint):
-        raise ParamsError(f"{key}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
-    return value

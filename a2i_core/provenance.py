@@ -3,24 +3,37 @@
 Audio features record how they were made (encoder weights, postprocess, frontend); text features record the
 diffusion model and the shape of its sequence embedding. The trained mapper keeps both. Wherever features or
 models meet a mapper (evaluate, render, eval sets, generate), :meth:`Provenance.check` compares them and a
-mismatch names the field and both values: the mapper never saw such inputs.
+mismatch names the field and both values: the mapper never saw such inputs. One exception: a mapper that learnt
+from AudioSet's released embeddings takes the local VGGish with the same PCA in their place (see ``check``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import json
-import re
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from a2i_core.errors import A2IError
-from a2i_core.params import ParamsError, typed_from_dict
+from a2i_core.fetch import SHA256
+from a2i_core.typed import ParamsError, typed_from_dict
 
 AUDIO_FIELDS = ("encoder_sha256", "postprocess", "frontend")
 TEXT_FIELDS = ("diffusion_model", "sequence_shape")
 METADATA_KEY = "provenance"  # the Parquet metadata key under which features store their part, as JSON
-SHA256 = re.compile(r"[0-9a-f]{64}")
+
+log = logging.getLogger(__name__)
+
+# AudioSet's released embeddings: TensorFlow VGGish, PCA and 8-bit quantisation, one per 0.96 s. No weights file
+# stands behind them here, so their encoder digest is that of this description: fixed, and like no weights file's.
+RELEASE_FRONTEND = "audioset-release-v1: TensorFlow VGGish, PCA, 8-bit, 0.96 s"
+RELEASE_ENCODER = hashlib.sha256(RELEASE_FRONTEND.encode()).hexdigest()
+RELEASE_AUDIO = {"encoder_sha256": RELEASE_ENCODER, "postprocess": True, "frontend": RELEASE_FRONTEND}
+RELEASE_NOTE = ("this mapper learnt from AudioSet's released embeddings (TensorFlow VGGish); new sounds are embedded "
+                "by the local torch port with the same PCA: close, not identical")
 
 
 class ProvenanceError(A2IError):
@@ -71,14 +84,41 @@ class Provenance:
     def to_json(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "sequence_shape": list(self.sequence_shape)}
 
+    @property
+    def from_release(self) -> bool:
+        """Whether these features, or the mapper's, are AudioSet's released embeddings."""
+        return self.encoder_sha256 == RELEASE_ENCODER
+
     def check(self, what: str, **found: Any) -> None:
-        """Refuse ``what`` when any of its ``found`` fields differs from this record."""
+        """Refuse ``what`` when any of its ``found`` fields differs from this record (but see ``_stand_ins``)."""
         _check_names(found, what)
-        for name, value in found.items():
+        for name, value in self._stand_ins(what, found).items():
             expected, actual = getattr(self, name), _typed(name, value, what)
             if actual != expected:
                 raise ProvenanceError(f"{what}: {name} is {_show(actual)}, but the mapper was trained with "
                                       f"{_show(expected)}")
+
+    def _stand_ins(self, what: str, found: dict[str, Any]) -> dict[str, Any]:
+        """The ``found`` fields left to compare once the local VGGish stands in for the released embeddings.
+
+        A mapper that learnt from the release meets the local VGGish wherever new sounds are embedded (generate, eval
+        sets): the same network and PCA, ported from TensorFlow to torch, so it is accepted with the PCA on, and the
+        difference is stated once. Without the PCA the features are another scale altogether: refused.
+        """
+        if not self.from_release or found.get("encoder_sha256", RELEASE_ENCODER) == RELEASE_ENCODER:
+            return found
+        if found.get("postprocess") is not True:
+            raise ProvenanceError(f"{what}: this mapper learnt from AudioSet's released embeddings (PCA, 8-bit), but "
+                                  "this VGGish has no PCA: set audio_encoder.pca, pca_sha256 and postprocess: true, "
+                                  "then rerun the encoders stage")
+        note_once(RELEASE_NOTE)
+        return {name: value for name, value in found.items() if name not in AUDIO_FIELDS}
+
+
+@functools.cache
+def note_once(message: str) -> None:
+    """Log ``message`` the first time only: a process checks the same mapper in several places."""
+    log.warning(message)
 
 
 def to_metadata(part: dict[str, Any]) -> dict[str, str]:

@@ -8,7 +8,7 @@ from typing import Literal
 
 import torch
 
-from a2i_core.errors import A2IError, quiet_hf_libraries
+from a2i_core.errors import A2IError, first_line, quiet_hf_libraries
 from a2i_core.hub import sd3_source
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def load_sd3(directory: str | Path, part: Literal["text", "image"], device: torc
     except (RepositoryNotFoundError, LocalEntryNotFoundError):
         raise A2IError(f"{model}: not found locally or on the Hub (check diffusion.model, or log in)") from None
     except OSError as err:
-        raise A2IError(f"cannot load SD3 from {model}: {str(err).splitlines()[0]}") from None
+        raise A2IError(f"cannot load SD3 from {model}: {first_line(err)}") from None
     # Cast as well: without accelerate, diffusers leaves the SD3 transformer in float32 whatever dtype is asked.
     pipe.to(device, dtype)
     pipe.set_progress_bar_config(disable=True)

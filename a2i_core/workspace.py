@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from ruamel.yaml import YAML
@@ -65,29 +66,44 @@ def dvc(*args: str) -> list[str]:
     return [sys.executable, "-m", "dvc", *args]
 
 
-def write_profile(base: Path, profile: Path, out: Path) -> None:
-    """``base`` (params.yaml) with the ``profile`` overlay merged in, validated, then written to ``out``."""
-    merged = merge_overlay(read_yaml(base), read_yaml(profile))
-    params_from_dict(merged, source=f"{base} + {profile}")
+def write_profile(base: Path, profiles: Sequence[Path], out: Path) -> None:
+    """``base`` (params.yaml) with each overlay of ``profiles`` merged in, in order, validated, then written to
+    ``out``."""
+    merged = read_yaml(base)
+    for profile in profiles:
+        merged = merge_overlay(merged, read_yaml(profile))
+    names = " + ".join(str(p) for p in profiles)
+    params_from_dict(merged, source=f"{base} + {names}")
     yaml = YAML()
     yaml.width = 4096  # no folded URLs
     with open(out, "w") as f:
-        f.write(f"# {base.name} with the overlay {profile.name} merged in; a new `a2i demo` writes it anew.\n")
+        f.write(f"# {base.name} with the overlays {', '.join(p.name for p in profiles)} merged in; a new `a2i demo` "
+                "writes it anew.\n")
         yaml.dump(merged, f)
 
 
-def prepare(workspace: str | Path, profile: str | Path, root: Path | None = None) -> Path:
-    """Create or refresh ``workspace`` from the project at ``root`` with ``profile`` merged into its params.yaml;
+def find_profile(name: str | Path, root: Path) -> Path:
+    """A profile file: the path itself, or a name of the project's own (``offline`` for profiles/offline.yaml)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    own = root / "profiles" / f"{name}.yaml"
+    if path.parent == Path(".") and own.is_file():
+        return own
+    known = ", ".join(sorted(p.stem for p in (root / "profiles").glob("*.yaml")))
+    raise A2IError(f"{name}: no such params profile (a YAML file, or one of the project's: {known})")
+
+
+def prepare(workspace: str | Path, profiles: Sequence[str | Path], root: Path | None = None) -> Path:
+    """Create or refresh ``workspace`` from the project at ``root`` with ``profiles`` merged into its params.yaml;
     commit it."""
     root = root or project_root()
     workspace = Path(workspace).resolve()
-    profile = Path(profile)
-    if not profile.is_file():
-        raise A2IError(f"{profile}: no such params profile")
+    found = [find_profile(p, root) for p in profiles]
     workspace.mkdir(parents=True, exist_ok=True)
     for name in PIPELINE_FILES:
         _copy(root / name, workspace / name)
-    write_profile(root / "params.yaml", profile, workspace / "params.yaml")
+    write_profile(root / "params.yaml", found, workspace / "params.yaml")
     # DVC git-ignores the outputs it tracks; render's staging folder is not one of them.
     (workspace / ".gitignore").write_text("__pycache__/\nmetrics/.images.tmp/\n")
     if not (workspace / ".git").exists():

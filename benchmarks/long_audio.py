@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from cells import resident_mib, run_cell  # benchmarks/cells.py, beside this script
 
 from a2i_core.audio import SAMPLE_RATE, decode, ffmpeg_binary
 from a2i_core.audio_encoder import load_audio_encoder
@@ -54,16 +55,6 @@ def write_recording(path: Path, minutes: float, seed: int = 0) -> None:
         raise SystemExit(f"ffmpeg could not write {path}")
 
 
-def peak_mib() -> float:
-    """This process's resident-memory high-water mark."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def reset_peak() -> bool:
     """Start the high-water mark again from the current resident size (Linux >= 4.0); False where not possible."""
     try:
@@ -79,7 +70,7 @@ def child(mode: str, weights_dir: str, audio: str, out: str, device: str, batch_
     device = resolve_device(device)
     encoder = load_audio_encoder(weights_dir, postprocess=False)
     frontend = place_encoder(encoder, device)
-    load_peak = peak_mib()
+    load_peak = resident_mib()
     reset = reset_peak()
     start = time.perf_counter()
     if mode == "whole":
@@ -90,17 +81,13 @@ def child(mode: str, weights_dir: str, audio: str, out: str, device: str, batch_
         frames = np.zeros((0, 128), np.float32)
     seconds = time.perf_counter() - start
     np.save(out, frames)
-    print(json.dumps({"peak_mib": peak_mib(), "seconds": seconds, "load_peak_mib": load_peak, "reset": reset}))
+    print(json.dumps({"peak_mib": resident_mib(), "seconds": seconds, "load_peak_mib": load_peak, "reset": reset}))
 
 
 def run_case(mode: str, weights_dir: Path, audio: Path, out: Path, args: argparse.Namespace) -> dict:
-    result = subprocess.run([sys.executable, __file__, "--child", mode, "--weights", str(weights_dir), "--audio",
-                             str(audio), "--out", str(out), "--device", args.device, "--batch-size",
-                             str(args.batch_size), "--window-seconds", str(args.window_seconds)],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SystemExit(f"{mode} on {audio.name} failed:\n{result.stderr[-2000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_cell(__file__, ["--child", mode, "--weights", str(weights_dir), "--audio", str(audio), "--out",
+                               str(out), "--device", args.device, "--batch-size", str(args.batch_size),
+                               "--window-seconds", str(args.window_seconds)], f"{mode} on {audio.name}")
 
 
 def main() -> None:

@@ -10,7 +10,8 @@ from a2i_core.stage import stage_paths
 def main() -> None:
     setup_logging()
     paths = stage_paths("candidates", "audio", "metrics")
-    download(load_params().download, **paths)
+    params = load_params()
+    download(params.download, release=params.audio_encoder.release, **paths)
 
 
 if __name__ == "__main__":

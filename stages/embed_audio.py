@@ -1,4 +1,5 @@
-"""embed_audio: VGGish embeddings of every downloaded clip, in resumable shards; spreads over GPUs under torchrun."""
+"""embed_audio: VGGish embeddings of every downloaded clip, in resumable shards; spreads over GPUs under torchrun.
+With audio_encoder.release set, AudioSet's released embeddings of the candidates' clips instead."""
 
 from a2i_core.distributed import close_world, init_world
 from a2i_core.errors import exit_cleanly, setup_logging
@@ -10,7 +11,7 @@ from a2i_core.stage import stage_paths
 @exit_cleanly
 def main() -> None:
     setup_logging()
-    paths = stage_paths("audio", "vggish", "features")
+    paths = stage_paths("audio", "vggish", "features", "candidates")
     cfg = load_params().audio_encoder
     world = init_world()
     embed_audio(cfg, world=world, **paths)

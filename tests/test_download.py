@@ -3,12 +3,14 @@ import dataclasses
 import pandas as pd
 import pytest
 
-from a2i_core import fetchers
+from a2i_core import download, fetchers, shards
+from a2i_core.candidates import CANDIDATES_KIND, candidates_table
 from a2i_core.download import download_clips
 from a2i_core.errors import A2IError
 from a2i_core.ingest import build_candidates
 from a2i_core.manifest import check_clip_id, load_manifest
 from a2i_core.params import params_from_dict
+from a2i_core.pipeline.download import download as pipeline_download
 from tests.conftest import offline
 
 CFG = offline("download", url_template="http://127.0.0.1:1/{ytid}", workers=2, max_attempts=2, backoff_seconds=0.01,
@@ -70,3 +72,31 @@ def test_stale_clips_are_removed(tmp_path, candidates):
 def test_clip_ids_are_checked_before_they_touch_a_path(bad):
     with pytest.raises(A2IError, match="invalid clip id"):
         check_clip_id(bad)
+
+
+def test_the_rate_limit_is_for_network_fetches_only(tmp_path, candidates):
+    # Before: 2 requests/s applied to every source; 440 local recordings took 220 s. (clips/s: benchmarks/download.py)
+    limited = dataclasses.replace(CFG, requests_per_second=0.5)  # 8 clips would take 14 s under the limit
+    calls = []
+
+    class Spy(download.RateLimit):
+        def wait(self) -> None:
+            calls.append(1)
+            super().wait()
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(download, "RateLimit", Spy)
+        assert download_clips(candidates, tmp_path, limited) == {"ok": 8}
+    assert calls == []  # synthetic clips never waited
+    assert set(fetchers.NETWORK_SOURCES) == {"audioset", "audiocaps"}
+
+
+def test_audioset_clips_are_not_downloaded_when_features_come_from_the_release(tmp_path, candidates):
+    rows = candidates.assign(source="audioset", ytid="--PJHxphWEs", start=0.0, end=10.0)
+    mixed = pd.concat([rows.iloc[:3], candidates.iloc[3:]], ignore_index=True)
+    path = tmp_path / "candidates.parquet"
+    shards.write_table(candidates_table(mixed), path, CANDIDATES_KIND)
+    # url_template points nowhere: a single YouTube fetch would fail, so every AudioSet clip must be skipped
+    counts = pipeline_download(CFG, path, tmp_path / "audio", tmp_path / "download.json", release=str(tmp_path))
+    assert counts == {"ok": 5, "from-release": 3}
+    assert sorted(load_manifest(tmp_path / "audio")["clip_id"]) == sorted(candidates["clip_id"].iloc[3:])

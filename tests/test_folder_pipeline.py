@@ -37,7 +37,7 @@ def test_mixed_folder_to_embeddings(tmp_path):
     del profile["data"]["synthetic"]
     with open(tmp_path / "profile.yaml", "w") as f:
         YAML().dump(profile, f)
-    ws = prepare(tmp_path / "ws", tmp_path / "profile.yaml")
+    ws = prepare(tmp_path / "ws", [tmp_path / "profile.yaml"])
     result = subprocess.run([sys.executable, "-m", "dvc", "repro", "embed_audio"], cwd=ws, env=tool_env(),
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]

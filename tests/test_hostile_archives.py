@@ -174,7 +174,7 @@ def test_esc50_over_http_skips_rows_that_leave_audio_and_bad_folds(tmp_path, cac
     assert len(caplog.records) == 4 and "'../../etc/passwd'" in caplog.text and "bad fold: 'x'" in caplog.text
 
 
-def test_esc50_symlinked_clip_leading_out_is_skipped_and_warnings_are_capped(tmp_path, caplog):
+def test_esc50_names_that_climb_out_are_skipped_links_kept_and_warnings_capped(tmp_path, caplog):
     root = tmp_path / "esc50"
     (root / "meta").mkdir(parents=True)
     (root / "audio").mkdir()
@@ -184,8 +184,9 @@ def test_esc50_symlinked_clip_leading_out_is_skipped_and_warnings_are_capped(tmp
     (root / "meta" / "esc50.csv").write_text(ESC50_HEADER + GOOD_ROWS + "link.wav,1,0,dog,True,9,A\n" + bad)
     with caplog.at_level(logging.WARNING, logger="a2i_core.sources.local"):
         frame, skipped = local.esc50_rows(str(root), LIMITS)
-    assert skipped == {"path_outside_root": 16} and len(frame) == 2
-    assert len(caplog.records) == 11 and "6 more rows skipped" in caplog.records[-1].getMessage()
+    # A link in the user's own copy is theirs to make (DVC's symlink cache makes them): only names are checked.
+    assert skipped == {"path_outside_root": 15} and len(frame) == 3
+    assert len(caplog.records) == 11 and "5 more rows skipped" in caplog.records[-1].getMessage()
 
 
 def test_esc50_missing_columns_are_one_line(tmp_path):
@@ -232,9 +233,9 @@ def test_folder_labels_csv_rows_outside_root_or_missing_are_skipped(folder, tmp_
         "file,label\ndog/a.wav,dog\n../outside.wav,cat\n/etc/passwd,x\ndog/out.wav,dog\nmissing.wav,dog\n"
         f"{folder / 'rain' / 'c.flac'},rain\n")
     frame, skipped = local.folder_rows(str(folder), str(tmp_path / "labels.csv"))
-    assert skipped == {"path_outside_root": 3, "missing_file": 1}
-    assert frame["label"].tolist() == ["dog", "rain"]
-    assert frame["clip_id"].tolist() == [safe_id("dog/a.wav"), safe_id("rain/c.flac")]  # ids as before
+    assert skipped == {"path_outside_root": 2, "missing_file": 1}
+    assert frame["label"].tolist() == ["dog", "dog", "rain"]
+    assert frame["clip_id"].tolist() == [safe_id(r) for r in ("dog/a.wav", "dog/out.wav", "rain/c.flac")]
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -248,12 +249,15 @@ def test_a_bad_labels_csv_is_one_line(folder, tmp_path, text, message):
         local.folder_rows(str(folder), str(csv_path))
 
 
-def test_a_folder_symlink_leading_out_is_skipped(folder, tmp_path):
-    (folder / "dog" / "evil.wav").symlink_to(tmp_path / "outside.wav")
-    (folder / "dog" / "alias.wav").symlink_to(folder / "rain" / "c.flac")  # a link within the root is fine
+def test_a_folder_of_links_is_the_users_own_data(folder, tmp_path):
+    # DVC's symlink cache and link farms point outside the folder: walked files are the user's, links or not.
+    (folder / "dog" / "linked.wav").symlink_to(tmp_path / "outside.wav")
+    (folder / "dog" / "alias.wav").symlink_to(folder / "rain" / "c.flac")
+    (folder / "dog" / "dangling.wav").symlink_to(tmp_path / "gone.wav")  # leads nowhere: no file to list
     frame, skipped = local.folder_rows(str(folder), None)
-    assert skipped == {"path_outside_root": 1}
-    assert sorted(frame["clip_id"]) == sorted(safe_id(r) for r in ("dog/a.wav", "dog/alias.wav", "rain/c.flac"))
+    assert skipped == {}
+    assert sorted(frame["clip_id"]) == sorted(safe_id(r) for r in ("dog/a.wav", "dog/alias.wav", "dog/linked.wav",
+                                                                   "rain/c.flac"))
     assert str(folder / "rain" / "c.flac") in set(frame["uri"])
 
 

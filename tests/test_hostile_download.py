@@ -16,18 +16,20 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from ruamel.yaml import YAML
 
 from a2i_core import download, fetchers, packs, shards
-from a2i_core.audio import decode, ffmpeg_dir
+from a2i_core.audio import decode, ffmpeg_dir, write_wav
 from a2i_core.candidates import CANDIDATES_KIND, candidates_table
 from a2i_core.download import download_clips
 from a2i_core.errors import A2IError
 from a2i_core.fetchers import disk_error
 from a2i_core.ingest import build_candidates
 from a2i_core.manifest import clip_sources, load_manifest
+from a2i_core.packs import PackWriter
 from a2i_core.params import params_from_dict
 from tests.conftest import ROOT, offline
 from tests.media_server import MediaServer
@@ -329,3 +331,27 @@ def test_failure_reasons_hide_credentials_in_urls(tmp_path, synthetic, monkeypat
     download_clips(synthetic, tmp_path, SYNTHETIC)
     reason = load_manifest(tmp_path).set_index("clip_id").loc[ids[0], "reason"]
     assert "hunter2" not in reason and "s3cr3t" not in reason and "example.com/watch" in reason
+
+
+def test_a_pack_whose_recording_failed_is_recorded_later_not_written_twice(tmp_path):
+    # Before: each retry of a failed manifest save wrote another copy of the pack.
+    calls = []
+
+    def on_pack(rows: list[dict]) -> None:
+        calls.append(rows)
+        if len(calls) < 3:
+            raise OSError(28, "No space left on device", "manifest.parquet")
+
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    writer = PackWriter(tmp_path, 2, on_pack)
+    for name in ("a", "b"):
+        write_wav(staging / f"{name}.wav", np.zeros(1600, np.float32))
+    writer.add({"clip_id": "a", "status": "ok", "reason": "", "path": "a.wav", "seconds": 0.1}, staging / "a.wav")
+    with pytest.raises(OSError):
+        writer.add({"clip_id": "b", "status": "ok", "reason": "", "path": "b.wav", "seconds": 0.1}, staging / "b.wav")
+    with pytest.raises(OSError):
+        writer.flush()
+    writer.flush()
+    assert [p.name for p in (tmp_path / "packs").iterdir()] == ["pack-00000.parquet"]
+    assert [r["path"] for r in calls[-1]] == ["packs/pack-00000.parquet"] * 2 and not list(staging.iterdir())

@@ -25,6 +25,7 @@ from a2i_core.encoders import prepare_vggish
 from a2i_core.errors import A2IError
 from a2i_core.fetch import fetch_file, local_copy, sha256_file
 from a2i_core.mapper import AudioToSD3Mapper, MapperConfig
+from a2i_core.provenance import Provenance
 from a2i_core.tiny import tiny_vggish_pca, tiny_vggish_weights
 from a2i_core.workspace import tool_env
 from tests.conftest import offline
@@ -323,3 +324,15 @@ def test_a_tampered_artifact_fails_in_one_line(tmp_path):
     with pytest.raises(A2IError, match=r"guidance.safetensors: empty_pooled: shape \(5,\), but the mapper makes it "
                                        r"\(4,\)$"):
         MapperArtifact.load(tmp_path / "m")
+
+
+def test_a_mapper_too_large_for_its_caps_is_one_line_at_train():
+    # Before: the default hidden sizes with 256 of SD3's 4096-wide tokens were a ValueError traceback in train.
+    from a2i_core.train import mapper_config
+
+    params = offline("mapper", target="pooled+tokens")
+    provenance = Provenance(encoder_sha256="ab" * 32, postprocess=False, frontend="f", diffusion_model="tiny",
+                            sequence_shape=(333, 4096))
+    with pytest.raises(A2IError, match=r"^mapper: tokens: the mapper would have .* parameters \(at most 1e\+09\) "
+                                       r"\(see mapper.hidden, mapper.target and diffusion.tokens\)$"):
+        mapper_config(params, 128, 2048, (256, 4096), provenance)

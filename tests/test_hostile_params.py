@@ -55,7 +55,7 @@ def test_an_unknown_key_stops_dvc_repro_with_one_line(repo, edit, key):
 
 
 @pytest.mark.e2e
-def test_the_params_check_passes_and_reruns_only_when_params_change(repo):
+def test_an_unchanged_params_file_reruns_nothing(repo):
     result = _repro(repo)
     assert result.returncode == 0 and "up to date" in result.stdout, result.stdout + result.stderr
 
@@ -67,7 +67,7 @@ def test_the_demo_commits_only_what_it_manages(tmp_path):
     (workspace / "cookies.txt").write_text("# Netscape HTTP Cookie File\n.youtube.com\tTRUE\t/\tTRUE\t0\tSID\tsecret\n")
     (workspace / "notes").mkdir()
     (workspace / "notes" / "todo.md").write_text("mine\n")
-    ws.prepare(workspace, OFFLINE_PROFILE, ROOT)
+    ws.prepare(workspace, [OFFLINE_PROFILE], ROOT)
     (workspace / "data").mkdir()
     (workspace / "data" / ".gitignore").write_text("/candidates.parquet\n")  # as DVC writes beside an output
     (workspace / "metrics").mkdir()

@@ -5,7 +5,7 @@ import torch
 from a2i_core.evaluate import evaluate_predictions, true_prompt_ranks
 from a2i_core.mapper import predict
 from a2i_core.params import MapperParams, TrainParams
-from a2i_core.train import Tensors, combined_loss, mapper_config, train_mapper
+from a2i_core.train import Split, combined_loss, mapper_config, train_mapper
 from tests.conftest import offline
 from tests.test_mapper import PROVENANCE
 
@@ -27,7 +27,7 @@ def _mapper(hidden, dropout) -> MapperParams:
 def _train(x, y, xv, yv, mapper: MapperParams, train: TrainParams):
     cpu = torch.device("cpu")
     config = mapper_config(mapper, x.shape[1], y.shape[1], None, PROVENANCE)
-    return train_mapper(Tensors.of(x, None, y, cpu), Tensors.of(xv, None, yv, cpu), config, train)
+    return train_mapper(Split.dense(x, None, y, cpu), Split.dense(xv, None, yv, cpu), config, train)
 
 
 def test_combined_loss_is_the_study_formula():

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from a2i_core import shards
-from a2i_core.candidates import CANDIDATES_KIND
+from a2i_core.candidates import CANDIDATES_KIND, RELEASED_SOURCE
 from a2i_core.download import download_clips
 from a2i_core.files import write_json
 from a2i_core.params import DownloadParams
 
+log = logging.getLogger(__name__)
 
-def download(cfg: DownloadParams, candidates: Path, audio: Path, metrics: Path) -> dict[str, int]:
+
+def download(cfg: DownloadParams, candidates: Path, audio: Path, metrics: Path, release: str | None = None) -> dict:
+    """With ``release`` (audio_encoder.release), AudioSet clips are not downloaded: embed_audio imports their
+    released embeddings instead."""
     frame = shards.read_table(candidates, CANDIDATES_KIND).to_pandas()
-    counts = download_clips(frame, audio, cfg)
+    skipped = 0
+    if release is not None:
+        released = frame["source"] == RELEASED_SOURCE
+        skipped = int(frame.loc[released, "clip_id"].nunique())
+        frame = frame[~released]
+        log.info("%d AudioSet clips not downloaded: their features come from audio_encoder.release (%s)", skipped,
+                 release)
+    counts: dict = download_clips(frame, audio, cfg)
+    if skipped:
+        counts["from-release"] = skipped
     write_json(metrics, counts)
     return counts

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from a2i_core.audio_encoder import load_audio_encoder
+from a2i_core.audio_encoder import encoder_for
 from a2i_core.distributed import SOLO
 from a2i_core.evaluate import SUMMARY_KEYS, mapper_metrics
 from a2i_core.files import write_json
@@ -56,12 +56,12 @@ def eval_set(params: Params, name: str, mapper_dir: Path, vggish: Path, sd3: Pat
                                                         out / "features" / "audio", out / "features" / "text")
     mapper = AudioToSD3Mapper.from_pretrained(mapper_dir)
     # Refuse encoders the mapper never learnt from now, not after downloading and embedding the whole set.
-    encoder = load_audio_encoder(vggish, params.audio_encoder.postprocess)
-    mapper.config.provenance.check(str(vggish), **encoder.provenance())
+    encoder_for(mapper.config.provenance, vggish, params.audio_encoder.postprocess)
     mapper.config.provenance.check(str(sd3), diffusion_model=model_identity(sd3))
     frame = ingest(data, candidates, out / "data.json", split=EVAL_SPLIT)
     download(params.download, candidates, audio, out / "download.json")
-    embed_audio(params.audio_encoder, audio, vggish, audio_features, SOLO)
+    # The set's own audio, embedded by the local VGGish even where training imported AudioSet's released embeddings.
+    embed_audio(dataclasses.replace(params.audio_encoder, release=None), audio, vggish, audio_features, SOLO)
     # Whole sequences only serve render's true-prompt images, which eval sets do not draw; the embeddings are the same.
     embed_text(dataclasses.replace(params.diffusion, store_sequence=False), candidates, sd3, text_features, world=SOLO)
     pairs = load_pairs_for(mapper, candidates, audio_features, text_features)

@@ -24,7 +24,7 @@ def evaluate(params: TrainParams, mapper_dir: Path, candidates: Path, audio_feat
     w_cos, w_mse = params.w_cos, params.w_mse
     mapper = AudioToSD3Mapper.from_pretrained(mapper_dir)
     pairs = load_pairs_for(mapper, candidates, audio_features, text_features)
-    train_mean = pairs.subset("train").pooled.mean(0, keepdims=True)
+    train_mean = pairs.subset("train").mean_pooled()[None]  # (1, P), from prompt counts: no row per training pair
 
     report, tables = {}, []
     for split in ("test", HELDOUT):

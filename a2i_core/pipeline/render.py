@@ -25,7 +25,7 @@ from a2i_core.distributed import SOLO, World
 from a2i_core.files import atomic_path, replace_dir, write_json
 from a2i_core.hub import model_identity
 from a2i_core.mapper import AudioToSD3Mapper, predict
-from a2i_core.names import safe_id
+from a2i_core.names import safe_name
 from a2i_core.pairs import load_pairs_for, load_token_targets
 from a2i_core.params import RenderParams
 from a2i_core.render import (
@@ -56,16 +56,16 @@ def render_rows(cfg: RenderParams, mapper_dir: Path, candidates: Path, audio_fea
     pairs = load_pairs_for(mapper, candidates, audio_features, text_features, tokens=False)
     test = pairs.subset("test")
     chosen = test.frame.sort_values("clip_id").groupby("label").head(cfg.clips_per_class).index.to_numpy()
-    clips = test.frame.loc[chosen].reset_index(drop=True)
-    x, mask = test.inputs(mapper.config.input)
-    pred_pooled, pred_tokens = predict(mapper, x[chosen], None if mask is None else mask[chosen])
+    picked = test.take(chosen)  # only the chosen clips' inputs and targets are gathered
+    clips = picked.frame
+    pred_pooled, pred_tokens = predict(mapper, *picked.inputs(mapper.config.input))
     empty_pooled, empty_sequence = load_guidance(text_features)
     fills = sequence_fills(empty_sequence)
     full = load_sequences(text_features, clips["prompt"].tolist())  # None unless diffusion.store_sequence
     # Without whole sequences, the true prompt gets its stored first tokens over the fill.
     true_heads = load_token_targets(text_features, clips["prompt"].tolist()) if full is None else None
     other_fill = next(f for f in fills if f != cfg.sequence_fill)
-    mean_pooled = pairs.subset("train").pooled.mean(0)
+    mean_pooled = pairs.subset("train").mean_pooled()
 
     def head(tokens, i):
         return None if tokens is None else tokens[i]
@@ -74,7 +74,7 @@ def render_rows(cfg: RenderParams, mapper_dir: Path, candidates: Path, audio_fea
     rows = [
         ("mapper", pred_pooled, lambda i: fill_sequence(fills[cfg.sequence_fill], head(pred_tokens, i))),
         (f"mapper_fill_{other_fill}", pred_pooled, lambda i: fill_sequence(fills[other_fill], head(pred_tokens, i))),
-        ("true_prompt", test.pooled[chosen],
+        ("true_prompt", picked.pooled,
          lambda i: full[i] if full is not None else fill_sequence(fills[cfg.sequence_fill], true_heads[i])),
         ("baseline_mean", np.repeat(mean_pooled[None], len(clips), axis=0),
          lambda i: fills[cfg.sequence_fill]),
@@ -91,8 +91,8 @@ def render_rows(cfg: RenderParams, mapper_dir: Path, candidates: Path, audio_fea
     if cfg.compile:
         compile_for_speed(pipe)
     seeds = [cfg.seed + j % n for j in range(len(pooled))]  # one seed per clip, shared by its rows
-    # Labels come from data ('../x', '/', 10 KB): a file is named by a safe id of its label, never the label.
-    files = [f"{rows[j // n][0]}/{safe_id(clips['label'][j % n])}-{clips['clip_id'][j % n]}.png"
+    # Labels come from data ('../x', '/', 10 KB): a file is named by the label only when it is plain, else a safe id.
+    files = [f"{rows[j // n][0]}/{safe_name(clips['label'][j % n])}-{clips['clip_id'][j % n]}.png"
              for j in range(len(pooled))]
     # Staged images survive a kill (DVC's outputs do not): a rerun keeps those whose inputs are unchanged.
     staging = images.with_name(f".{images.name}.tmp")

@@ -8,12 +8,13 @@ from dvclive import Live
 
 from a2i_core.artifact import MapperArtifact
 from a2i_core.devices import resolve_device
+from a2i_core.errors import A2IError
 from a2i_core.files import write_json
 from a2i_core.pairs import load_pairs
 from a2i_core.params import MapperParams, TrainParams
 from a2i_core.provenance import Provenance
 from a2i_core.text import load_guidance
-from a2i_core.train import Tensors, mapper_config, train_mapper
+from a2i_core.train import Split, mapper_config, train_mapper
 
 
 def train(mapper: MapperParams, params: TrainParams, candidates: Path, audio_features: Path, text_features: Path,
@@ -21,10 +22,17 @@ def train(mapper: MapperParams, params: TrainParams, candidates: Path, audio_fea
     with_tokens = mapper.target == "pooled+tokens"
     pairs = load_pairs(candidates, audio_features, text_features, frames=mapper.input == "frames",
                        tokens=with_tokens, max_frames=mapper.max_frames)
-    train_pairs, val_pairs = pairs.subset("train"), pairs.subset("val")
     device = resolve_device(params.device)
-    config = mapper_config(mapper, pairs.audio.shape[1], pairs.pooled.shape[1],
-                           pairs.tokens.shape[1:] if with_tokens else None, Provenance.from_parts(pairs.provenance))
+    # Indexed, not copied per pair: the splits share the clip features and the unique prompts' targets.
+    data = Split.of(pairs, mapper.input, with_tokens, device)
+    split = pairs.frame["split"].to_numpy()
+    train_data, val_data = data.rows(split == "train"), data.rows(split == "val")
+    for name, part in (("train", train_data), ("val", val_data)):
+        if not len(part):
+            raise A2IError(f"no {name} pairs: too few clips for data.val_fraction and data.test_fraction")
+    config = mapper_config(mapper, pairs.clip_audio.shape[1], pairs.prompt_pooled.shape[1],
+                           pairs.prompt_tokens.shape[1:] if with_tokens else None,
+                           Provenance.from_parts(pairs.provenance))
     live = Live(str(curves), dvcyaml=None, save_dvc_exp=False, report=None)
 
     def log_epoch(record: dict) -> None:
@@ -32,14 +40,12 @@ def train(mapper: MapperParams, params: TrainParams, candidates: Path, audio_fea
             live.log_metric(key, record[key])
         live.next_step()
 
-    result = train_mapper(Tensors.of(*train_pairs.inputs(mapper.input), train_pairs.targets(with_tokens), device),
-                          Tensors.of(*val_pairs.inputs(mapper.input), val_pairs.targets(with_tokens), device),
-                          config, params, on_epoch=log_epoch)
+    result = train_mapper(train_data, val_data, config, params, on_epoch=log_epoch)
     live.end()
     empty_pooled, empty_sequence = load_guidance(text_features)
     MapperArtifact(result.model, empty_pooled, empty_sequence, pairs.prompts, pairs.prompt_pooled).save(out)
     best = result.history[result.best_epoch - 1]
-    report = {"train_pairs": len(train_pairs.frame), "val_pairs": len(val_pairs.frame),
+    report = {"train_pairs": len(train_data), "val_pairs": len(val_data),
               "best_epoch": result.best_epoch, "stopped_epoch": result.stopped_epoch,
               "best_val_loss": best["val_loss"], "best_val_cosine": best["val_cosine"],
               "seconds": round(result.seconds, 2)}

@@ -8,39 +8,52 @@ from __future__ import annotations
 
 import csv
 import logging
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
 from a2i_core.audio import AUDIO_SUFFIXES
-from a2i_core.errors import A2IError
+from a2i_core.errors import A2IError, first_line
 from a2i_core.fetch import local_copy
 from a2i_core.names import safe_id
 from a2i_core.params import ArchiveParams
 from a2i_core.skipped import Skipped
 from a2i_core.sources.archive import extracted
+from a2i_core.urls import redact
 
 log = logging.getLogger(__name__)
 ESC50_COLUMNS = ["filename", "fold", "target", "category", "esc10", "src_file", "take"]
 
 
-def inside(path: Path, root: Path) -> Path | None:
-    """``path`` with its symlinks followed, if that stays under the resolved ``root``; else None."""
+def listed_path(root: Path, name: str) -> Path | None:
+    """``root / name`` for a file name read from a CSV, if the name stays under ``root`` by its parts (no '..', no
+    backslash, absolute only within ``root``); else None. Symlinks are followed afterwards: a folder of links
+    (DVC's symlink cache, a link farm) is the user's own data, and what comes from outside is the name."""
+    parts = PurePosixPath(name).parts
+    if not name or "\\" in name or "\0" in name or ".." in parts:
+        return None
+    if name.startswith("/"):  # an absolute name is fine when it names a place under the root
+        return Path(name) if Path(name).is_relative_to(root.absolute()) else None
+    return root / name
+
+
+def resolved_file(path: Path) -> Path | None:
+    """The regular file ``path`` leads to, links followed; None for a missing file or a link loop."""
     try:
         real = path.resolve()
-    except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL byte
+    except (OSError, RuntimeError):
         return None
-    return real if real.is_relative_to(root) and real != root else None
+    return real if real.is_file() else None
 
 
 def esc50_root(location: str, archives: ArchiveParams) -> Path:
     """A directory holding meta/esc50.csv: the given one, or the official archive downloaded and extracted."""
     path = local_copy(location)
     if path.is_file() and path.suffix == ".zip":
-        path = extracted(path, archives, shown_as=location)
+        path = extracted(path, archives, shown_as=redact(location))
     found = next(iter(sorted(path.glob("**/meta/esc50.csv"))), None)
     if found is None:
-        raise A2IError(f"{location}: no meta/esc50.csv inside (an ESC-50 copy or its archive was expected)")
+        raise A2IError(f"{redact(location)}: no meta/esc50.csv inside (an ESC-50 copy or its archive was expected)")
     return found.parent.parent
 
 
@@ -50,7 +63,7 @@ def esc50_rows(location: str, archives: ArchiveParams) -> tuple[pd.DataFrame, di
     csv_path = root / "meta" / "esc50.csv"
     # Only the columns that become paths or numbers are read as text; src_file keeps pandas' reading, so the
     # groups (and so the splits) of existing workspaces stay as they were.
-    meta = _read_csv(csv_path, dtype={"filename": str, "fold": str, "target": str, "category": str})
+    meta = read_csv(csv_path, dtype={"filename": str, "fold": str, "target": str, "category": str})
     if list(meta.columns) != ESC50_COLUMNS:
         raise A2IError(f"{csv_path}: columns {list(meta.columns)}, expected {ESC50_COLUMNS}")
     audio = (root / "audio").resolve()
@@ -83,10 +96,9 @@ def _esc50_problem(row: tuple, audio: Path) -> tuple[str | None, object]:
             return f"bad_{column}", getattr(row, column)
     name = row.filename
     # A plain file name, nothing that walks: ESC-50 keeps every clip directly in audio/.
-    if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name:
+    if not isinstance(name, str) or name in (".", "..") or "/" in name or listed_path(audio, name) is None:
         return "path_outside_root", name
-    real = inside(audio / name, audio)
-    return (None, real) if real else ("path_outside_root", name)
+    return None, audio / name  # a missing or unreadable file is the download stage's to report, as for any clip
 
 
 def _is_int(value: object) -> bool:
@@ -104,11 +116,10 @@ def folder_rows(root: str, labels_csv: str | None) -> tuple[pd.DataFrame, dict[s
     base = Path(root)
     if not base.is_dir():
         raise A2IError(f"{root}: not a directory")
-    real_root = base.resolve()
     skipped = Skipped(labels_csv or root)
     labelled = _csv_labelled(base, labels_csv, skipped) if labels_csv else _folder_labelled(base, skipped)
-    # (path as listed, file it resolves to, label): ids come from the listed path, as they always have.
-    rows = [(p, real, label) for p, label in labelled if (real := _checked(p, real_root, skipped))]
+    # (path as listed, file it leads to, label): ids come from the listed path, as they always have.
+    rows = [(p, real, label) for p, label in labelled if (real := _existing(p, skipped))]
     if not rows:
         raise A2IError(f"{root}: no labelled audio files found")
     relative = [str(p.relative_to(base)) if p.is_relative_to(base) else str(p) for p, _, _ in rows]
@@ -122,15 +133,10 @@ def folder_rows(root: str, labels_csv: str | None) -> tuple[pd.DataFrame, dict[s
     return frame, skipped.done()
 
 
-def _checked(path: Path, real_root: Path, skipped: Skipped) -> Path | None:
-    """The file ``path`` resolves to, if it is one and under the root; else the row is counted as skipped."""
-    real = inside(path, real_root)
+def _existing(path: Path, skipped: Skipped) -> Path | None:
+    real = resolved_file(path)
     if real is None:
-        skipped.add("path_outside_root", path)
-        return None
-    if not real.is_file():
         skipped.add("missing_file", path)
-        return None
     return real
 
 
@@ -148,8 +154,10 @@ def _csv_labelled(base: Path, labels_csv: str, skipped: Skipped) -> list[tuple[P
         file, label = row["file"], row["label"]
         if not file or label is None:  # a short row: DictReader fills the missing fields with None
             skipped.add("missing_field", row)
+        elif (path := listed_path(base, file)) is None:
+            skipped.add("path_outside_root", file)
         else:
-            labelled.append((base / file, label))
+            labelled.append((path, label))
     return labelled
 
 
@@ -162,9 +170,8 @@ def _folder_labelled(base: Path, skipped: Skipped) -> list[tuple[Path, str]]:
     return [(p, p.parent.name) for p in files if p.parent != base]
 
 
-def _read_csv(path: Path, **kwargs: object) -> pd.DataFrame:
+def read_csv(path: Path, **kwargs: object) -> pd.DataFrame:
     try:
         return pd.read_csv(path, **kwargs)
     except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError) as err:
-        raise A2IError(f"{path}: cannot read ({str(err).splitlines()[0] if str(err) else type(err).__name__})") \
-            from None
+        raise A2IError(f"{path}: cannot read ({first_line(err)})") from None
