@@ -32,7 +32,7 @@ from a2i_core.cookies import CookieCopies, private_cookies
 from a2i_core.errors import A2IError
 from a2i_core.fetchers import FETCHERS, NETWORK_SOURCES, RETRYABLE, ClipFailure, Fetcher
 from a2i_core.manifest import check_clip_id, load_manifest, save_manifest
-from a2i_core.packs import PACK_DIR, PackWriter
+from a2i_core.packs import PACK_DIR, PackWriter, pack_clip_ids
 from a2i_core.params import DownloadParams
 from a2i_core.urls import redact_text
 
@@ -123,18 +123,20 @@ def fetch_all(jobs: list[tuple[Fetcher, pd.Series, Path]], cfg: DownloadParams, 
     pool.shutdown()
 
 
-def download_clips(candidates: pd.DataFrame, audio_dir: str | Path, cfg: DownloadParams,
-                   save_every: int = 50) -> dict[str, int]:
+def download_clips(candidates: pd.DataFrame, audio_dir: str | Path, cfg: DownloadParams, save_every: int = 50,
+                   skip_sources: frozenset[str] = frozenset()) -> dict[str, int]:
     """Materialise every clip of ``candidates`` under ``audio_dir``; return counts by status.
 
-    A fatal error raises A2IError (one line) after the finished clips are recorded in the manifest.
+    Clips of ``skip_sources`` are not fetched, but what an earlier run fetched of them is kept (their features come
+    from elsewhere for now, and the audio dir is persistent). A fatal error raises A2IError (one line) after the
+    finished clips are recorded in the manifest.
     """
     with private_cookies(cfg.cookies) as cookies:  # a bad cookies file stops the stage here, before any clip
-        return _download(candidates, Path(audio_dir), cfg, cookies, save_every)
+        return _download(candidates, Path(audio_dir), cfg, cookies, save_every, skip_sources)
 
 
 def _download(candidates: pd.DataFrame, audio_dir: Path, cfg: DownloadParams, cookies: CookieCopies,
-              save_every: int) -> dict[str, int]:
+              save_every: int, skip_sources: frozenset[str]) -> dict[str, int]:
     audio_dir.mkdir(parents=True, exist_ok=True)
     if ffmpeg_dir() not in os.environ.get("PATH", "").split(os.pathsep):  # yt-dlp finds ffmpeg on PATH only
         os.environ["PATH"] = f"{ffmpeg_dir()}{os.pathsep}{os.environ.get('PATH', '')}"
@@ -168,7 +170,7 @@ def _download(candidates: pd.DataFrame, audio_dir: Path, cfg: DownloadParams, co
         remove_unrecorded_packs(audio_dir, rows)
         adopt_staged(audio_dir, clips.index, rows, packer)
         adopt_files(audio_dir, clips.index, rows)
-        todo = to_fetch(audio_dir, clips.index, rows, packer)
+        todo = to_fetch(audio_dir, clips.index[~clips["source"].isin(skip_sources)], rows, packer)
         target_dir.mkdir(exist_ok=True)
         jobs = [(FETCHERS[clips.loc[c, "source"]], clips.loc[c], target_dir / f"{c}.wav") for c in todo]
         with tqdm(total=len(todo), desc="download", unit="clip") as bar:
@@ -242,12 +244,13 @@ def remove_leftovers(audio_dir: Path) -> None:
 
 
 def remove_unrecorded_packs(audio_dir: Path, rows: dict[str, dict]) -> None:
-    """Packs no manifest row points to: written just before a stopped run could record them (their clips are
-    still staged, and are packed again) or holding only clips that are no longer candidates."""
+    """Packs written just before a stopped run could record them: no manifest row points to them, and every clip
+    in them is still staged, to be packed again. Any other pack holds the only copy of its clips: it stays."""
     recorded = {r["path"] for r in rows.values() if r["status"] == "ok"}
+    staged = {p.stem for p in (audio_dir / STAGING).glob("*.wav")}
     for pack in sorted((audio_dir / PACK_DIR).glob("pack-*.parquet")):
-        if f"{PACK_DIR}/{pack.name}" not in recorded:
-            log.info("%s: no manifest row points to it, removed", pack.name)
+        if f"{PACK_DIR}/{pack.name}" not in recorded and set(pack_clip_ids(pack)) <= staged:
+            log.info("%s: never recorded, its clips are packed again", pack.name)
             pack.unlink()
 
 

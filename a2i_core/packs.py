@@ -41,6 +41,11 @@ def _pack_metadata(pack: Path, mtime_ns: int) -> pq.FileMetaData:  # keyed by mt
     return pq.read_metadata(pack)
 
 
+def pack_clip_ids(pack: Path) -> list[str]:
+    """The clips a pack holds, read from its id column only."""
+    return pq.read_table(pack, columns=["clip_id"])["clip_id"].to_pylist()
+
+
 def encode_flac(wave: np.ndarray, sample_rate: int) -> bytes:
     buffer = io.BytesIO()
     sf.write(buffer, wave, sample_rate, subtype="PCM_16", format="FLAC")

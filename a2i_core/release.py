@@ -111,11 +111,11 @@ def candidate_segments(files: list[Path], wanted: dict[tuple[str, float], str], 
                 if clip_id is None or clip_id in found:
                     counts["not_candidates" if clip_id is None else "duplicates"] += 1
                     continue
-                found.add(clip_id)
-                if not len(segment.frames):
+                if not len(segment.frames):  # before `found`: a later good copy of the clip is still taken
                     counts["empty"] += 1
                     log.warning("skipped %s: its record in %s holds no embedding", clip_id, path)
                     continue
+                found.add(clip_id)
                 yield clip_id, segment.frames
             bar.update(path.stat().st_size)
             bar.set_postfix(records=counts["records"], candidates=len(found))
@@ -150,7 +150,7 @@ def import_release(release: Path, candidates: Path, out_dir: Path, shard_rows: i
             path.unlink(missing_ok=True)
         raise
     seconds = time.monotonic() - start
-    imported = len(found) - counts["empty"]
+    imported = len(found)  # clips with a usable record; one with only empty records is among the missing
     missing = [clip_id for clip_id in wanted.values() if clip_id not in found]
     _log_skipped(missing, counts)
     log.info("imported %d clips from %d release records in %d files in %.1f s (%.0f records/s)", imported,

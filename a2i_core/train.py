@@ -78,7 +78,7 @@ class Split:
 
     @classmethod
     def of(cls, pairs: Pairs, input: str, with_tokens: bool, device: torch.device) -> Split:
-        """All of ``pairs`` (``rows`` picks a split) as a mapper with this input and target reads them."""
+        """All of ``pairs`` as a mapper with this input and target reads them (``.rows()`` then picks a split)."""
         clip, prompt = torch.from_numpy(pairs.clip_row), torch.from_numpy(pairs.prompt_row)
         tokens = _place(pairs.prompt_tokens, device) if with_tokens else None
         if input != "frames":

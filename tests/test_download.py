@@ -100,3 +100,18 @@ def test_audioset_clips_are_not_downloaded_when_features_come_from_the_release(t
     counts = pipeline_download(CFG, path, tmp_path / "audio", tmp_path / "download.json", release=str(tmp_path))
     assert counts == {"ok": 5, "from-release": 3}
     assert sorted(load_manifest(tmp_path / "audio")["clip_id"]) == sorted(candidates["clip_id"].iloc[3:])
+
+
+def test_turning_the_release_on_keeps_the_audio_already_downloaded(tmp_path, candidates):
+    # Review finding: with the release on, AudioSet clips dropped out of the download and their packs were deleted.
+    packed = dataclasses.replace(CFG, pack_size=3)
+    path = tmp_path / "candidates.parquet"
+    shards.write_table(candidates_table(candidates), path, CANDIDATES_KIND)
+    assert pipeline_download(packed, path, tmp_path / "audio", tmp_path / "d.json") == {"ok": 8}
+    packs = sorted(p.read_bytes() for p in (tmp_path / "audio" / "packs").iterdir())
+    released = candidates.assign(source=["audioset"] * 3 + list(candidates["source"].iloc[3:]), ytid="--PJHxphWEs",
+                                 start=0.0, end=10.0)
+    shards.write_table(candidates_table(released), path, CANDIDATES_KIND)
+    counts = pipeline_download(packed, path, tmp_path / "audio", tmp_path / "d.json", release=str(tmp_path))
+    assert counts == {"ok": 8, "from-release": 3}
+    assert sorted(p.read_bytes() for p in (tmp_path / "audio" / "packs").iterdir()) == packs

@@ -235,3 +235,13 @@ def test_a_local_mapper_still_refuses_release_features(tiny_vggish_dir):
     local = Provenance.from_parts(encoder.provenance(), {"diffusion_model": "tiny", "sequence_shape": [4, 8]})
     with pytest.raises(ProvenanceError, match="encoder_sha256"):
         local.check("features", **RELEASE_AUDIO)
+
+
+def test_an_empty_record_does_not_hide_a_later_good_copy_of_its_clip(tmp_path):
+    # Review finding: the empty record marked the clip found, and the good copy after it counted as a duplicate.
+    layout = {"a.tfrecord": [("vid_A-1xyz0", 30.0, 0)], "b.tfrecord": [("vid_A-1xyz0", 30.0, 10)]}
+    counts = import_release(write_release(tmp_path / "release", layout),
+                            write_candidates(tmp_path / "candidates.parquet", [("vid_A-1xyz0", 30.0)]),
+                            tmp_path / "features", shard_rows=4)
+    assert counts["clips"] == 1 and counts["empty_records"] == 1 and counts["duplicate_records"] == 0
+    assert shards.read_shards(tmp_path / "features", AUDIO_KIND)["n_frames"].to_pylist() == [10]

@@ -18,6 +18,14 @@ from tests.conftest import offline
 from tests.test_mapper import PROVENANCE
 
 CPU = torch.device("cpu")
+# (train_loss, val_loss) per epoch of test_training_from_the_index_is_training_on_per_pair_rows, from the training
+# loop as it was before pairs were indexed (a2i_core/train.py at 7452ed3, with its Tensors), on the same data.
+BEFORE_INDEXING = {
+    "mean": [(1.7934658105556782, 1.7304668426513672), (1.7088244572663918, 1.653739094734192),
+             (1.6439114949642084, 1.5795978307724)],
+    "frames": [(1.6545090895432693, 1.533408761024475), (1.5269841365325145, 1.4150502681732178),
+               (1.4259669316120638, 1.3164652585983276)],
+}
 
 
 def _pairs(n_pairs: int, n_clips: int, n_prompts: int, seed: int = 0, max_frames: int = 6) -> Pairs:
@@ -128,6 +136,10 @@ def test_training_from_the_index_is_training_on_per_pair_rows(kind):
 
     b = train_mapper(dense(is_train), dense(~is_train), config, params)
     assert a.history == b.history
+    # And the loop before pairs were indexed (a2i 7452ed3: whole splits as tensors), run once on the same data:
+    # a change to the shared batch path would move both runs above together, but not this record.
+    losses = [(h["train_loss"], h["val_loss"]) for h in a.history]
+    np.testing.assert_allclose(losses, BEFORE_INDEXING[kind], rtol=1e-6)
     assert all(torch.equal(p, q) for p, q in zip(a.model.state_dict().values(), b.model.state_dict().values(),
                                                  strict=True))
 

@@ -18,14 +18,12 @@ def download(cfg: DownloadParams, candidates: Path, audio: Path, metrics: Path, 
     """With ``release`` (audio_encoder.release), AudioSet clips are not downloaded: embed_audio imports their
     released embeddings instead."""
     frame = shards.read_table(candidates, CANDIDATES_KIND).to_pandas()
-    skipped = 0
-    if release is not None:
-        released = frame["source"] == RELEASED_SOURCE
-        skipped = int(frame.loc[released, "clip_id"].nunique())
-        frame = frame[~released]
+    skip = frozenset({RELEASED_SOURCE} if release is not None else ())
+    skipped = int(frame.loc[frame["source"].isin(skip), "clip_id"].nunique())
+    if skipped:
         log.info("%d AudioSet clips not downloaded: their features come from audio_encoder.release (%s)", skipped,
                  release)
-    counts: dict = download_clips(frame, audio, cfg)
+    counts: dict = download_clips(frame, audio, cfg, skip_sources=skip)
     if skipped:
         counts["from-release"] = skipped
     write_json(metrics, counts)
