@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import typing
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Annotated
 
@@ -17,12 +18,22 @@ from a2i_core.params import DType as DTypeName
 from a2i_core.params import RenderParams, check_device, load_params
 from a2i_core.render import RenderSettings, save_png
 
+# No rich markup: help texts hold "[default: ...]", which markup would read as a style tag and drop.
 app = typer.Typer(help="a2i: turn sound into pictures with a frozen Stable Diffusion 3.", no_args_is_help=True,
-                  add_completion=False)
+                  add_completion=False, rich_markup_mode=None)
+
+
+def _show_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"a2i {package_version('a2i')}")
+        raise typer.Exit()
 
 
 @app.callback()
-def main() -> None:
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
+                                          help="Print a2i's version and exit.")] = False,
+) -> None:
     """Sound to pictures: VGGish audio embeddings mapped onto SD3's text conditioning."""
 
 
@@ -32,7 +43,7 @@ def demo(
         ".demo"),
     profile: Annotated[list[str] | None, typer.Option(
         help="Overlay merged onto params.yaml: a YAML file, or a profile's name (offline); repeat it to merge "
-             "several in order (--profile offline --profile my_sounds.yaml). Default: offline.")] = None,
+             "several in order (--profile offline --profile my_sounds.yaml) [default: offline].")] = None,
 ) -> None:
     """Run the whole pipeline on the offline profile (synthetic sounds, tiny models, CPU) with `dvc repro`."""
     try:
@@ -97,8 +108,10 @@ Project = Annotated[Path, typer.Option(help="A project or workspace whose models
 MapperDir = Annotated[Path | None, typer.Option(help="Trained mapper [default: PROJECT/models/mapper].")]
 VggishDir = Annotated[Path | None, typer.Option(help="VGGish weights [default: PROJECT/models/vggish].")]
 Sd3Dir = Annotated[Path | None, typer.Option(help="SD3 (encoders stage output) [default: PROJECT/models/sd3].")]
-Device = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N; without a GPU, falls back to the CPU.")]
-DType = Annotated[str, typer.Option(help="float32, float16 or bfloat16 (CPU always uses float32).")]
+Device = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps; auto takes a GPU when there is one, "
+                                          "else the CPU.")]
+DType = Annotated[str, typer.Option(help="auto (bfloat16 on a GPU, float32 on the CPU), float32, float16 or bfloat16 "
+                                         "(the CPU always computes in float32).")]
 
 
 @app.command()
@@ -109,14 +122,20 @@ def generate(
     mapper: MapperDir = None,
     vggish: VggishDir = None,
     sd3: Sd3Dir = None,
-    seed: Annotated[int | None, typer.Option(help="[default: the project's render.seed]")] = None,
-    steps: Annotated[int | None, typer.Option(help="[default: the project's render.steps]")] = None,
-    guidance: Annotated[float | None, typer.Option(help="[default: the project's render.guidance]")] = None,
-    size: Annotated[int | None, typer.Option(help="[default: the project's render.size]")] = None,
-    images_per_sound: Annotated[int, typer.Option(min=1)] = 1,
-    batch_size: Annotated[int | None, typer.Option(help="[default: the project's render.batch_size]")] = None,
+    seed: Annotated[int | None, typer.Option(
+        help="Noise seed of each sound's first image (the next ones take the next seeds) "
+             "[default: the project's render.seed].")] = None,
+    steps: Annotated[int | None, typer.Option(
+        help="Denoising steps [default: the project's render.steps].")] = None,
+    guidance: Annotated[float | None, typer.Option(
+        help="Classifier-free guidance scale [default: the project's render.guidance].")] = None,
+    size: Annotated[int | None, typer.Option(
+        help="Image width and height in pixels, a multiple of 16 [default: the project's render.size].")] = None,
+    images_per_sound: Annotated[int, typer.Option(min=1, help="Images of each sound, each with its own seed.")] = 1,
+    batch_size: Annotated[int | None, typer.Option(
+        help="Images rendered at once [default: the project's render.batch_size].")] = None,
     device: Device = "auto",
-    dtype: DType = "bfloat16",
+    dtype: DType = "auto",
 ) -> None:
     """Turn sounds into images with a trained mapper (decode, embed, map, render).
 
@@ -192,12 +211,12 @@ def web_app(
     sd3: Sd3Dir = None,
     host: Annotated[str, typer.Option(help="Interface to listen on (beyond 127.0.0.1, others can reach it).")] = (
         "127.0.0.1"),
-    port: Annotated[int, typer.Option()] = 7860,
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 7860,
     max_upload_mb: Annotated[float, typer.Option(min=0.1, help="Largest upload accepted.")] = 50.0,
     max_minutes: Annotated[float, typer.Option(min=0.01, help="Longest sound accepted.")] = 10.0,
-    auth: Annotated[str | None, typer.Option(help="USER:PASSWORD that the page asks for.")] = None,
+    auth: Annotated[str | None, typer.Option(help="USER:PASSWORD that the page asks for [default: no login].")] = None,
     device: Device = "auto",
-    dtype: DType = "bfloat16",
+    dtype: DType = "auto",
 ) -> None:
     """Start the web app: upload or record a sound, get an image and its nearest prompts."""
     setup_logging()

@@ -11,6 +11,7 @@ from a2i_core.errors import A2IError
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+AUTO = "auto"  # bfloat16 on a CUDA GPU that has it, else float16 on a GPU, float32 on the CPU
 
 
 def resolve_device(name: str) -> torch.device:
@@ -25,7 +26,12 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """Half precision only where it is fast: on CPU it is slow or unsupported, so fall back to float32 and say so."""
+    """Half precision only where it is fast: on CPU it is slow or unsupported, so fall back to float32 and say so
+    (``auto`` chooses for the device, silently)."""
+    if name == AUTO:
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float16 if device.type == "mps" else torch.float32
     dtype = DTYPES[name]
     if device.type == "cpu" and dtype != torch.float32:
         log.warning("dtype %s asked for on CPU: using float32", name)

@@ -130,7 +130,7 @@ class DownloadParams:
 
 
 Device = str  # "auto", "cpu", "cuda", "cuda:1", ...
-DType = Literal["float32", "float16", "bfloat16"]
+DType = Literal["auto", "float32", "float16", "bfloat16"]  # auto: bfloat16 on a GPU, float32 on the CPU
 
 
 def check_device(device: str) -> None:

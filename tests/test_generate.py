@@ -75,8 +75,8 @@ def test_clear_errors(demo_workspace, tmp_path):
     for option, value, message in [("--size", "100", "--size: must be a multiple of 16"),
                                    ("--steps", "0", "--steps: must be >= 1"),
                                    ("--device", "gpu", "--device: unknown device 'gpu' (auto, cpu, cuda, cuda:N, mps)"),
-                                   ("--dtype", "fp16", "--dtype: must be one of float32, float16, bfloat16, got "
-                                                       "'fp16'")]:
+                                   ("--dtype", "fp16", "--dtype: must be one of auto, float32, float16, bfloat16, "
+                                                       "got 'fp16'")]:
         refused = _generate(str(tmp_path / "silence.wav"), "--out", str(tmp_path), "--project", project, option, value)
         assert refused.returncode == 1 and refused.stderr.strip() == f"error: {message}"
 
