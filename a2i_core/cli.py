@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
+import shutil
+import sys
 import typing
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -46,6 +49,7 @@ def demo(
              "several in order (--profile offline --profile my_sounds.yaml) [default: offline].")] = None,
 ) -> None:
     """Run the whole pipeline on the offline profile (synthetic sounds, tiny models, CPU) with `dvc repro`."""
+    setup_logging()
     try:
         root = ws.project_root()
         path = ws.prepare(workspace, profile or ["offline"], root)
@@ -59,9 +63,20 @@ def demo(
     typer.echo("\nHeld-out retrieval of the true prompt among all class prompts:")
     typer.echo(f"  top-1 {metrics['top1']:.3f} (chance {metrics['chance_top1']:.3f})   "
                f"top-5 {metrics['top5']:.3f}   cosine {metrics['cosine']:.3f}   mse {metrics['mse']:.4f}")
-    typer.echo(f"\nmetrics: {path / 'metrics'}/*.json   (cd {path} && dvc metrics show)")
-    typer.echo(f"images:  {path / 'metrics' / 'images'}/   (cd {path} && dvc plots show)")
-    typer.echo(f"try a variant: cd {path} && dvc exp run -S train.lr=0.0003 && dvc exp show")
+    dvc = _dvc_command()
+    typer.echo(f"\nmetrics: {path / 'metrics'}/*.json   (cd {path} && {dvc} metrics show)")
+    typer.echo(f"images:  {path / 'metrics' / 'images'}/   (cd {path} && {dvc} plots show)")
+    typer.echo(f"try a variant: cd {path} && {dvc} exp run -S train.lr=0.0003 && {dvc} exp show")
+
+
+def _dvc_command() -> str:
+    """dvc as a user can type it from any shell: the one beside this Python (.venv's) unless dvc is on PATH already,
+    so the hints work without activating the environment."""
+    beside = Path(sys.executable).parent / "dvc"
+    on_path = shutil.which("dvc")
+    if on_path and Path(on_path).resolve() == beside.resolve():
+        return "dvc"
+    return shlex.quote(str(beside)) if beside.is_file() else "dvc"
 
 
 def _render_params(project: Path) -> RenderParams:

@@ -8,6 +8,7 @@ so running it never edits the project's ``params.yaml``, ``dvc.yaml`` or ``dvc.l
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -21,6 +22,8 @@ from a2i_core.errors import A2IError
 from a2i_core.params import merge_overlay, params_from_dict, read_yaml
 
 PIPELINE_FILES = ("dvc.yaml", "stages", "a2i_core")
+log = logging.getLogger(__name__)
+EDITED_PARAMS = "params.yaml.edited"  # a workspace's params.yaml as it was before a new `a2i demo` rewrote it
 
 
 def project_root() -> Path:
@@ -103,7 +106,15 @@ def prepare(workspace: str | Path, profiles: Sequence[str | Path], root: Path | 
     workspace.mkdir(parents=True, exist_ok=True)
     for name in PIPELINE_FILES:
         _copy(root / name, workspace / name)
-    write_profile(root / "params.yaml", found, workspace / "params.yaml")
+    params = workspace / "params.yaml"
+    before = params.read_text() if params.is_file() else None
+    write_profile(root / "params.yaml", found, params)
+    if before is not None and before != params.read_text():
+        # A rerun writes params.yaml anew from the profiles: edits made there (or by `dvc exp run`) would be lost.
+        kept = params.with_name(EDITED_PARAMS)
+        kept.write_text(before)
+        log.warning("%s differed from a fresh merge of the profiles (your edits, or a changed profile): it is now "
+                    "the fresh merge, and the old one is kept in %s", params, kept)
     # DVC git-ignores the outputs it tracks; render's staging folder is not one of them.
     (workspace / ".gitignore").write_text("__pycache__/\nmetrics/.images.tmp/\n")
     if not (workspace / ".git").exists():
