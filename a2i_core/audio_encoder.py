@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
-from a2i_core.errors import A2IError
+from a2i_core.errors import A2IError, first_line
 from a2i_core.fetch import sha256_file
 from a2i_core.vggish import FRONTEND, Postprocessor, VGGish, load_postprocessor, load_vggish
 
@@ -89,7 +89,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         # Its message advises weights_only=False, that is, running the file: never the advice for a file from outside.
         raise A2IError("not a plain tensor state dict (refused by the safe loader)") from None
     except Exception as err:  # a damaged zip, a truncated file: the safe unpickler raises many types
-        reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        reason = first_line(err)
         if "weights_only" in reason:  # torch's advice to unpickle unsafely, under another exception type
             raise A2IError("not a plain tensor state dict (refused by the safe loader)") from None
         raise A2IError(f"not a readable torch file ({reason})") from None

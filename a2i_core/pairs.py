@@ -81,16 +81,6 @@ class Pairs:
         """(n, N, D) float32 each pair's target first sequence tokens, when loaded."""
         return None if self.prompt_tokens is None else self.prompt_tokens[self.prompt_row].astype(np.float32)
 
-    @property
-    def frames(self) -> np.ndarray | None:
-        """(n, T, 128) each pair's frames, zero-padded to the longest here (at most max_frames)."""
-        return None if self.clip_frames is None else self.padded_frames()[0]
-
-    @property
-    def mask(self) -> np.ndarray | None:
-        """(n, T) True where a frame of ``frames`` is real."""
-        return None if self.clip_frames is None else self.padded_frames()[1]
-
     def padded_frames(self) -> tuple[np.ndarray, np.ndarray]:
         """(n, T, 128) frames and (n, T) mask; the stored frames are already cut at max_frames."""
         frames = self.clip_frames.of(self.clip_row)

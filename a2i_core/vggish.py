@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from a2i_core.errors import A2IError
+from a2i_core.errors import A2IError, first_line
 
 SAMPLE_RATE = 16_000
 WINDOW = 400  # 25 ms
@@ -136,8 +136,8 @@ def load_vggish(weights: dict[str, torch.Tensor]) -> VGGish:
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as err:
-        first_line = str(err).splitlines()[0]
-        raise A2IError(f"VGGish weights do not match the torchvggish architecture: {first_line}") from None
+        reason = first_line(err)
+        raise A2IError(f"VGGish weights do not match the torchvggish architecture: {reason}") from None
     return model.eval()
 
 

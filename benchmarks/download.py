@@ -13,6 +13,7 @@ Both run in one process, side by side, through ``download_clips``: the same work
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import subprocess
 import sys
 import tempfile
@@ -89,13 +90,12 @@ def main() -> None:
         folder = write_folder(tmp / "folder", args.clips, args.seconds)
         media = write_media(tmp / "media", args.clips, args.seconds)
         cases = []
-        local_cfg = committed.__class__(**{**committed.__dict__, "workers": args.workers})
+        local_cfg = dataclasses.replace(committed, workers=args.workers)
         seconds, counts = timed(folder, tmp / "out-local", local_cfg)
         cases.append(("(a) local folder, mixed formats", local_cfg.requests_per_second, seconds, counts))
         with MediaServer(tmp / "media") as server:
-            net_cfg = committed.__class__(**{**committed.__dict__, "workers": args.workers,
-                                             "requests_per_second": args.rate, "max_attempts": 1,
-                                             "url_template": server.url + "{ytid}.m4a"})
+            net_cfg = dataclasses.replace(committed, workers=args.workers, requests_per_second=args.rate,
+                                          max_attempts=1, url_template=server.url + "{ytid}.m4a")
             seconds, counts = timed(media, tmp / "out-net", net_cfg)
             cases.append(("(b) yt-dlp from a local server", args.rate, seconds, counts))
 
