@@ -1,8 +1,10 @@
-"""The web app: upload or record a sound, get an image, the nearest prompts and the settings used (Gradio).
+"""The web app: upload, record or pick an example sound, get images (one per seed), the nearest prompts and the
+settings used, and download the images as PNGs (Gradio).
 
 Meant to be left running for other people, so it defends itself: uploads are capped in size and duration,
-each upload is deleted once its request is done, all of Gradio's files live in a private directory removed when
-the server stops, one generation runs at a time, and the browser only ever sees one short line per error.
+each upload is deleted once its request is done, all of Gradio's files (uploads, examples, results, downloads) live
+in a private directory removed when the server stops, one generation runs at a time, and the browser only ever sees
+one short line per error.
 """
 
 from __future__ import annotations
@@ -17,14 +19,18 @@ import signal
 import socket
 import tempfile
 import threading
+import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from a2i_core.audio import SAMPLE_RATE, AudioError, decode_stream
-from a2i_core.errors import A2IError
-from a2i_core.generate import SILENCE_RMS, SoundToImage
-from a2i_core.render import RenderSettings
+from a2i_core.errors import A2IError, first_line
+from a2i_core.examples import Example, ExampleMaker
+from a2i_core.generate import SILENCE_RMS, Sound, SoundToImage, image_seeds
+from a2i_core.names import safe_name
+from a2i_core.render import RenderSettings, save_png
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves the machine
 
@@ -36,8 +42,13 @@ DURATION_SLACK_S = 0.5  # encoders pad a few frames: a file cut at exactly the l
 # corrupt each other (measured: wrong images handed to the wrong request). One lock per process, whatever the
 # server's concurrency settings, on top of the event's concurrency_limit=1.
 _GENERATOR_LOCK = threading.Lock()
+# Saving a result also removes earlier, empty result folders: never one another request is still filling. The event's
+# concurrency_limit=1 does not promise that: Gradio's REST route (/gradio_api/run/run, open unless api_open=False)
+# calls the function outside the queue.
+_RESULTS_LOCK = threading.Lock()
 
 MAX_QUEUE = 32  # requests waiting for the one generation slot
+MAX_IMAGES = 4  # per request: each is a full render, and one request holds the only generation slot
 UNREADABLE = "That file could not be read as audio."
 GONE = "The sound is no longer on the server: upload or record it again."
 SILENT = "The sound is silent: there is nothing to hear."
@@ -174,22 +185,78 @@ def _delete_upload(path: Path, upload_root: Path) -> None:
             parent = parent.parent
 
 
+def _image_count(value: object) -> int:
+    """The Images slider's value, checked again here: an API client can send any number."""
+    try:
+        count = int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError, OverflowError):
+        count = 0
+    if count != value or not 1 <= count <= MAX_IMAGES:
+        raise SoundRefused(f"Images must be a whole number from 1 to {MAX_IMAGES}.")
+    return count
+
+
+def _save_results(sound: Sound, seeds: list[int], root: Path, used: dict) -> tuple[list[tuple[str, str]], str]:
+    """Each image as a PNG (the settings and its seed in the PNG's text) and all of them in one zip, in a new folder
+    of Gradio's cache; returns the gallery's (path, caption) pairs and the zip's path.
+
+    Written where Gradio keeps its own results, so Gradio serves them without a copy, tracks them like its own, and
+    its sweep (``delete_cache``) and the server's exit remove them with the rest. The sweep deletes files only: the
+    earlier result folders it emptied are removed here.
+    """
+    with _RESULTS_LOCK:
+        _remove_empty_results(root)
+        out = Path(tempfile.mkdtemp(prefix="result-", dir=root))
+        stem = safe_name(sound.path.stem)
+        try:
+            pngs = []
+            for image, seed in zip(sound.images, seeds, strict=True):
+                pngs.append(out / f"{stem}-seed{seed}.png")
+                save_png(image, pngs[-1], text={"a2i": json.dumps({**used, "seed": seed})})
+            archive = out / f"{stem}-images.zip"
+            with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as bundle:  # PNGs are compressed already
+                for png in pngs:
+                    bundle.write(png, png.name)
+        except BaseException:
+            shutil.rmtree(out, ignore_errors=True)  # never half a result behind
+            raise
+    return [(str(png), f"seed {seed}") for png, seed in zip(pngs, seeds, strict=True)], str(archive)
+
+
+def _remove_empty_results(root: Path) -> None:
+    """Remove the ``result-*`` folders of ``root`` that are empty (swept); rmdir leaves any that still hold a file."""
+    with contextlib.suppress(OSError):
+        for folder in root.glob("result-*"):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
 def build_app(generator: SoundToImage, defaults: RenderSettings, sequence_fill: str, max_upload_mb: float = 50,
-              max_minutes: float = 10, uploads: UploadCounter | None = None):
-    """The Gradio Blocks; ``serve`` launches it with the matching size limit, auth, upload counting and a private
-    temp dir."""
+              max_minutes: float = 10, uploads: UploadCounter | None = None, examples: Sequence[Example] = ()):
+    """The Gradio Blocks; ``serve`` launches it with the matching size limit, auth, upload counting, a private
+    temp dir and the example sounds it wrote there."""
     import gradio as gr
 
-    def run(audio: str | None, steps: int, guidance: float, seed: int, size: int):
+    kept: set[str] = set()  # the example sounds' server files: the app's own, for every visitor, never deleted
+
+    def release(path: Path) -> None:
+        # The sound is the user's, not ours to keep; the input is cleared below so the page agrees.
+        if (uploads is None or uploads.release(path)) and os.path.realpath(path) not in kept:
+            _delete_upload(path, Path(app.GRADIO_CACHE))
+
+    def run(audio: str | None, steps: int, guidance: float, seed: int, size: int, images: int):
         if not audio:
-            raise gr.Error("Upload or record a sound first.", print_exception=False)
+            raise gr.Error(f"Upload or record a sound{', or pick an example,' if examples else ''} first.",
+                           print_exception=False)
         path = Path(audio)
         try:
+            count = _image_count(images)
             check_sound(path, max_upload_mb, max_minutes)
-            settings = RenderSettings(int(steps), float(guidance), int(size), int(seed), batch_size=1)
+            settings = RenderSettings(int(steps), float(guidance), int(size), int(seed),
+                                      batch_size=min(count, defaults.batch_size))
             with _GENERATOR_LOCK:
                 (sound,) = generator.sounds([path])
-                seconds = generator.render([sound], settings, images_per_sound=1, sequence_fill=sequence_fill)
+                seconds = generator.render([sound], settings, images_per_sound=count, sequence_fill=sequence_fill)
         except SoundRefused as err:
             log.info("refused %r: %s", path.name, err)
             raise gr.Error(str(err), print_exception=False) from None
@@ -200,41 +267,70 @@ def build_app(generator: SoundToImage, defaults: RenderSettings, sequence_fill: 
             log.error("generation failed for %r: %s: %s", path.name, type(err).__name__, err)
             raise gr.Error(FAILED, print_exception=False) from None
         finally:
-            # The sound is the user's, not ours to keep; the input is cleared below so the page agrees.
-            if uploads is None or uploads.release(path):
-                _delete_upload(path, Path(app.GRADIO_CACHE))
+            release(path)
         nearest = [[prompt, round(score, 4)] for prompt, score in sound.nearest]
-        used = {"steps": settings.steps, "guidance": settings.guidance, "seed": settings.seed, "size": settings.size,
-                "sequence_fill": sequence_fill, "device": str(generator.device),
+        seeds = image_seeds(settings.seed, count)  # `a2i generate --images-per-sound`'s rule
+        used = {"steps": settings.steps, "guidance": settings.guidance, "seed": settings.seed, "images": count,
+                "size": settings.size, "sequence_fill": sequence_fill, "device": str(generator.device),
                 "render_seconds": round(seconds, 2)}
-        return sound.images[0], nearest, used, None
+        try:
+            gallery, download = _save_results(sound, seeds, Path(app.GRADIO_CACHE), used)
+        except OSError as err:  # a full disk, say
+            log.error("saving the images of %r failed: %s", path.name, first_line(err))
+            raise gr.Error(FAILED, print_exception=False) from None
+        return gallery, nearest, used, None, download
 
-    # Results and stray uploads older than 10 minutes are swept every 10 minutes while the server runs.
+    # Results, downloads and stray uploads older than 10 minutes are swept every 10 minutes while the server runs;
+    # the example sounds are exempt (see _examples).
     with gr.Blocks(title="a2i: sound to image", delete_cache=(600, 600)) as app:
         gr.Markdown("# a2i — turn a sound into an image\nA frozen Stable Diffusion 3, steered by your audio.")
         with gr.Row():
             with gr.Column():
-                audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Sound")
+                audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Sound", elem_id="sound")
+                if examples:
+                    kept.update(_examples(gr, examples, audio))
                 gr.Markdown(f"Up to {max_upload_mb:g} MB and {max_minutes:g} minutes. The sound is deleted from "
-                            "the server once its image is made.")
+                            "the server once its images are made.")
                 steps = gr.Slider(1, 100, value=defaults.steps, step=1, label="Steps")
                 guidance = gr.Slider(0, 15, value=defaults.guidance, step=0.5, label="Guidance")
-                seed = gr.Number(value=defaults.seed, precision=0, label="Seed")
+                seed = gr.Number(value=defaults.seed, precision=0, label="Seed",
+                                 info="Image k of the sound takes seed + k.")
+                images = gr.Slider(1, MAX_IMAGES, value=1, step=1, label="Images")
                 size = gr.Dropdown([64, 128, 256, 512, 768, 1024], value=defaults.size, label="Size")
                 button = gr.Button("Generate", variant="primary")
             with gr.Column():
-                image = gr.Image(type="pil", format="png", label="Image", elem_id="result")
+                # No "download all" of Gradio's own: the button below is the one download of them all.
+                gallery = gr.Gallery(label="Result", elem_id="result", columns=2, object_fit="contain",
+                                     height="auto", interactive=False, buttons=["download", "fullscreen"])
+                download = gr.DownloadButton("Download PNGs (zip)", elem_id="download", size="md")
                 nearest = gr.Dataframe(headers=["nearest prompt", "cosine"], label="Nearest prompts",
                                        elem_id="nearest")
                 used = gr.JSON(label="Settings used", elem_id="settings")
         # Explicit, not Gradio's default: GRADIO_DEFAULT_CONCURRENCY_LIMIT must not be able to raise it.
-        button.click(run, [audio, steps, guidance, seed, size], [image, nearest, used, audio], api_name="run",
-                     concurrency_limit=1)
-    app.queue(default_concurrency_limit=1, max_size=MAX_QUEUE)  # beyond it, a request is told to come back later
+        button.click(run, [audio, steps, guidance, seed, size, images], [gallery, nearest, used, audio, download],
+                     api_name="run", concurrency_limit=1)
+    # Beyond max_size a request is told to come back later. api_open=False closes Gradio's direct REST route, which
+    # would run requests beside the queue and so past its limit; the page and gradio_client go through the queue.
+    app.queue(default_concurrency_limit=1, max_size=MAX_QUEUE, api_open=False)
     return app
 
 
-def _is_loopback(host: str) -> bool:
+def _examples(gr, examples: Sequence[Example], audio) -> set[str]:
+    """The clickable example sounds under the audio input (a click only fills the input); returns the real paths of
+    the files the page serves for them."""
+    before = set(audio.temp_files)
+    gr.Examples([[str(e.path)] for e in examples], inputs=[audio], label="Example sounds", elem_id="examples",
+                example_labels=[e.label for e in examples], examples_per_page=len(examples), cache_examples=False)
+    # Gradio files each example under the input component (a copy in its cache, unless serve wrote it there already)
+    # but, for audio, does not exempt it from its own sweep (delete_cache): without this, every example would vanish
+    # ten minutes after the start, and a click would then hand the generator a missing file.
+    served = set(audio.temp_files) - before
+    audio.keep_in_cache.update(served)
+    return {os.path.realpath(p) for p in served | {str(e.path) for e in examples}}
+
+
+def is_loopback(host: str) -> bool:
+    """Whether every address ``host`` names is this machine's loopback (False when it names none)."""
     try:
         infos = socket.getaddrinfo(host, None)
     except (OSError, UnicodeError):
@@ -245,7 +341,7 @@ def _is_loopback(host: str) -> bool:
 
 def exposure_warning(host: str, auth: tuple[str, str] | None) -> str | None:
     """What to tell the person starting the server about who else can reach it; None on the loopback."""
-    if _is_loopback(host):
+    if is_loopback(host):
         return None
     if auth is None:
         return (f"LISTENING ON {host} WITHOUT --auth: anyone who can reach this machine can use the app and its "
@@ -254,9 +350,23 @@ def exposure_warning(host: str, auth: tuple[str, str] | None) -> str | None:
             "unencrypted (plain HTTP) unless a TLS proxy sits in front")
 
 
+def _make_examples(make: ExampleMaker | None, temp_dir: Path) -> list[Example]:
+    if make is None:
+        return []
+    try:
+        return list(make(temp_dir / "examples"))
+    except Exception as err:  # examples are never a reason for the app not to start (a folder gone since, a bug)
+        log.warning("no example sounds: %s", first_line(err, limit=300) if isinstance(err, A2IError)
+                    else f"{type(err).__name__}: {first_line(err, limit=300)}")
+        return []
+
+
 def serve(generator: SoundToImage, defaults: RenderSettings, sequence_fill: str, host: str, port: int,
-          max_upload_mb: float = 50, max_minutes: float = 10, auth: tuple[str, str] | None = None) -> None:
-    """Run the app until Ctrl-C or SIGTERM; every file Gradio wrote (uploads, results) is removed on the way out."""
+          max_upload_mb: float = 50, max_minutes: float = 10, auth: tuple[str, str] | None = None,
+          examples: ExampleMaker | None = None) -> None:
+    """Run the app until Ctrl-C or SIGTERM; every file Gradio wrote (uploads, examples, results, downloads) is
+    removed on the way out. ``examples`` writes the page's example sounds into the app's private temp dir at start
+    (``functools.partial(project_examples, candidates, audio)``, say); none when it finds none."""
     from starlette.middleware import Middleware
 
     if not max_upload_mb > 0 or not max_minutes > 0:
@@ -274,7 +384,7 @@ def serve(generator: SoundToImage, defaults: RenderSettings, sequence_fill: str,
     try:
         uploads = UploadCounter()
         app = build_app(generator, defaults, sequence_fill, max_upload_mb=max_upload_mb, max_minutes=max_minutes,
-                        uploads=uploads)
+                        uploads=uploads, examples=_make_examples(examples, Path(temp_dir)))
         app.launch(server_name=host, server_port=port, share=False, show_error=False, auth=auth,
                    max_file_size=int(max_upload_mb * MB), prevent_thread_lock=True,
                    app_kwargs={"middleware": [Middleware(_CountUploads, counter=uploads)]})

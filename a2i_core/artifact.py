@@ -2,7 +2,9 @@
 
 Besides the mapper's weights and config (whose provenance names the audio encoder and its sha256, the
 postprocess setting, the frontend, the diffusion model and its widths), the directory holds what rendering and
-the nearest-prompt display need: the empty-prompt guidance embeddings and the prompt bank.
+the nearest-prompt display need: the empty-prompt guidance embeddings and the prompt bank; and, written by the
+train stage, its model card (README.md), so the folder can be uploaded to the Hugging Face Hub as it is. A mapper
+is loaded from such a folder or, by its Hub id ``owner/name[@revision]``, from the Hub.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ from safetensors.torch import save_file
 
 from a2i_core.errors import A2IError
 from a2i_core.files import atomic_dir, dir_identity
-from a2i_core.mapper import AudioToSD3Mapper, normalise, read_json, read_tensors
+from a2i_core.hub import local_folder
+from a2i_core.mapper import CONFIG_NAME, WEIGHTS_NAME, AudioToSD3Mapper, normalise, read_json, read_tensors
 
 GUIDANCE_NAME = "guidance.safetensors"
 PROMPTS_NAME = "prompts.json"
 PROMPT_BANK_NAME = "prompt_bank.safetensors"
+CARD_NAME = "README.md"  # the name the Hub shows as the model card
+FILES = [CONFIG_NAME, WEIGHTS_NAME, GUIDANCE_NAME, PROMPTS_NAME, PROMPT_BANK_NAME, CARD_NAME]  # what a Hub copy needs
 
 
 @dataclass
@@ -32,7 +37,8 @@ class MapperArtifact:
     prompts: list[str]
     prompt_pooled: np.ndarray  # (K, P)
 
-    def save(self, directory: str | Path) -> None:
+    def save(self, directory: str | Path, card: str | None = None) -> None:
+        """Write the artifact whole (an atomic swap), with ``card`` as its README.md when given."""
         with atomic_dir(directory) as tmp:
             self.mapper.save_pretrained(tmp)
             save_file({"empty_pooled": torch.from_numpy(np.ascontiguousarray(self.empty_pooled, np.float32)),
@@ -41,11 +47,14 @@ class MapperArtifact:
             save_file({"pooled": torch.from_numpy(np.ascontiguousarray(self.prompt_pooled, np.float32))},
                       str(tmp / PROMPT_BANK_NAME))
             (tmp / PROMPTS_NAME).write_text(json.dumps(self.prompts, indent=1) + "\n")
+            if card is not None:  # UTF-8 whatever the locale: labels may be in any script
+                (tmp / CARD_NAME).write_text(card, encoding="utf-8", newline="\n")
 
     @classmethod
-    def load(cls, directory: str | Path) -> MapperArtifact:
-        """The artifact, read whole from one version: a retrain may swap the directory while it is being read."""
-        directory = Path(directory)
+    def load(cls, location: str | Path) -> MapperArtifact:
+        """The artifact in a folder or, when no such folder exists, at a Hub id ``owner/name[@revision]``; read whole
+        from one version: a retrain may swap the directory while it is being read."""
+        directory = local_folder(location, FILES, what="mapper")
         for _ in range(5):
             before = dir_identity(directory)
             try:

@@ -70,9 +70,11 @@ def _downmix(sample_rate: int) -> str:
 def decode(path: str | Path | PackedClip, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Decode any audio file (or a packed clip) to mono float32 at ``sample_rate``; AudioError if that fails."""
     if isinstance(path, PackedClip):
+        import pyarrow as pa  # loaded already: PackedClip reads with it
+
         try:  # packs hold 16 kHz mono FLAC written by the download stage: no resampling, no ffmpeg
             wave, rate = sf.read(io.BytesIO(path.read()), dtype="float32")
-        except (OSError, RuntimeError, IndexError) as err:
+        except (OSError, RuntimeError, IndexError, ValueError, pa.ArrowException) as err:  # a damaged pack too
             raise AudioError(f"{path.pack} row {path.row}: cannot read packed clip ({err})") from None
         if rate != sample_rate or wave.ndim != 1:
             raise AudioError(f"{path.pack} row {path.row}: packed clip is {rate} Hz, {wave.ndim}-D")

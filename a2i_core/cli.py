@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import logging
 import shlex
 import shutil
 import sys
@@ -16,12 +18,14 @@ import typer
 
 from a2i_core import workspace as ws
 from a2i_core.errors import A2IError, first_line, setup_logging
+from a2i_core.examples import MAX_EXAMPLES, ExampleMaker, folder_examples, project_examples
 from a2i_core.generate import Sound, SoundToImage, expand_inputs, output_names, pick_device
 from a2i_core.params import DType as DTypeName
 from a2i_core.params import RenderParams, check_device, load_params
 from a2i_core.render import RenderSettings, save_png
 
 # No rich markup: help texts hold "[default: ...]", which markup would read as a style tag and drop.
+log = logging.getLogger(__name__)
 app = typer.Typer(help="a2i: turn sound into pictures with a frozen Stable Diffusion 3.", no_args_is_help=True,
                   add_completion=False, rich_markup_mode=None)
 
@@ -120,7 +124,9 @@ def _load_generator(project: Path, mapper: Path | None, vggish: Path | None, sd3
 
 
 Project = Annotated[Path, typer.Option(help="A project or workspace whose models/ and params.yaml to use.")]
-MapperDir = Annotated[Path | None, typer.Option(help="Trained mapper [default: PROJECT/models/mapper].")]
+MapperDir = Annotated[Path | None, typer.Option(
+    help="Trained mapper: a folder, or a Hugging Face Hub id owner/name[@revision] (a folder of that name wins) "
+         "[default: PROJECT/models/mapper].")]
 VggishDir = Annotated[Path | None, typer.Option(help="VGGish weights [default: PROJECT/models/vggish].")]
 Sd3Dir = Annotated[Path | None, typer.Option(help="SD3 (encoders stage output) [default: PROJECT/models/sd3].")]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps; auto takes a GPU when there is one, "
@@ -230,23 +236,53 @@ def web_app(
     max_upload_mb: Annotated[float, typer.Option(min=0.1, help="Largest upload accepted.")] = 50.0,
     max_minutes: Annotated[float, typer.Option(min=0.01, help="Longest sound accepted.")] = 10.0,
     auth: Annotated[str | None, typer.Option(help="USER:PASSWORD that the page asks for [default: no login].")] = None,
+    examples: Annotated[Path | None, typer.Option(
+        help=f"A folder of your own sounds to offer as examples: its first {MAX_EXAMPLES} audio files by name that "
+             "can be heard, any format ffmpeg reads [default: one clip per class from the project's test split, "
+             "when its data is there and --host is this machine only].")] = None,
+    no_examples: Annotated[bool, typer.Option(
+        "--no-examples", help="Offer no example sounds: the project's clips stay off a shared page "
+                              "[default: examples are offered].")] = False,
     device: Device = "auto",
     dtype: DType = "auto",
 ) -> None:
-    """Start the web app: upload or record a sound, get an image and its nearest prompts."""
+    """Start the web app: upload, record or pick an example sound, get images, their nearest prompts and a download."""
     setup_logging()
     from a2i_core.app import parse_auth, serve
 
     try:
         _check_runtime(device, dtype)
         credentials = parse_auth(auth) if auth is not None else None
+        make_examples = _example_maker(project, examples, no_examples, host)
         render_params = _render_params(project)
         generator = _load_generator(project, mapper, vggish, sd3, device, dtype)
     except A2IError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None
     serve(generator, RenderSettings.from_params(render_params), render_params.sequence_fill, host=host, port=port,
-          max_upload_mb=max_upload_mb, max_minutes=max_minutes, auth=credentials)
+          max_upload_mb=max_upload_mb, max_minutes=max_minutes, auth=credentials, examples=make_examples)
+
+
+def _example_maker(project: Path, folder: Path | None, none: bool, host: str = "127.0.0.1") -> ExampleMaker | None:
+    """What writes the app's example sounds at start (see a2i_core.examples); None for none. Checked before the
+    models load, so a mistyped folder costs no wait. The project's own clips only on the loopback: a ``host`` that
+    other machines reach gets them only as an explicit --examples DIR (the project's data may be private)."""
+    from a2i_core.app import is_loopback
+
+    if folder is not None and none:
+        raise A2IError("--examples and --no-examples: give one or the other")
+    if none:
+        return None
+    if folder is None:
+        if not is_loopback(host):
+            log.info("no example sounds: the project's own clips are not offered on --host %s, which other machines "
+                     "can reach (its data may be private); offer sounds with --examples DIR", host)
+            return None
+        data = project / "data"  # where the pipeline's ingest and download stages leave them (dvc.yaml)
+        return functools.partial(project_examples, data / "candidates.parquet", data / "audio")
+    if not folder.is_dir():
+        raise A2IError(f"--examples {folder}: not a folder")
+    return functools.partial(folder_examples, folder)
 
 
 if __name__ == "__main__":

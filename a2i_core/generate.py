@@ -34,6 +34,12 @@ SILENCE_RMS = 1e-4  # -80 dBFS: nothing for VGGish to hear
 MIN_HEARD_SAMPLES = 1600  # 0.1 s: shorter, repeating it to one VGGish example would be a tone of its own making
 
 
+def image_seeds(first_seed: int, count: int) -> list[int]:
+    """The noise seeds of one sound's ``count`` images: image k takes ``first_seed + k`` (`a2i generate
+    --images-per-sound` and the app's "Images" alike, so an image can be made again from its seed)."""
+    return [first_seed + k for k in range(count)]
+
+
 def pick_device(name: str) -> torch.device:
     """Like params' devices, but a missing GPU falls back to the CPU with a warning instead of stopping."""
     try:
@@ -119,14 +125,15 @@ class SoundToImage:
 
     def render(self, sounds: list[Sound], settings: RenderSettings, images_per_sound: int,
                sequence_fill: str = "empty_prompt") -> float:
-        """Fill each Sound's images; image k of a sound uses seed ``settings.seed + k``. Returns seconds."""
+        """Fill each Sound's images, with the seeds of ``image_seeds(settings.seed, images_per_sound)``. Returns
+        seconds."""
         fill = sequence_fills(self.artifact.empty_sequence)[sequence_fill]
-        plan = [(s, k) for s in sounds for k in range(images_per_sound)]
+        plan = [(s, seed) for s in sounds for seed in image_seeds(settings.seed, images_per_sound)]
         pooled = np.stack([s.pooled for s, _ in plan]).astype(np.float32)
         start = time.monotonic()
         images = render(self.pipe, pooled, lambda idx: np.stack([fill_sequence(fill, plan[j][0].tokens) for j in idx]),
                         self.artifact.empty_pooled, self.artifact.empty_sequence, settings, self.device, self.dtype,
-                        seeds=[settings.seed + k for _, k in plan])
+                        seeds=[seed for _, seed in plan])
         for j, image in images:
             plan[j][0].images.append(image)
         return time.monotonic() - start

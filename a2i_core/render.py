@@ -112,11 +112,12 @@ def fill_sequence(fill: np.ndarray, head: np.ndarray | None) -> np.ndarray:
 
 
 SHEET_CELL = 160  # pixels per contact-sheet image
+SHEET_LABEL_WIDTH = 180  # the sound's label, left of its images
 
 
 def contact_sheet(rows: list[tuple[str, list[Image.Image]]], columns: list[str], cell: int = SHEET_CELL) -> Image.Image:
     """A grid: one row per sound (its label, then one image per column), with a header naming the columns."""
-    label_width, header = 180, 24
+    label_width, header = SHEET_LABEL_WIDTH, 24
     sheet = Image.new("RGB", (label_width + cell * len(columns), header + cell * len(rows)), "white")
     draw = ImageDraw.Draw(sheet)
     for c, name in enumerate(columns):

@@ -9,7 +9,8 @@ from a2i_core.stage import stage_paths
 @exit_cleanly
 def main() -> None:
     setup_logging()
-    paths = stage_paths("mapper_dir", "candidates", "audio_features", "text_features", "metrics", "per_class")
+    paths = stage_paths("mapper_dir", "candidates", "audio_features", "text_features", "metrics", "report",
+                        "per_class", "per_class_chart")
     evaluate(load_params().train, **paths)
 
 

@@ -9,7 +9,7 @@ from a2i_core.stage import stage_paths
 @exit_cleanly
 def main() -> None:
     setup_logging()
-    paths = stage_paths("images", "index", "text_features", "clip", "metrics")
+    paths = stage_paths("images", "index", "text_features", "clip", "metrics", "scores")
     image_eval(load_params().evaluate, **paths)
 
 

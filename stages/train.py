@@ -1,4 +1,4 @@
-"""train: fit the mapper on the train split, early-stopped on val -> the mapper artifact, metrics and dvclive curves."""
+"""train: fit the mapper on the train split, early-stopped on val -> the mapper artifact, metrics and curves."""
 
 from a2i_core.errors import exit_cleanly, setup_logging
 from a2i_core.params import load_params
@@ -9,7 +9,7 @@ from a2i_core.stage import stage_paths
 @exit_cleanly
 def main() -> None:
     setup_logging()
-    paths = stage_paths("candidates", "audio_features", "text_features", "out", "metrics", "curves")
+    paths = stage_paths("candidates", "audio_features", "text_features", "out", "metrics", "curves", "curves_chart")
     params = load_params()
     train(params.mapper, params.train, **paths)
 

@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from PIL import Image
 from a2i_core.artifact import MapperArtifact
 from a2i_core.audio import ffmpeg_binary
 from a2i_core.errors import A2IError
-from a2i_core.generate import SoundToImage, output_names
+from a2i_core.generate import SoundToImage, image_seeds, output_names
 from a2i_core.sources.synthetic import clip_specs, synthesize
 from a2i_core.workspace import tool_env
 
@@ -115,6 +116,30 @@ def test_a_batch_goes_on_past_a_bad_file_and_names_never_collide(demo_workspace,
 def test_output_names_stay_distinct():
     assert output_names(["s", "s", "s-2", "t"], 1) == [["s.png"], ["s-2.png"], ["s-2-2.png"], ["t.png"]]
     assert output_names(["s", "s"], 2) == [["s-0.png", "s-1.png"], ["s-2-0.png", "s-2-1.png"]]
+
+
+def test_image_k_of_a_sound_takes_seed_plus_k(monkeypatch):
+    """One rule, image_seeds, for `a2i generate --images-per-sound` (SoundToImage.render) and the app's Images."""
+    from types import SimpleNamespace
+
+    from a2i_core import generate
+    from a2i_core.generate import Sound
+    from a2i_core.render import RenderSettings
+
+    assert image_seeds(7, 3) == [7, 8, 9] and image_seeds(0, 1) == [0] and image_seeds(5, 0) == []
+    asked = {}
+
+    def fake_render(pipe, pooled, sequences, *args, seeds):
+        asked["seeds"] = seeds
+        return [(j, Image.new("RGB", (8, 8))) for j in range(len(seeds))]
+
+    monkeypatch.setattr(generate, "render", fake_render)
+    artifact = SimpleNamespace(empty_sequence=np.zeros((4, 8), np.float32), empty_pooled=np.zeros(8, np.float32))
+    machine = SimpleNamespace(artifact=artifact, pipe=None, device="cpu", dtype=None)
+    sounds = [Sound(Path(name), np.zeros(8, np.float32), None, []) for name in ("a.wav", "b.wav")]
+    SoundToImage.render(machine, sounds, RenderSettings(4, 3.0, 64, 5, 2), images_per_sound=3)
+    assert asked["seeds"] == image_seeds(5, 3) * 2  # each sound's images: 5, 6, 7
+    assert [len(sound.images) for sound in sounds] == [3, 3]
 
 
 def test_artifact_round_trips_and_other_weights_are_refused(demo_workspace, tmp_path):

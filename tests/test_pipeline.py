@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import re
+import shlex
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +24,7 @@ from a2i_core.audio_features import load_audio_embeddings
 from a2i_core.candidates import CANDIDATES_KIND
 from a2i_core.manifest import load_manifest
 from a2i_core.mapper import AudioToSD3Mapper
+from a2i_core.render import SHEET_CELL, SHEET_LABEL_WIDTH
 from a2i_core.text import load_guidance, load_text_features
 from a2i_core.workspace import tool_env
 from tests.conftest import ROOT
@@ -72,7 +77,10 @@ def test_every_stage_ran_and_wrote_valid_outputs(workspace):
 
     eval_metrics = json.loads((ws / "metrics/eval.json").read_text())
     assert eval_metrics["chance_top1"] == 1 / 8 and 0 <= eval_metrics["top1"] <= 1
-    assert eval_metrics["top1"] > eval_metrics["baseline_mean"]["top1"]
+    assert eval_metrics["top1"] > eval_metrics["baseline_top1"]
+    report = json.loads((ws / "metrics/eval_report.json").read_text())
+    assert {k: report[k] for k in ("top1", "mse")} == {k: eval_metrics[k] for k in ("top1", "mse")}
+    assert report["pairs"] == len(candidates.query("split == 'test'")) and "combined" in report["baseline_mean"]
     render = json.loads((ws / "metrics/render.json").read_text())
     n_clips = candidates.query("split == 'test'")["label"].nunique()
     assert sorted(p.name for p in (ws / "metrics/images").iterdir()) == ROWS
@@ -81,11 +89,14 @@ def test_every_stage_ran_and_wrote_valid_outputs(workspace):
     for path in images:
         with Image.open(path) as image:
             assert image.format == "PNG" and image.size == (64, 64)
-    with Image.open(ws / "metrics/contact_sheet.png") as sheet:
-        assert sheet.height > 128 * n_clips
+    with Image.open(ws / "metrics/contact_sheet.png") as sheet:  # every row a column, every clip a row
+        assert sheet.size == (SHEET_LABEL_WIDTH + SHEET_CELL * len(ROWS), 24 + SHEET_CELL * n_clips)
     image_eval = json.loads((ws / "metrics/image_eval.json").read_text())
-    assert set(ROWS) <= set(image_eval) and image_eval["mapper"]["images"] == n_clips
-    assert all(0 <= image_eval[row]["zero_shot_top1"] <= 1 for row in ROWS)
+    assert set(image_eval) == {*ROWS, "chance_zero_shot_top1"}
+    scores = pd.read_csv(ws / "metrics/image_scores.csv")
+    assert len(scores) == len(images) and (scores.groupby("row").size() == n_clips).all()
+    for row in ROWS:
+        assert image_eval[row]["zero_shot_top1"] == pytest.approx(scores.query("row == @row")["zero_shot"].mean())
     curve = (ws / "metrics/train/plots/metrics/val_loss.tsv").read_text().splitlines()
     assert curve[0].split("\t") == ["step", "val_loss"] and len(curve) > 5
 
@@ -97,10 +108,17 @@ def test_second_repro_does_nothing(workspace):
     assert "modified" not in _dvc(ws, "status")
 
 
-def test_metrics_are_listed(workspace):
+def test_metrics_are_the_headline_numbers(workspace):
+    # Counts, timings and settings are reports (plain outputs), not metrics: `dvc metrics show` and `dvc exp show`
+    # list the numbers that compare experiments, and nothing per label or per split.
     ws, _ = workspace
-    shown = _dvc(ws, "metrics", "show", "--json")
-    assert '"top1"' in shown and '"best_epoch"' in shown
+    shown = json.loads(_dvc(ws, "metrics", "show", "--json"))
+    files = next(iter(shown.values()))["data"]
+    assert sorted(files) == ["metrics/eval.json", "metrics/image_eval.json"]
+    evaluation = files["metrics/eval.json"]["data"]
+    assert sorted(evaluation) == sorted(["top1", "top5", "mrr", "cosine", "mse", "baseline_top1", "chance_top1"])
+    assert all(set(values) == {"zero_shot_top1"}
+               for row, values in files["metrics/image_eval.json"]["data"].items() if row in ROWS)
 
 
 def test_experiment_reruns_only_train_and_after(workspace):
@@ -114,21 +132,38 @@ def test_experiment_reruns_only_train_and_after(workspace):
     assert ours and "top1" in ours[0]["metrics"]["metrics/eval.json"]["data"]
 
 
-def test_plots_show_curves_classes_images_and_sheet(workspace):
+STATIC_CHARTS = ["metrics/eval_per_class.svg", "metrics/train_curves.svg"]
+
+
+def _image_plots(plots: dict) -> list[str]:
+    return sorted(name for name, entries in plots.items() if entries and all(e["type"] == "image" for e in entries))
+
+
+def test_plots_show_each_plot_once_with_static_charts(workspace):
     ws, _ = workspace
     shown = json.loads(_dvc(ws, "plots", "show", "--json"))
     assert not shown.get("errors")
     plots = shown["data"]
-    assert plots["Training curves"] and plots["Per-class retrieval (top-1)"]
-    assert "metrics/contact_sheet.png" in plots and any(name.startswith("metrics/images/mapper/") for name in plots)
-
+    images = [str(p.relative_to(ws)) for p in (ws / "metrics/images").rglob("*.png")]
+    assert _image_plots(plots) == sorted([*images, "metrics/contact_sheet.png", *STATIC_CHARTS])
+    assert all(len(plots[name]) == 1 for name in _image_plots(plots))  # each image once
+    assert sorted(set(plots) - set(_image_plots(plots))) == ["Per-class retrieval (top-1)", "Training curves"]
+    # The static charts draw the same numbers: one polyline point per epoch, one bar per class.
+    svg = "{http://www.w3.org/2000/svg}"
+    curves = ET.parse(ws / "metrics/train_curves.svg").getroot()
+    epochs = len((ws / "metrics/train/plots/metrics/val_loss.tsv").read_text().splitlines()) - 1
+    assert [len(line.get("points").split()) for line in curves.iter(f"{svg}polyline")] == [epochs, epochs]
+    per_class = pd.read_csv(ws / "metrics/eval_per_class.csv")
+    bars = ET.parse(ws / "metrics/eval_per_class.svg").getroot()
+    assert len([g for g in bars.iter(f"{svg}g") if g.get("class") == "row"]) == len(per_class)
 
 def test_variants_run_as_experiments(workspace):
     ws, _ = workspace
     _dvc(ws, "exp", "run", "-S", "mapper.target=pooled+tokens", "-S", "mapper.input=frames",
          "-S", "render.sequence_fill=zeros", "-S", "data.heldout_classes=[dog]")
     evaluation = json.loads((ws / "metrics/eval.json").read_text())
-    assert "tokens_cosine" in evaluation and evaluation["heldout"]["pairs"] == 10
+    assert "tokens_cosine" in evaluation and "top1" in evaluation["heldout"]
+    assert json.loads((ws / "metrics/eval_report.json").read_text())["heldout"]["pairs"] == 10
     assert "dog" not in pd.read_csv(ws / "metrics/eval_per_class.csv").query("split == 'test'")["label"].tolist()
     config = AudioToSD3Mapper.from_pretrained(ws / "models/mapper").config
     assert config.input == "frames" and config.tokens == 20
@@ -159,7 +194,11 @@ def test_esc50_eval_set_by_official_folds(workspace, esc50_copy):
     ws, _ = workspace
     output = _dvc(ws, "exp", "run", "-S", f"+eval_sets.esc50={{source: esc50, esc50: {{root: {esc50_copy}}}}}")
     assert _ran(output) == ["check_params", "eval_set@esc50"]
-    report = json.loads((ws / "metrics/eval_sets/esc50.json").read_text())
+    report = json.loads((ws / "metrics/eval_sets/esc50_report.json").read_text())
+    numbers = json.loads((ws / "metrics/eval_sets/esc50.json").read_text())["eval_sets"]["esc50"]
+    assert sorted(numbers) == sorted(["top1", "top5", "mrr", "cosine", "mse", "chance_top1", "top1_fold_std"])
+    # the mapper is a tokens mapper by now (an experiment above), yet the set's columns stay these
+    assert {key: report[key] for key in numbers} == numbers
     assert sorted(report["folds"]) == [f"fold{i}" for i in range(1, 6)]
     assert all(fold["pairs"] == 4 for fold in report["folds"].values()) and report["pairs"] == 20
     assert report["chance_top1"] == 1 / 4 and 0 <= report["top1_fold_mean"] <= 1
@@ -180,9 +219,42 @@ def test_an_eval_set_runs_without_t5_through_the_pipeline_functions(workspace, e
         YAML().dump(raw, f)
     params = load_params(tmp_path / "params.yaml")
     report = eval_set(params, "esc", ws / "models/mapper", ws / "models/vggish", ws / "models/sd3", tmp_path / "out",
-                      tmp_path / "esc.json")
-    assert report["pairs"] == 20 and json.loads((tmp_path / "esc.json").read_text()) == report
+                      tmp_path / "esc.json", tmp_path / "esc_report.json")
+    assert report["pairs"] == 20 and json.loads((tmp_path / "esc_report.json").read_text()) == report
+    assert json.loads((tmp_path / "esc.json").read_text())["eval_sets"]["esc"]["top1"] == report["top1"]
     text = tmp_path / "out" / "features" / "text"
     assert shards.table_metadata(shards.shard_paths(text)[0])["t5"] == "false"
     _, sequence = load_guidance(text)
     assert sequence.shape == (77 + 32, 32) and not sequence[77:].any()  # T5's part: zeros, never loaded
+
+
+def _readme_commands(prefix: str) -> list[list[str]]:
+    """The README's commands that start with ``prefix``, as it prints them (comments cut), split like a shell."""
+    lines = [line.split("  #")[0].strip() for line in (ROOT / "README.md").read_text().splitlines()]
+    return [shlex.split(line) for line in dict.fromkeys(lines) if line.startswith(prefix)]
+
+
+def test_experiments_compare_on_the_numbers_that_matter(workspace):
+    # After the experiments above (eval sets too): the README's commands compare them on a table a terminal can
+    # show.
+    ws, _ = workspace
+    names = _dvc(ws, "exp", "list", "--name-only").split()
+    assert len(names) >= 2
+    (show,) = _readme_commands("dvc exp show --only-changed")
+    header = next(csv.reader(io.StringIO(_dvc(ws, *show[1:], "--csv"))))
+    assert len(header) <= 40, header
+    assert {"top1", "mrr", "baseline_top1", "train.epochs", "eval_sets.esc50.top1"} <= set(header), header
+    assert not [name for name in header if "/" in name]  # no dependency hashes, no per-file metric names
+    everything = next(csv.reader(io.StringIO(_dvc(ws, "exp", "show", "--csv"))))
+    assert not [name for name in everything if name.startswith(("pairs_per_label", "pairs_per_split"))]
+    (diff,) = _readme_commands("dvc exp diff")
+    changed = json.loads(_dvc(ws, *[names[0] if a == "EXP_A" else names[1] if a == "EXP_B" else a
+                                    for a in diff[1:]], "--json"))
+    assert set(changed["metrics"]) <= {"metrics/eval.json", "metrics/image_eval.json", "metrics/eval_sets/esc50.json"}
+    (plots,) = _readme_commands("dvc plots diff")
+    compared = json.loads(_dvc(ws, *[names[0] if a == "EXP_A" else names[1] if a == "EXP_B" else a
+                                     for a in plots[1:]], "--json"))
+    assert not compared.get("errors")
+    for chart in STATIC_CHARTS:  # each revision's chart once
+        assert sorted(e["revisions"][0] for e in compared["data"][chart]) == sorted(names[:2])
+    assert {rev for entry in compared["data"]["Training curves"] for rev in entry["revisions"]} >= set(names[:2])

@@ -32,7 +32,8 @@ def test_bad_param_stops_the_stage_with_one_line(tmp_path, raw_params):
 def test_missing_input_names_the_stage_to_run(tmp_path, raw_params):
     _write_params(tmp_path / "params.yaml", raw_params)
     result = _run_stage("train", tmp_path, "--candidates", "data/candidates.parquet", "--audio-features", "a",
-                        "--text-features", "t", "--out", "m", "--metrics", "m.json", "--curves", "c")
+                        "--text-features", "t", "--out", "m", "--metrics", "m.json", "--curves", "c",
+                        "--curves-chart", "c.svg")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "data/candidates.parquet: not found" in result.stderr
 

@@ -15,7 +15,7 @@ import pandas as pd
 
 from a2i_core.audio_encoder import encoder_for
 from a2i_core.distributed import SOLO
-from a2i_core.evaluate import SUMMARY_KEYS, mapper_metrics
+from a2i_core.evaluate import SET_HEADLINE, SUMMARY_KEYS, headline, mapper_metrics
 from a2i_core.files import write_json
 from a2i_core.hub import model_identity
 from a2i_core.mapper import AudioToSD3Mapper
@@ -47,8 +47,10 @@ def set_metrics(mapper: AudioToSD3Mapper, pairs: Pairs, folds: pd.Series | None,
     return report
 
 
-def eval_set(params: Params, name: str, mapper_dir: Path, vggish: Path, sd3: Path, out: Path, metrics: Path) -> dict:
-    """Candidates, audio, features and metrics of eval set ``name``; its work files go under ``out``."""
+def eval_set(params: Params, name: str, mapper_dir: Path, vggish: Path, sd3: Path, out: Path, metrics: Path,
+             report: Path) -> dict:
+    """Candidates, audio, features and metrics of eval set ``name``; its work files go under ``out``, its headline
+    numbers to ``metrics`` and every number (per fold too) to ``report``, which it returns."""
     spec = params.eval_sets[name]
     data = dataclasses.replace(params.data, source=spec.source, esc50=spec.esc50, audiocaps=spec.audiocaps,
                                folder=spec.folder, heldout_classes=[])
@@ -66,7 +68,10 @@ def eval_set(params: Params, name: str, mapper_dir: Path, vggish: Path, sd3: Pat
     embed_text(dataclasses.replace(params.diffusion, store_sequence=False), candidates, sd3, text_features, world=SOLO)
     pairs = load_pairs_for(mapper, candidates, audio_features, text_features)
     folds = frame.drop_duplicates("clip_id").set_index("clip_id")["fold"] if "fold" in frame else None
-    report = {"set": name, "source": spec.source,
-              **set_metrics(mapper, pairs, folds, params.train.w_cos, params.train.w_mse)}
-    write_json(metrics, report)
-    return report
+    full = {"set": name, "source": spec.source,
+            **set_metrics(mapper, pairs, folds, params.train.w_cos, params.train.w_mse)}
+    write_json(report, full)
+    numbers = headline(full, SET_HEADLINE)
+    # Under the set's name: `dvc exp show` then has a column `eval_sets.NAME.top1`, never a second `top1`.
+    write_json(metrics, {"eval_sets": {name: numbers}})
+    return full

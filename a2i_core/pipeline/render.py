@@ -132,10 +132,11 @@ def render_rows(cfg: RenderParams, mapper_dir: Path, candidates: Path, audio_fea
                               "label": [clips["label"][j % n] for j in range(len(files))],
                               "clip_id": [clips["clip_id"][j % n] for j in range(len(files))],
                               "prompt": [clips["prompt"][j % n] for j in range(len(files))]})
+        # Every rendered row is a column of the sheet, in the order of the rows above.
         sheet_rows = [(f"{clips['label'][i]} ({clips['clip_id'][i]})",
-                       [_thumbnail(staging / files[r * n + i]) for r in (0, 2, 3)]) for i in range(n)]
+                       [_thumbnail(staging / files[r * n + i]) for r in range(len(rows))]) for i in range(n)]
         with atomic_path(sheet) as tmp:
-            contact_sheet(sheet_rows, ["mapper", "true prompt", "mean baseline"]).save(tmp, format="PNG")
+            contact_sheet(sheet_rows, [name.replace("_", " ") for name, _, _ in rows]).save(tmp, format="PNG")
         replace_dir(staging, images)
         with atomic_path(index) as tmp:
             table.to_csv(tmp, index=False)

@@ -1,4 +1,5 @@
-"""train: fit the mapper on the train split, early-stopped on val -> the mapper artifact, its metrics and curves."""
+"""train: fit the mapper on the train split, early-stopped on val -> the mapper artifact (with its model card), its
+metrics and curves."""
 
 from __future__ import annotations
 
@@ -6,10 +7,14 @@ from pathlib import Path
 
 from dvclive import Live
 
+from a2i_core import shards
 from a2i_core.artifact import MapperArtifact
+from a2i_core.candidates import CANDIDATES_KIND
+from a2i_core.charts import line_chart, write_chart
 from a2i_core.devices import resolve_device
 from a2i_core.errors import A2IError
 from a2i_core.files import write_json
+from a2i_core.model_card import DataSummary, TrainingSummary, model_card
 from a2i_core.pairs import load_pairs
 from a2i_core.params import MapperParams, TrainParams
 from a2i_core.provenance import Provenance
@@ -18,7 +23,7 @@ from a2i_core.train import Split, mapper_config, train_mapper
 
 
 def train(mapper: MapperParams, params: TrainParams, candidates: Path, audio_features: Path, text_features: Path,
-          out: Path, metrics: Path, curves: Path) -> dict:
+          out: Path, metrics: Path, curves: Path, curves_chart: Path) -> dict:
     with_tokens = mapper.target == "pooled+tokens"
     pairs = load_pairs(candidates, audio_features, text_features, frames=mapper.input == "frames",
                        tokens=with_tokens, max_frames=mapper.max_frames)
@@ -43,11 +48,22 @@ def train(mapper: MapperParams, params: TrainParams, candidates: Path, audio_fea
     result = train_mapper(train_data, val_data, config, params, on_epoch=log_epoch)
     live.end()
     empty_pooled, empty_sequence = load_guidance(text_features)
-    MapperArtifact(result.model, empty_pooled, empty_sequence, pairs.prompts, pairs.prompt_pooled).save(out)
     best = result.history[result.best_epoch - 1]
+    card = model_card(config, DataSummary.of(pairs.frame, _source(candidates)),
+                      TrainingSummary(params, result.best_epoch, result.stopped_epoch, best["val_loss"],
+                                      best["val_cosine"]))
+    MapperArtifact(result.model, empty_pooled, empty_sequence, pairs.prompts, pairs.prompt_pooled).save(out, card)
     report = {"train_pairs": len(train_data), "val_pairs": len(val_data),
               "best_epoch": result.best_epoch, "stopped_epoch": result.stopped_epoch,
               "best_val_loss": best["val_loss"], "best_val_cosine": best["val_cosine"],
               "seconds": round(result.seconds, 2)}
     write_json(metrics, report)
+    losses = {key: [(record["epoch"], record[key]) for record in result.history] for key in ("train_loss", "val_loss")}
+    write_chart(curves_chart, line_chart(losses, "Training curves", "epoch", "loss"))
     return report
+
+
+def _source(candidates: Path) -> str:
+    """The data source the candidates came from (one per table), for the model card."""
+    sources = shards.read_table(candidates, CANDIDATES_KIND, columns=["source"]).column("source").unique().to_pylist()
+    return ", ".join(sorted(str(s) for s in sources)) or "none"
