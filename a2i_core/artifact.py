@@ -55,7 +55,7 @@ class MapperArtifact:
         """The artifact in a folder or, when no such folder exists, at a Hub id ``owner/name[@revision]``; read whole
         from one version: a retrain may swap the directory while it is being read."""
         directory = local_folder(location, FILES, what="mapper")
-        for _ in range(5):
+        for _ in range(20):  # each retry follows a completed swap: a retrain makes one, a busy machine delays reads
             before = dir_identity(directory)
             try:
                 artifact = cls._read(directory)

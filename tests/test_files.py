@@ -1,5 +1,6 @@
 import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -95,6 +96,7 @@ def test_a_reader_never_sees_a_missing_or_mixed_mapper_while_it_is_rewritten(tmp
     reader.start()
     for i in range(60):
         versions[i % 2].save(path)
+        time.sleep(0.01)  # still far more often than any retrain, but a loaded machine's reader gets a turn
     stop.set()
     reader.join()
     assert not errors, errors[:3]

@@ -64,3 +64,32 @@ def test_compiled_transformer_and_decoder_render_the_same_images(tiny_sd3_dir):
     assert counters["stats"]["unique_graphs"] == 2  # the transformer and the VAE decoder, each compiled once
     for a, b in zip(compiled, eager, strict=True):
         assert np.abs(a - b).max() <= 2
+
+
+def test_render_from_stored_embeddings_equals_the_pipelines_own_prompt_call(tiny_sd3_dir, tmp_path):
+    # render never loads the text encoders: it reads the embed_text stage's stored pooled and whole sequence of a
+    # prompt, and the stored empty prompt as the negative. It must draw what diffusers draws from the prompt itself.
+    from diffusers import StableDiffusion3Pipeline
+
+    from a2i_core.text import embed_prompts, load_guidance, load_sequences, load_text_features
+
+    prompts, cpu = ["an image of a barking dog", "an image of a ticking clock"], torch.device("cpu")
+    embed_prompts(load_sd3(tiny_sd3_dir, "text", cpu), prompts, tmp_path, tokens=4, max_sequence_length=32,
+                  batch_size=2, shard_rows=8, diffusion_model="tiny", store_sequence=True)
+    stored, pooled = load_text_features(tmp_path)
+    pooled = pooled[[stored.index(p) for p in prompts]]  # (2, P)
+    sequences = load_sequences(tmp_path, prompts)  # (2, 77 + 32, D)
+    empty_pooled, empty_sequence = load_guidance(tmp_path)
+    settings = RenderSettings(steps=4, guidance=5.0, size=64, seed=11, batch_size=2)
+    ours = [np.asarray(im, np.int16) for _, im in render(
+        load_sd3(tiny_sd3_dir, "image", cpu), pooled, lambda idx: sequences[idx], empty_pooled, empty_sequence,
+        settings, cpu, torch.float32)]
+
+    pipe = StableDiffusion3Pipeline.from_pretrained(str(tiny_sd3_dir), dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    theirs = pipe(prompt=prompts, negative_prompt="", max_sequence_length=32, num_inference_steps=settings.steps,
+                  guidance_scale=settings.guidance, height=settings.size, width=settings.size,
+                  generator=[torch.Generator().manual_seed(settings.seed + i) for i in range(2)]).images
+    for a, b in zip(ours, theirs, strict=True):
+        assert np.abs(a - np.asarray(b, np.int16)).max() <= 1  # float rounding of the batched text encoders at most
+    assert np.abs(ours[0] - ours[1]).mean() > 1  # two prompts, two pictures: the comparison is not of blanks
