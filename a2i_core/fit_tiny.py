@@ -58,10 +58,10 @@ def torch_threads(n: int) -> Iterator[None]:
 
 
 def cosine_lr(optimizer: torch.optim.Optimizer, base: float, step: int, total: int, warmup: int = 0) -> None:
-    """Linear warm-up for ``warmup`` steps, then a cosine decay to zero at ``total``."""
+    """Linear warm-up for ``warmup`` steps, then a cosine decay to zero at ``total`` (times a group's ``lr_scale``)."""
     scale = min(1.0, (step + 1) / warmup) if warmup else 1.0
     for group in optimizer.param_groups:
-        group["lr"] = group.get("mult", 1.0) * base * scale * 0.5 * (1 + math.cos(math.pi * step / total))
+        group["lr"] = group.get("lr_scale", 1.0) * base * scale * 0.5 * (1 + math.cos(math.pi * step / total))
 
 
 # --- SD3: the conditioning the pipeline stores ---------------------------------------------------------------------
@@ -323,6 +323,17 @@ def freeze_positions(transformer) -> None:
     embed.register_buffer("pos_embed", table, persistent=True)
 
 
+def transformer_optimizer(transformer, params: list[torch.nn.Parameter], lr: float,
+                          position_lr_scale: float = 10.0) -> torch.optim.AdamW:
+    """AdamW over ``params``, with the positional table (``sharpen_positions``) at ``position_lr_scale`` times the
+    rate: each of its entries is trained only by the patch at its place, and where shapes go is what takes the
+    fit longest to learn (at 128 px it cuts the pixel error of a 300-step fit by about a third)."""
+    table = transformer.pos_embed.pos_embed
+    rest = [p for p in params if p is not table]
+    groups = [{"params": rest, "lr_scale": 1.0}, {"params": [table], "lr_scale": position_lr_scale}]
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=0.0)
+
+
 def fit_transformer(transformer, scheduler, cond: Conditioning, latents: dict[int, torch.Tensor],
                     render_steps: Sequence[int], guidance: float, steps: int, generator: torch.Generator,
                     lr: float = 8e-3, batch_size: int = 8) -> float:
@@ -334,13 +345,8 @@ def fit_transformer(transformer, scheduler, cond: Conditioning, latents: dict[in
     shift = scheduler.config.shift
     grid = sampler_sigmas(scheduler, render_steps)
     sharpen_positions(transformer)
-    import os
     params = [p for p in transformer.parameters() if p.requires_grad]
-    pos = transformer.pos_embed.pos_embed
-    others = [p for p in params if p is not pos]
-    optimizer = torch.optim.AdamW([{"params": others, "lr": lr, "mult": 1.0},
-                                   {"params": [pos], "lr": lr, "mult": float(os.environ.get("POSMULT", "1"))}],
-                                  lr=lr, weight_decay=0.0)
+    optimizer = transformer_optimizer(transformer, params, lr)
     transformer.train()
     loss_value = float("nan")
     for step in range(steps):
@@ -365,7 +371,7 @@ def fit_transformer(transformer, scheduler, cond: Conditioning, latents: dict[in
 
 def fit_tiny_sd3(directory: str | Path, prompts: Sequence[str], *, max_sequence_length: int, use_t5: bool = True,
                  sizes: Sequence[int] = (64, 128), render_steps: Sequence[int] = (4, 8), guidance: float = 5.0,
-                 vae_steps: int = 300, steps: int = 300, batch_size: int = 8, seed: int = 0,
+                 vae_steps: int = 300, steps: int = 400, batch_size: int = 8, seed: int = 0,
                  threads: int = 1) -> dict[str, float]:
     """Fit the tiny SD3 saved in ``directory`` (by ``tiny.save_tiny_sd3``) to draw each prompt's picture, and save
     its VAE and transformer back there.
