@@ -111,7 +111,7 @@ def random_crops(images: dict[int, torch.Tensor], n: int, crop: int, grid: int,
 
 
 def fit_vae(vae, images: dict[int, torch.Tensor], steps: int, generator: torch.Generator, lr: float = 3e-3,
-            batch_size: int = 16, crop: int = 16, kl_weight: float = 1e-2, warmup: int = 0) -> float:
+            batch_size: int = 16, crop: int = 16, kl_weight: float = 1e-2, warmup: int = 30) -> float:
     """Fit the VAE as an autoencoder of the pictures; returns the last batch's reconstruction MSE.
 
     Crops train faster than whole pictures and, the VAE being convolutional, teach it the local shapes and colours
@@ -371,7 +371,7 @@ def fit_transformer(transformer, scheduler, cond: Conditioning, latents: dict[in
 
 def fit_tiny_sd3(directory: str | Path, prompts: Sequence[str], *, max_sequence_length: int, use_t5: bool = True,
                  sizes: Sequence[int] = (64, 128), render_steps: Sequence[int] = (4, 8), guidance: float = 5.0,
-                 vae_steps: int = 300, steps: int = 300, batch_size: int = 8, seed: int = 0,
+                 vae_steps: int = 400, steps: int = 300, batch_size: int = 8, seed: int = 0,
                  threads: int = 1) -> dict[str, float]:
     """Fit the tiny SD3 saved in ``directory`` (by ``tiny.save_tiny_sd3``) to draw each prompt's picture, and save
     its VAE and transformer back there.
