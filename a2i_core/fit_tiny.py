@@ -4,17 +4,19 @@ Randomly initialised, the tiny SD3 draws the same speckle for every conditioning
 nothing, so image-level metrics sit at chance. Here both are fitted, in plain PyTorch, to one procedural picture per
 prompt (:mod:`a2i_core.pictures`):
 
-- SD3's VAE becomes an autoencoder of the pictures, so that its decoder paints them;
-- SD3's transformer learns rectified flow towards each prompt's picture latent, exactly as
-  ``FlowMatchEulerDiscreteScheduler`` samples it (x_t = (1 - σ)·x0 + σ·ε, velocity ε - x0, timestep 1000·σ),
-  from the conditioning the pipeline really stores (the embed_text stage's own encoder code), including a pooled
-  embedding paired with the empty prompt's sequence (how a mapper's prediction is rendered) and the empty prompt
-  itself (the negative branch of classifier-free guidance);
-- CLIP's two towers learn, contrastively, to match the pictures (heavily augmented, so that the fitted SD3's
-  imperfect drawings still count) with their prompts.
+- SD3's VAE becomes an autoencoder of the pictures (its last decoder layer then solved exactly), so that its
+  decoder paints them;
+- SD3's transformer learns rectified flow towards each prompt's picture latent as ``FlowMatchEulerDiscreteScheduler``
+  samples it (x_t = (1 - σ)·x0 + σ·ε, velocity ε - x0, timestep 1000·σ, at the σ the sampler visits), from the
+  conditioning the embed_text stage really stores: a prompt's pooled with its own sequence, a pooled only near a
+  prompt's with the empty prompt's sequence (how a mapper's prediction is rendered), and the empty prompt itself.
+  The loss is taken on the velocity the pipeline follows under classifier-free guidance, so guidance g lands on the
+  picture; a blend of all prompts (the mean baseline) is drawn as one plain neutral picture;
+- CLIP's two towers learn, contrastively, to match the pictures (augmented so that the fitted SD3's imperfect
+  drawings still count) with their prompts.
 
-Everything is seeded through explicit generators and runs on the CPU in seconds; the fitted components are saved
-back with ``save_pretrained`` in place of the random ones and load through the usual ``from_pretrained`` paths.
+Everything is seeded through explicit generators and runs on the CPU in under a minute; the fitted components are
+saved back with ``save_pretrained`` in place of the random ones and load through the usual ``from_pretrained`` paths.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from a2i_core.text import EMPTY_PROMPT, encode
 log = logging.getLogger(__name__)
 
 CPU = torch.device("cpu")
+VAE_TRAINING_SIZE = 64  # the VAE is fitted on crops of pictures drawn this size (or the smallest asked for)
 
 
 @contextmanager
@@ -115,8 +118,10 @@ def fit_vae(vae, images: dict[int, torch.Tensor], steps: int, generator: torch.G
     """Fit the VAE as an autoencoder of the pictures; returns the last batch's reconstruction MSE.
 
     Crops train faster than whole pictures and, the VAE being convolutional, teach it the local shapes and colours
-    it needs at every size. Decoding a *sampled* latent (not its mean) makes the decoder tolerant of latents that
-    are only near a picture's, which is what the transformer will hand it. The KL term keeps latents near unit scale.
+    it needs at every size. A warm-up keeps the first steps from scattering the random decoder (fits from
+    different seeds then end much closer to each other). Decoding a *sampled* latent (not its mean) makes the
+    decoder tolerant of latents that are only near a picture's, which is what the transformer will hand it. The
+    KL term keeps latents near unit scale.
     """
     grid = 2 ** (len(vae.config.block_out_channels) - 1)  # the pipeline's vae_scale_factor
     optimizer = torch.optim.Adam(vae.parameters(), lr=lr)
@@ -389,7 +394,10 @@ def fit_tiny_sd3(directory: str | Path, prompts: Sequence[str], *, max_sequence_
         pipe = load_sd3(directory, "image", CPU, torch.float32)
         images = {size: pictures_tensor(prompts, size) for size in sizes}
         vae_start = time.monotonic()
-        fit_vae(pipe.vae, images, vae_steps, generator)
+        # Crops of small drawings hold the most edges per crop (at 128 px most crops are flat colour); the VAE is
+        # convolutional, so what it learns there it applies at every size (measured: 30% lower error at 128 px).
+        small = min(VAE_TRAINING_SIZE, *sizes)
+        fit_vae(pipe.vae, {small: pictures_tensor(prompts, small)}, vae_steps, generator)
         calibrate_decoder(pipe.vae, images, generator)
         vae_mse = reconstruction_mse(pipe.vae, images)
         latents = picture_latents(pipe.vae, images)

@@ -7,7 +7,6 @@ sound steered them and image_eval measures that through the same code as a real 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from a2i_core import tiny
@@ -28,12 +27,11 @@ def prepare_encoders(audio_encoder: AudioEncoderParams, diffusion: DiffusionPara
 
     def build_sd3(directory: Path) -> None:
         tiny.save_tiny_sd3(directory)
-        fit_tiny_sd3(directory, prompts, max_sequence_length=diffusion.max_sequence_length, use_t5=diffusion.use_t5,
-                     threads=os.cpu_count() or 1)
+        fit_tiny_sd3(directory, prompts, max_sequence_length=diffusion.max_sequence_length, use_t5=diffusion.use_t5)
 
     def build_clip(directory: Path) -> None:
         tiny.save_tiny_clip(directory)
-        fit_tiny_clip(directory, prompts, threads=os.cpu_count() or 1)
+        fit_tiny_clip(directory, prompts)
 
     prepare_sd3(diffusion.model, sd3, build_sd3)
     prepare_clip(evaluate.clip_model, clip, build_clip)
