@@ -74,9 +74,9 @@ def prepare_pretrained(model: str, out_dir: str | Path, marker: str, build_tiny:
     return record
 
 
-def prepare_sd3(model: str, out_dir: str | Path) -> dict:
-    return prepare_pretrained(model, out_dir, SD3_MARKER, tiny.save_tiny_sd3)
+def prepare_sd3(model: str, out_dir: str | Path, build_tiny: Callable[[Path], None] = tiny.save_tiny_sd3) -> dict:
+    return prepare_pretrained(model, out_dir, SD3_MARKER, build_tiny)
 
 
-def prepare_clip(model: str, out_dir: str | Path) -> dict:
-    return prepare_pretrained(model, out_dir, "config.json", tiny.save_tiny_clip)
+def prepare_clip(model: str, out_dir: str | Path, build_tiny: Callable[[Path], None] = tiny.save_tiny_clip) -> dict:
+    return prepare_pretrained(model, out_dir, "config.json", build_tiny)

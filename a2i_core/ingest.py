@@ -83,7 +83,7 @@ def synthetic_candidates(data: DataParams) -> pd.DataFrame:
             "clip_id": clip_id,
             "group": clip_id,  # every synthetic clip is its own recording
             "label": spec.label,
-            "prompt": prompt_for(data.prompt_template, synthetic.SOUND_CLASSES[spec.label].name),
+            "prompt": synthetic.class_prompt(spec.label, data.prompt_template),
             "source": "synthetic",
             "seed": spec.seed,
             "seconds": spec.seconds,

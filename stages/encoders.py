@@ -11,7 +11,7 @@ def main() -> None:
     setup_logging()
     paths = stage_paths("vggish", "sd3", "clip")
     params = load_params()
-    prepare_encoders(params.audio_encoder, params.diffusion, params.evaluate, **paths)
+    prepare_encoders(params.audio_encoder, params.diffusion, params.evaluate, params.data, **paths)
 
 
 if __name__ == "__main__":

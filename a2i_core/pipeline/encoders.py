@@ -1,15 +1,45 @@
-"""encoders: the frozen VGGish, SD3 and CLIP that params name, materialised (tiny ones are built)."""
+"""encoders: the frozen VGGish, SD3 and CLIP that params name, materialised (tiny ones are built).
+
+On the offline profile (tiny models, synthetic sounds) the tiny SD3 and CLIP are also fitted to the sound classes'
+prompts: SD3 paints one simple picture per prompt and CLIP recognises it, so the demo's images show whether a
+sound steered them and image_eval measures that through the same code as a real run.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from a2i_core import tiny
 from a2i_core.encoders import prepare_clip, prepare_sd3, prepare_vggish
-from a2i_core.params import AudioEncoderParams, DiffusionParams, EvaluateParams
+from a2i_core.fit_tiny import fit_tiny_clip, fit_tiny_sd3
+from a2i_core.params import AudioEncoderParams, DataParams, DiffusionParams, EvaluateParams
+from a2i_core.sources.synthetic import class_prompt
 
 
 def prepare_encoders(audio_encoder: AudioEncoderParams, diffusion: DiffusionParams, evaluate: EvaluateParams,
-                     vggish: Path, sd3: Path, clip: Path) -> None:
+                     data: DataParams, vggish: Path, sd3: Path, clip: Path) -> None:
     prepare_vggish(audio_encoder, vggish)
-    prepare_sd3(diffusion.model, sd3)
-    prepare_clip(evaluate.clip_model, clip)
+    prompts = fitted_prompts(data)
+    if not prompts:
+        prepare_sd3(diffusion.model, sd3)
+        prepare_clip(evaluate.clip_model, clip)
+        return
+
+    def build_sd3(directory: Path) -> None:
+        tiny.save_tiny_sd3(directory)
+        fit_tiny_sd3(directory, prompts, max_sequence_length=diffusion.max_sequence_length, use_t5=diffusion.use_t5)
+
+    def build_clip(directory: Path) -> None:
+        tiny.save_tiny_clip(directory)
+        fit_tiny_clip(directory, prompts)
+
+    prepare_sd3(diffusion.model, sd3, build_sd3)
+    prepare_clip(evaluate.clip_model, clip, build_clip)
+
+
+def fitted_prompts(data: DataParams) -> list[str]:
+    """The prompts tiny models are fitted to: the synthetic classes' (the only prompts known before ingest); none
+    for other sources, whose tiny models stay random."""
+    if data.source != "synthetic":
+        return []
+    return [class_prompt(label, data.prompt_template) for label in data.synthetic.classes]

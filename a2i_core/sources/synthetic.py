@@ -142,6 +142,11 @@ SOUND_CLASSES: dict[str, SoundClass] = {
 }
 
 
+def class_prompt(label: str, template: str) -> str:
+    """The prompt of a synthetic class: ``template`` naming what it sounds like ("an image of a barking dog")."""
+    return template.format(name=SOUND_CLASSES[label].name)
+
+
 @dataclass(frozen=True)
 class ClipSpec:
     """Everything that determines one synthetic clip; stored as columns of the candidates table."""
