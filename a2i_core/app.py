@@ -30,7 +30,7 @@ from a2i_core.errors import A2IError, first_line
 from a2i_core.examples import Example, ExampleMaker
 from a2i_core.generate import SILENCE_RMS, Sound, SoundToImage, image_seeds
 from a2i_core.names import safe_name
-from a2i_core.render import RenderSettings, save_png
+from a2i_core.render import RenderSettings, SequenceFill, save_png
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves the machine
 
@@ -231,7 +231,7 @@ def _remove_empty_results(root: Path) -> None:
                 folder.rmdir()
 
 
-def build_app(generator: SoundToImage, defaults: RenderSettings, sequence_fill: str, max_upload_mb: float = 50,
+def build_app(generator: SoundToImage, defaults: RenderSettings, fill: SequenceFill, max_upload_mb: float = 50,
               max_minutes: float = 10, uploads: UploadCounter | None = None, examples: Sequence[Example] = ()):
     """The Gradio Blocks; ``serve`` launches it with the matching size limit, auth, upload counting, a private
     temp dir and the example sounds it wrote there."""
@@ -256,7 +256,7 @@ def build_app(generator: SoundToImage, defaults: RenderSettings, sequence_fill: 
                                       batch_size=min(count, defaults.batch_size))
             with _GENERATOR_LOCK:
                 (sound,) = generator.sounds([path])
-                seconds = generator.render([sound], settings, images_per_sound=count, sequence_fill=sequence_fill)
+                seconds = generator.render([sound], settings, images_per_sound=count, fill=fill)
         except SoundRefused as err:
             log.info("refused %r: %s", path.name, err)
             raise gr.Error(str(err), print_exception=False) from None
@@ -271,7 +271,7 @@ def build_app(generator: SoundToImage, defaults: RenderSettings, sequence_fill: 
         nearest = [[prompt, round(score, 4)] for prompt, score in sound.nearest]
         seeds = image_seeds(settings.seed, count)  # `a2i generate --images-per-sound`'s rule
         used = {"steps": settings.steps, "guidance": settings.guidance, "seed": settings.seed, "images": count,
-                "size": settings.size, "sequence_fill": sequence_fill, "device": str(generator.device),
+                "size": settings.size, "sequence_fill": fill.name, "device": str(generator.device),
                 "render_seconds": round(seconds, 2)}
         try:
             gallery, download = _save_results(sound, seeds, Path(app.GRADIO_CACHE), used)
@@ -361,7 +361,7 @@ def _make_examples(make: ExampleMaker | None, temp_dir: Path) -> list[Example]:
         return []
 
 
-def serve(generator: SoundToImage, defaults: RenderSettings, sequence_fill: str, host: str, port: int,
+def serve(generator: SoundToImage, defaults: RenderSettings, fill: SequenceFill, host: str, port: int,
           max_upload_mb: float = 50, max_minutes: float = 10, auth: tuple[str, str] | None = None,
           examples: ExampleMaker | None = None) -> None:
     """Run the app until Ctrl-C or SIGTERM; every file Gradio wrote (uploads, examples, results, downloads) is
@@ -383,7 +383,7 @@ def serve(generator: SoundToImage, defaults: RenderSettings, sequence_fill: str,
     previous_handlers: dict[int, object] = {}
     try:
         uploads = UploadCounter()
-        app = build_app(generator, defaults, sequence_fill, max_upload_mb=max_upload_mb, max_minutes=max_minutes,
+        app = build_app(generator, defaults, fill, max_upload_mb=max_upload_mb, max_minutes=max_minutes,
                         uploads=uploads, examples=_make_examples(examples, Path(temp_dir)))
         app.launch(server_name=host, server_port=port, share=False, show_error=False, auth=auth,
                    max_file_size=int(max_upload_mb * MB), prevent_thread_lock=True,

@@ -2,9 +2,10 @@
 
 Besides the mapper's weights and config (whose provenance names the audio encoder and its sha256, the
 postprocess setting, the frontend, the diffusion model and its widths), the directory holds what rendering and
-the nearest-prompt display need: the empty-prompt guidance embeddings and the prompt bank; and, written by the
-train stage, its model card (README.md), so the folder can be uploaded to the Hugging Face Hub as it is. A mapper
-is loaded from such a folder or, by its Hub id ``owner/name[@revision]``, from the Hub.
+the nearest-prompt display need: the empty-prompt guidance embeddings and the prompt bank (each prompt's pooled
+embedding and, when the text stage stored them, its sequence, for render.sequence_fill nearest_prompts); and,
+written by the train stage, its model card (README.md), so the folder can be uploaded to the Hugging Face Hub as it
+is. A mapper is loaded from such a folder or, by its Hub id ``owner/name[@revision]``, from the Hub.
 """
 
 from __future__ import annotations
@@ -25,8 +26,11 @@ from a2i_core.mapper import CONFIG_NAME, WEIGHTS_NAME, AudioToSD3Mapper, normali
 GUIDANCE_NAME = "guidance.safetensors"
 PROMPTS_NAME = "prompts.json"
 PROMPT_BANK_NAME = "prompt_bank.safetensors"
+# Optional: float16, (prompts, L, D) (SD3 Medium: 2.7 MB a prompt). Its own file, so a mapper without it is whole.
+PROMPT_SEQUENCES_NAME = "prompt_sequences.safetensors"
 CARD_NAME = "README.md"  # the name the Hub shows as the model card
-FILES = [CONFIG_NAME, WEIGHTS_NAME, GUIDANCE_NAME, PROMPTS_NAME, PROMPT_BANK_NAME, CARD_NAME]  # what a Hub copy needs
+FILES = [CONFIG_NAME, WEIGHTS_NAME, GUIDANCE_NAME, PROMPTS_NAME, PROMPT_BANK_NAME, PROMPT_SEQUENCES_NAME,
+         CARD_NAME]  # what a Hub copy holds
 
 
 @dataclass
@@ -36,6 +40,7 @@ class MapperArtifact:
     empty_sequence: np.ndarray  # (L, D)
     prompts: list[str]
     prompt_pooled: np.ndarray  # (K, P)
+    prompt_sequences: np.ndarray | None = None  # (K, L, D) float16, or None when the text stage stored none
 
     def save(self, directory: str | Path, card: str | None = None) -> None:
         """Write the artifact whole (an atomic swap), with ``card`` as its README.md when given."""
@@ -46,6 +51,9 @@ class MapperArtifact:
                       str(tmp / GUIDANCE_NAME))
             save_file({"pooled": torch.from_numpy(np.ascontiguousarray(self.prompt_pooled, np.float32))},
                       str(tmp / PROMPT_BANK_NAME))
+            if self.prompt_sequences is not None:
+                save_file({"sequence": torch.from_numpy(np.ascontiguousarray(self.prompt_sequences, np.float16))},
+                          str(tmp / PROMPT_SEQUENCES_NAME))
             (tmp / PROMPTS_NAME).write_text(json.dumps(self.prompts, indent=1) + "\n")
             if card is not None:  # UTF-8 whatever the locale: labels may be in any script
                 (tmp / CARD_NAME).write_text(card, encoding="utf-8", newline="\n")
@@ -83,8 +91,15 @@ class MapperArtifact:
             "the mapper makes it")
         bank = read_tensors(directory / PROMPT_BANK_NAME, {"pooled": (len(prompts), config.pooled_dim)},
                             f"the mapper and {PROMPTS_NAME} make it")
-        return cls(mapper, guidance["empty_pooled"].float().numpy(), guidance["empty_sequence"].float().numpy(),
-                   prompts, bank["pooled"].float().numpy())
+        empty_sequence = guidance["empty_sequence"].float().numpy()
+        sequences = None
+        if (directory / PROMPT_SEQUENCES_NAME).is_file():
+            shape = (len(prompts), *empty_sequence.shape)
+            sequences = read_tensors(directory / PROMPT_SEQUENCES_NAME, {"sequence": shape},
+                                     f"{PROMPTS_NAME} and the empty prompt's sequence make it")["sequence"]
+            sequences = sequences.to(torch.float16).numpy()
+        return cls(mapper, guidance["empty_pooled"].float().numpy(), empty_sequence, prompts,
+                   bank["pooled"].float().numpy(), sequences)
 
     def nearest_prompts(self, pooled: np.ndarray, k: int = 3) -> list[list[tuple[str, float]]]:
         """For each predicted pooled embedding (n, P), the k closest prompts by cosine, with the cosine."""

@@ -12,7 +12,7 @@ import sys
 import typing
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -22,7 +22,7 @@ from a2i_core.examples import MAX_EXAMPLES, ExampleMaker, folder_examples, proje
 from a2i_core.generate import Sound, SoundToImage, expand_inputs, output_names, pick_device
 from a2i_core.params import DType as DTypeName
 from a2i_core.params import RenderParams, check_device, load_params
-from a2i_core.render import RenderSettings, save_png
+from a2i_core.render import RenderSettings, SequenceFill, save_png
 
 # No rich markup: help texts hold "[default: ...]", which markup would read as a style tag and drop.
 log = logging.getLogger(__name__)
@@ -133,6 +133,10 @@ Device = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps; auto 
                                           "else the CPU.")]
 DType = Annotated[str, typer.Option(help="auto (bfloat16 on a GPU, float32 on the CPU), float32, float16 or bfloat16 "
                                          "(the CPU always computes in float32).")]
+Fill = Annotated[Literal["empty_prompt", "zeros", "nearest_prompts"] | None, typer.Option(
+    help="What fills the sequence positions the mapper does not predict: the empty prompt's sequence, zeros, or a "
+         "mix of the nearest prompts' sequences (render.nearest_k, render.nearest_temperature) "
+         "[default: the project's render.sequence_fill].")]
 
 
 @app.command()
@@ -155,6 +159,7 @@ def generate(
     images_per_sound: Annotated[int, typer.Option(min=1, help="Images of each sound, each with its own seed.")] = 1,
     batch_size: Annotated[int | None, typer.Option(
         help="Images rendered at once [default: the project's render.batch_size].")] = None,
+    sequence_fill: Fill = None,
     device: Device = "auto",
     dtype: DType = "auto",
 ) -> None:
@@ -166,12 +171,14 @@ def generate(
     setup_logging()
     try:
         render_params = _with_options(_render_params(project), seed=seed, steps=steps, guidance=guidance, size=size,
-                                      batch_size=batch_size)
+                                      batch_size=batch_size, sequence_fill=sequence_fill)
+        fill = SequenceFill.from_params(render_params)
         _check_runtime(device, dtype)
         inputs, problems = expand_inputs(list(audio))
         if not inputs:
             raise A2IError("; ".join(problems) or "no audio files given")
         generator = _load_generator(project, mapper, vggish, sd3, device, dtype)
+        fill.check(generator.artifact.prompt_sequences)
     except A2IError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None
@@ -188,8 +195,7 @@ def generate(
             return
         saved = 0
         try:
-            seconds += generator.render([s for s, _ in pending], settings, images_per_sound,
-                                        render_params.sequence_fill)
+            seconds += generator.render([s for s, _ in pending], settings, images_per_sound, fill)
             for sound, files in pending:
                 for image, name in zip(sound.images, files, strict=True):
                     save_png(image, out / name)  # atomic: a kill never leaves a half-written PNG
@@ -243,6 +249,7 @@ def web_app(
     no_examples: Annotated[bool, typer.Option(
         "--no-examples", help="Offer no example sounds: the project's clips stay off a shared page "
                               "[default: examples are offered].")] = False,
+    sequence_fill: Fill = None,
     device: Device = "auto",
     dtype: DType = "auto",
 ) -> None:
@@ -254,12 +261,14 @@ def web_app(
         _check_runtime(device, dtype)
         credentials = parse_auth(auth) if auth is not None else None
         make_examples = _example_maker(project, examples, no_examples, host)
-        render_params = _render_params(project)
+        render_params = _with_options(_render_params(project), sequence_fill=sequence_fill)
+        fill = SequenceFill.from_params(render_params)
         generator = _load_generator(project, mapper, vggish, sd3, device, dtype)
+        fill.check(generator.artifact.prompt_sequences)
     except A2IError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None
-    serve(generator, RenderSettings.from_params(render_params), render_params.sequence_fill, host=host, port=port,
+    serve(generator, RenderSettings.from_params(render_params), fill, host=host, port=port,
           max_upload_mb=max_upload_mb, max_minutes=max_minutes, auth=credentials, examples=make_examples)
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from a2i_core.errors import quiet_hf_libraries
 from a2i_core.pictures import picture, picture_array
@@ -127,7 +128,7 @@ def fit_vae(vae, images: dict[int, torch.Tensor], steps: int, generator: torch.G
     optimizer = torch.optim.Adam(vae.parameters(), lr=lr)
     vae.train()
     mse = float("nan")
-    for step in range(steps):
+    for step in tqdm(range(steps), desc="fit tiny SD3 VAE", unit="step", mininterval=2):
         cosine_lr(optimizer, lr, step, steps, warmup)
         x = random_crops(images, batch_size, crop, grid, generator)  # (B, 3, crop, crop)
         posterior = vae.encode(x).latent_dist
@@ -354,7 +355,7 @@ def fit_transformer(transformer, scheduler, cond: Conditioning, latents: dict[in
     optimizer = transformer_optimizer(transformer, params, lr)
     transformer.train()
     loss_value = float("nan")
-    for step in range(steps):
+    for step in tqdm(range(steps), desc="fit tiny SD3 transformer", unit="step", mininterval=2):
         cosine_lr(optimizer, lr, step, steps, warmup=20)
         optimizer.zero_grad(set_to_none=True)
         total = 0.0
@@ -466,7 +467,7 @@ def fit_clip(model, processor, prompts: Sequence[str], steps: int, generator: to
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
     loss_value = float("nan")
-    for step in range(steps):
+    for step in tqdm(range(steps), desc="fit tiny CLIP", unit="step", mininterval=2):
         cosine_lr(optimizer, lr, step, steps, warmup=10)
         rows = torch.randint(len(base), (batch_size,), generator=generator)
         pixels = (augment(base[rows], generator) - mean) / std  # (B, 3, H, W)

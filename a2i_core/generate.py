@@ -25,7 +25,7 @@ from a2i_core.devices import resolve_device, resolve_dtype
 from a2i_core.errors import A2IError
 from a2i_core.hub import model_identity
 from a2i_core.mapper import pad_frames, predict
-from a2i_core.render import RenderSettings, fill_sequence, render, sequence_fills
+from a2i_core.render import RenderSettings, SequenceFill, fill_sequence, render
 from a2i_core.sd3 import load_sd3
 from a2i_core.vggish import MIN_SAMPLES
 
@@ -124,18 +124,23 @@ class SoundToImage:
         return sounds
 
     def render(self, sounds: list[Sound], settings: RenderSettings, images_per_sound: int,
-               sequence_fill: str = "empty_prompt") -> float:
-        """Fill each Sound's images, with the seeds of ``image_seeds(settings.seed, images_per_sound)``. Returns
-        seconds."""
-        fill = sequence_fills(self.artifact.empty_sequence)[sequence_fill]
-        plan = [(s, seed) for s in sounds for seed in image_seeds(settings.seed, images_per_sound)]
-        pooled = np.stack([s.pooled for s, _ in plan]).astype(np.float32)
+               fill: SequenceFill) -> float:
+        """Fill each Sound's images, with the seeds of ``image_seeds(settings.seed, images_per_sound)`` and the
+        sequence positions the mapper does not predict filled by ``fill``. Returns seconds."""
+        artifact = self.artifact
+        fills = fill.rows(np.stack([s.pooled for s in sounds]), artifact.empty_sequence, artifact.prompt_pooled,
+                          artifact.prompt_sequences)  # sound i's (L, D) fill
+        plan = [(i, seed) for i in range(len(sounds)) for seed in image_seeds(settings.seed, images_per_sound)]
+        pooled = np.stack([sounds[i].pooled for i, _ in plan]).astype(np.float32)
+
+        def sequences(indices: list[int]) -> np.ndarray:
+            return np.stack([fill_sequence(fills(plan[j][0]), sounds[plan[j][0]].tokens) for j in indices])
+
         start = time.monotonic()
-        images = render(self.pipe, pooled, lambda idx: np.stack([fill_sequence(fill, plan[j][0].tokens) for j in idx]),
-                        self.artifact.empty_pooled, self.artifact.empty_sequence, settings, self.device, self.dtype,
-                        seeds=[seed for _, seed in plan])
+        images = render(self.pipe, pooled, sequences, artifact.empty_pooled, artifact.empty_sequence, settings,
+                        self.device, self.dtype, seeds=[seed for _, seed in plan])
         for j, image in images:
-            plan[j][0].images.append(image)
+            sounds[plan[j][0]].images.append(image)
         return time.monotonic() - start
 
 

@@ -237,7 +237,9 @@ class RenderParams:
     size: int
     seed: int
     batch_size: int
-    sequence_fill: Literal["zeros", "empty_prompt"]  # the sequence positions the mapper does not predict
+    sequence_fill: Literal["empty_prompt", "zeros", "nearest_prompts"]  # the positions the mapper does not predict
+    nearest_k: int  # nearest_prompts: how many of the closest prompts are mixed
+    nearest_temperature: float  # nearest_prompts: the softmax temperature over their cosines
     compile: bool  # torch.compile the transformer and VAE decoder (pays off for many images on a GPU)
     device: Device
     dtype: DType
@@ -248,6 +250,8 @@ class RenderParams:
         check(self.guidance >= 0, "guidance", "must be >= 0")
         check(self.size >= 16 and self.size % 16 == 0, "size", "must be a multiple of 16")
         check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        check(self.nearest_k >= 1, "nearest_k", "must be >= 1")
+        check(self.nearest_temperature > 0, "nearest_temperature", "must be > 0")
         check_device(self.device)
 
 

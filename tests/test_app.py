@@ -32,7 +32,7 @@ from a2i_core.errors import A2IError
 from a2i_core.examples import project_examples
 from a2i_core.generate import SoundToImage
 from a2i_core.params import load_params
-from a2i_core.render import RenderSettings
+from a2i_core.render import RenderSettings, SequenceFill
 from a2i_core.sources.synthetic import clip_specs, synthesize
 from a2i_core.workspace import tool_env
 from tests.test_examples import hostile_folder, shown_name
@@ -181,7 +181,7 @@ class Api:
         return self.run(response.json()[0])
 
 
-def _png(data: bytes, size: int = 64) -> np.ndarray:
+def _png(data: bytes, size: int = 128) -> np.ndarray:
     """The pixels of a valid, non-blank PNG of ``size`` (the project's render.size) squared."""
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     with Image.open(io.BytesIO(data)) as png:
@@ -461,7 +461,7 @@ def test_the_sweep_takes_results_and_downloads_and_leaves_the_examples(demo_work
     models = project / "models"
     generator = SoundToImage.from_pretrained(models / "mapper", models / "vggish", models / "sd3", torch.device("cpu"),
                                              "float32")
-    app = build_app(generator, RenderSettings.from_params(render), render.sequence_fill, examples=examples)
+    app = build_app(generator, RenderSettings.from_params(render), SequenceFill.from_params(render), examples=examples)
     app.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True,
                show_error=False)
     try:
@@ -564,6 +564,7 @@ def test_the_examples_options_are_checked_before_any_model_loads(tmp_path, optio
 
 
 def test_without_examples_the_page_has_no_examples_section():
-    app = build_app(None, RenderSettings(4, 3.0, 64, 0, 1), "empty_prompt")  # the generator is only used by /run
+    # The generator is only used by /run.
+    app = build_app(None, RenderSettings(4, 3.0, 64, 0, 1), SequenceFill("empty_prompt", 3, 0.05))
     ids = [c.get("props", {}).get("elem_id") for c in app.get_config_file()["components"]]
     assert "sound" in ids and "examples" not in ids

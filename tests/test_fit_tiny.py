@@ -1,7 +1,8 @@
 """The offline profile's tiny SD3 and CLIP, fitted to the synthetic classes' prompts, make sound visible.
 
-One module-scoped fit (the tests' render settings: 64 px, 4 steps, guidance 5) is rendered through the project's
-own ``render`` from the embeddings embed_text stores, and scored with the project's own CLIP zero-shot code.
+The demo workspace's fitted models (its encoders stage ran ``fit_tiny_sd3`` and ``fit_tiny_clip``) render, through
+the project's own ``render`` at the tests' settings (64 px, 4 steps, guidance 5), from the embeddings its embed_text
+stored, and are scored with the project's own CLIP zero-shot code.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from a2i_core.clip_score import ClipScorer, zero_shot_correct
 from a2i_core.fit_tiny import fit_tiny_clip, fit_tiny_sd3
 from a2i_core.ingest import prompt_for
 from a2i_core.pictures import picture, picture_array
-from a2i_core.render import RenderSettings, render
+from a2i_core.render import RenderSettings, SequenceFill, render
 from a2i_core.sd3 import load_sd3
 from a2i_core.sources.synthetic import SOUND_CLASSES
-from a2i_core.text import embed_prompts, load_guidance, load_sequences, load_text_features
+from a2i_core.text import load_guidance, load_sequences, load_text_features
 from tests.conftest import offline
 
 CPU = torch.device("cpu")
@@ -51,14 +52,11 @@ def test_prompts_are_matched_by_keyword_and_any_other_prompt_is_hashed():
     assert np.abs(cat - mat).mean() > 0.05
 
 
-def _embed(sd3: Path, out: Path) -> dict:
-    """The class prompts' embeddings as embed_text stores them (float16 sequences), read back through its readers."""
-    pipe = load_sd3(sd3, "text", CPU, use_t5=DIFFUSION.use_t5)
-    embed_prompts(pipe, PROMPTS, out, tokens=DIFFUSION.tokens, max_sequence_length=DIFFUSION.max_sequence_length,
-                  batch_size=16, shard_rows=1000, diffusion_model="tiny", store_sequence=True)
-    prompts, pooled = load_text_features(out)
-    empty_pooled, empty_sequence = load_guidance(out)
-    return {"prompts": prompts, "pooled": pooled, "sequences": load_sequences(out, prompts).astype(np.float32),
+def _embed(text: Path) -> dict:
+    """The class prompts' embeddings as embed_text stored them (float16 sequences), read back through its readers."""
+    prompts, pooled = load_text_features(text)
+    empty_pooled, empty_sequence = load_guidance(text)
+    return {"prompts": prompts, "pooled": pooled, "sequences": load_sequences(text, prompts).astype(np.float32),
             "empty_pooled": empty_pooled, "empty_sequence": np.asarray(empty_sequence, np.float32)}
 
 
@@ -71,25 +69,26 @@ def _near(pooled: np.ndarray, cosine: float, rng: np.random.Generator) -> np.nda
 
 
 @pytest.fixture(scope="module")
-def zero_shot(tmp_path_factory: pytest.TempPathFactory) -> dict[str, float]:
-    """Zero-shot top-1 of each row the render stage draws, over a few seeds, after one fit of both models."""
-    tmp = tmp_path_factory.mktemp("fitted")
-    tiny.save_tiny_sd3(tmp / "sd3")
-    tiny.save_tiny_clip(tmp / "clip")
-    fit_tiny_sd3(tmp / "sd3", PROMPTS, max_sequence_length=DIFFUSION.max_sequence_length, use_t5=DIFFUSION.use_t5,
-                 sizes=(SIZE,), render_steps=(STEPS,), guidance=GUIDANCE)
-    fit_tiny_clip(tmp / "clip", PROMPTS)
-    emb = _embed(tmp / "sd3", tmp / "text")
+def zero_shot(demo_workspace) -> dict[str, float]:
+    """Zero-shot top-1 of each kind of conditioning, over a few seeds, with the SD3 and CLIP the demo's encoders
+    stage fitted (for 64 and 128 px, 4 and 8 steps, guidance 5) and the prompt embeddings its embed_text stored."""
+    models = demo_workspace[0] / "models"
+    emb = _embed(demo_workspace[0] / "data/features/text")
+    assert sorted(emb["prompts"]) == sorted(PROMPTS)
     n = len(emb["prompts"])
     empty = np.repeat(emb["empty_sequence"][None], n, axis=0)  # (n, L, D)
+    predicted = _near(emb["pooled"], 0.99, np.random.default_rng(0))
+    nearest = SequenceFill.from_params(offline("render"), "nearest_prompts").rows(predicted, empty[0], emb["pooled"],
+                                                                                  emb["sequences"])
     rows = {  # name: (pooled (n, P), sequences (n, L, D))
         "true_prompt": (emb["pooled"], emb["sequences"]),
         "pooled_empty_sequence": (emb["pooled"], empty),
-        "predicted_like": (_near(emb["pooled"], 0.99, np.random.default_rng(0)), empty),
+        "predicted_like": (predicted, empty),
+        "predicted_like_nearest_prompts": (predicted, np.stack([nearest(i) for i in range(n)])),
         "baseline_mean": (np.repeat(emb["pooled"].mean(0, keepdims=True), n, axis=0), empty),
     }
-    pipe = load_sd3(tmp / "sd3", "image", CPU)
-    scorer = ClipScorer(tmp / "clip", CPU)
+    pipe = load_sd3(models / "sd3", "image", CPU)
+    scorer = ClipScorer(models / "clip", CPU)
     prompt_emb = scorer.embed_prompts(emb["prompts"])  # (K, d)
     accuracy = {}
     for name, (pooled, sequences) in rows.items():
@@ -112,6 +111,8 @@ def test_images_of_predicted_like_pooled_embeddings_are_recognised(zero_shot):
     # How the mapper's predictions are drawn: a pooled embedding only near the truth, the empty prompt's sequence.
     assert zero_shot["pooled_empty_sequence"] >= 0.9, zero_shot
     assert zero_shot["predicted_like"] >= 0.8, zero_shot
+    # render.sequence_fill nearest_prompts: the same pooled embeddings over a mix of the closest prompts' sequences.
+    assert zero_shot["predicted_like_nearest_prompts"] >= 0.8, zero_shot
 
 
 def test_the_mean_embedding_draws_no_particular_sound(zero_shot):

@@ -13,12 +13,14 @@ import pytest
 import soundfile as sf
 import torch
 from PIL import Image
+from safetensors.torch import save_file
 
-from a2i_core.artifact import MapperArtifact
+from a2i_core.artifact import PROMPT_SEQUENCES_NAME, MapperArtifact
 from a2i_core.audio import ffmpeg_binary
 from a2i_core.errors import A2IError
 from a2i_core.generate import SoundToImage, image_seeds, output_names
 from a2i_core.sources.synthetic import clip_specs, synthesize
+from a2i_core.text import load_sequences
 from a2i_core.workspace import tool_env
 
 pytestmark = pytest.mark.e2e
@@ -52,7 +54,7 @@ def test_a_folder_of_mixed_files_becomes_images(demo_workspace, mixed_folder, tm
     assert len(images) == 8
     for path in images:
         with Image.open(path) as image:
-            assert image.format == "PNG" and image.size == (64, 64)
+            assert image.format == "PNG" and image.size == (128, 128)
     # Each sound's nearest prompt is printed; random encoders still tell these sounds apart.
     lines = {line.split(":")[0]: line for line in result.stdout.splitlines() if ":" in line}
     for label, ext, *_ in FORMATS:
@@ -124,7 +126,7 @@ def test_image_k_of_a_sound_takes_seed_plus_k(monkeypatch):
 
     from a2i_core import generate
     from a2i_core.generate import Sound
-    from a2i_core.render import RenderSettings
+    from a2i_core.render import RenderSettings, SequenceFill
 
     assert image_seeds(7, 3) == [7, 8, 9] and image_seeds(0, 1) == [0] and image_seeds(5, 0) == []
     asked = {}
@@ -134,12 +136,37 @@ def test_image_k_of_a_sound_takes_seed_plus_k(monkeypatch):
         return [(j, Image.new("RGB", (8, 8))) for j in range(len(seeds))]
 
     monkeypatch.setattr(generate, "render", fake_render)
-    artifact = SimpleNamespace(empty_sequence=np.zeros((4, 8), np.float32), empty_pooled=np.zeros(8, np.float32))
+    artifact = SimpleNamespace(empty_sequence=np.zeros((4, 8), np.float32), empty_pooled=np.zeros(8, np.float32),
+                               prompt_pooled=np.eye(2, 8, dtype=np.float32), prompt_sequences=None)
     machine = SimpleNamespace(artifact=artifact, pipe=None, device="cpu", dtype=None)
     sounds = [Sound(Path(name), np.zeros(8, np.float32), None, []) for name in ("a.wav", "b.wav")]
-    SoundToImage.render(machine, sounds, RenderSettings(4, 3.0, 64, 5, 2), images_per_sound=3)
+    SoundToImage.render(machine, sounds, RenderSettings(4, 3.0, 64, 5, 2), images_per_sound=3,
+                        fill=SequenceFill("empty_prompt", 3, 0.05))
     assert asked["seeds"] == image_seeds(5, 3) * 2  # each sound's images: 5, 6, 7
     assert [len(sound.images) for sound in sounds] == [3, 3]
+
+
+def test_the_nearest_prompts_fill_from_the_command_line(demo_workspace, mixed_folder, tmp_path):
+    ws = demo_workspace[0]
+    dog = str(mixed_folder / "dog.mp3")
+    common = ("--project", str(ws), "--steps", "2", "--device", "cpu")
+    for fill in ("nearest_prompts", "empty_prompt"):
+        result = _generate(dog, "--out", str(tmp_path / fill), "--sequence-fill", fill, *common)
+        assert result.returncode == 0, result.stderr[-2000:]
+    with Image.open(tmp_path / "nearest_prompts/dog.png") as a, Image.open(tmp_path / "empty_prompt/dog.png") as b:
+        assert np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).max() > 0  # the sequence is another
+    # A mapper whose text stage stored no sequences cannot make that fill: one line, before any sound is read.
+    mapper = tmp_path / "mapper"
+    shutil.copytree(ws / "models/mapper", mapper)
+    (mapper / PROMPT_SEQUENCES_NAME).unlink()
+    none = _generate(dog, "--out", str(tmp_path / "none"), "--sequence-fill", "nearest_prompts", "--mapper",
+                     str(mapper), *common)
+    assert none.returncode == 1 and none.stderr.strip().splitlines() == [
+        "error: render.sequence_fill nearest_prompts needs the prompts' sequences, and this mapper has none (trained "
+        "with diffusion.store_sequence: false): use empty_prompt or zeros"]
+    assert not (tmp_path / "none").exists()
+    unknown = _generate(dog, "--out", str(tmp_path / "x"), "--sequence-fill", "nearest", *common)
+    assert unknown.returncode == 2 and "'nearest' is not one of" in unknown.stderr
 
 
 def test_artifact_round_trips_and_other_weights_are_refused(demo_workspace, tmp_path):
@@ -149,6 +176,14 @@ def test_artifact_round_trips_and_other_weights_are_refused(demo_workspace, tmp_
     again = MapperArtifact.load(tmp_path / "mapper")
     assert again.prompts == artifact.prompts and np.array_equal(again.empty_sequence, artifact.empty_sequence)
     assert again.mapper.config == artifact.mapper.config
+    # The bank's sequences (for the nearest_prompts fill): every prompt's, as embed_text stored them.
+    stored = load_sequences(ws / "data/features/text", artifact.prompts)
+    assert again.prompt_sequences.dtype == np.float16 and np.array_equal(again.prompt_sequences, stored)
+    save_file({"sequence": torch.zeros(len(artifact.prompts) + 1, *artifact.empty_sequence.shape)},
+              str(tmp_path / "mapper" / PROMPT_SEQUENCES_NAME))
+    with pytest.raises(A2IError, match=rf"{PROMPT_SEQUENCES_NAME}: sequence: shape \(9, 109, 32\), but prompts\.json "
+                                       r"and the empty prompt's sequence make it \(8, 109, 32\)$"):
+        MapperArtifact.load(tmp_path / "mapper")
     # VGGish weights other than the mapper's training features came from.
     other = tmp_path / "vggish"
     shutil.copytree(ws / "models/vggish", other)

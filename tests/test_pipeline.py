@@ -35,7 +35,7 @@ PROTECTED_DIGESTS = {name: hashlib.sha256((ROOT / name).read_bytes()).hexdigest(
                      else None for name in PROTECTED}  # taken at import, before any fixture runs the demo
 STAGES = ["check_params", "ingest", "download", "encoders", "embed_audio", "embed_text", "train", "evaluate",
           "render", "image_eval"]
-ROWS = ["baseline_mean", "mapper", "mapper_fill_zeros", "true_prompt"]
+ROWS = ["baseline_mean", "mapper", "mapper_fill_nearest_prompts", "mapper_fill_zeros", "true_prompt"]
 
 
 def _digest(path: Path) -> str | None:
@@ -88,7 +88,7 @@ def test_every_stage_ran_and_wrote_valid_outputs(workspace):
     assert render["images"] == len(images) == len(ROWS) * n_clips and render["true_prompt_sequence"] == "full"
     for path in images:
         with Image.open(path) as image:
-            assert image.format == "PNG" and image.size == (64, 64)
+            assert image.format == "PNG" and image.size == (128, 128)
     with Image.open(ws / "metrics/contact_sheet.png") as sheet:  # every row a column, every clip a row
         assert sheet.size == (SHEET_LABEL_WIDTH + SHEET_CELL * len(ROWS), 24 + SHEET_CELL * n_clips)
     image_eval = json.loads((ws / "metrics/image_eval.json").read_text())
@@ -97,8 +97,19 @@ def test_every_stage_ran_and_wrote_valid_outputs(workspace):
     assert len(scores) == len(images) and (scores.groupby("row").size() == n_clips).all()
     for row in ROWS:
         assert image_eval[row]["zero_shot_top1"] == pytest.approx(scores.query("row == @row")["zero_shot"].mean())
+    assert render["rows"] == ["mapper", "mapper_fill_zeros", "mapper_fill_nearest_prompts", "true_prompt",
+                              "baseline_mean"]
     curve = (ws / "metrics/train/plots/metrics/val_loss.tsv").read_text().splitlines()
     assert curve[0].split("\t") == ["step", "val_loss"] and len(curve) > 5
+
+
+def test_the_pictures_follow_the_sound(workspace):
+    """The fitted tiny SD3 and CLIP (encoders stage) make image_eval measure steering: a render path that ignored
+    the predicted embedding would draw one picture for every sound, as the mean baseline does."""
+    image_eval = json.loads((workspace[0] / "metrics/image_eval.json").read_text())
+    top1 = {row: values["zero_shot_top1"] for row, values in image_eval.items() if row in ROWS}
+    assert top1["true_prompt"] >= 0.9 and top1["baseline_mean"] <= 0.3, top1
+    assert top1["mapper"] >= 0.8 and top1["mapper_fill_nearest_prompts"] >= 0.8, top1
 
 
 def test_second_repro_does_nothing(workspace):
@@ -160,14 +171,22 @@ def test_plots_show_each_plot_once_with_static_charts(workspace):
 def test_variants_run_as_experiments(workspace):
     ws, _ = workspace
     _dvc(ws, "exp", "run", "-S", "mapper.target=pooled+tokens", "-S", "mapper.input=frames",
-         "-S", "render.sequence_fill=zeros", "-S", "data.heldout_classes=[dog]")
+         "-S", "render.sequence_fill=nearest_prompts", "-S", "data.heldout_classes=[dog]")
     evaluation = json.loads((ws / "metrics/eval.json").read_text())
     assert "tokens_cosine" in evaluation and "top1" in evaluation["heldout"]
     assert json.loads((ws / "metrics/eval_report.json").read_text())["heldout"]["pairs"] == 10
     assert "dog" not in pd.read_csv(ws / "metrics/eval_per_class.csv").query("split == 'test'")["label"].tolist()
     config = AudioToSD3Mapper.from_pretrained(ws / "models/mapper").config
     assert config.input == "frames" and config.tokens == 20
-    assert json.loads((ws / "metrics/render.json").read_text())["sequence_fill"] == "zeros"
+    render = json.loads((ws / "metrics/render.json").read_text())
+    assert render["sequence_fill"] == "nearest_prompts"  # the predicted tokens over a mix of the nearest prompts'
+    assert render["rows"][:3] == ["mapper", "mapper_fill_empty_prompt", "mapper_fill_zeros"]
+    # The held-out class's clip is drawn too, and each row is scored on it apart.
+    index = pd.read_csv(ws / "metrics/render_index.csv")
+    assert set(index.query("split == 'heldout'")["label"]) == {"dog"} and "dog" in set(index["label"])
+    image_eval = json.loads((ws / "metrics/image_eval.json").read_text())
+    assert set(image_eval["mapper"]) == {"zero_shot_top1", "heldout_zero_shot_top1"}
+    assert all(set(image_eval[row]) == {"zero_shot_top1"} for row in render["rows"][1:])
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,9 @@
 """image_eval: CLIP score and zero-shot class accuracy of every rendered row.
 
-Rows: the mapper's images (both sequence fills), the true prompt's (upper bound), the mean embedding's
+Rows: the mapper's images (with each sequence fill), the true prompt's (upper bound), the mean embedding's
 (lower bound). Zero-shot: is the image closest, under CLIP, to its own class prompt among all class prompts?
-The metrics file holds each row's zero-shot accuracy; the table beside it, every image's CLIP score and verdict.
+The metrics file holds each row's zero-shot accuracy on the test clips (and the mapper row's on held-out classes'
+clips, when there are some); the table beside it, every image's CLIP score, verdict and split.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from a2i_core.candidates import HELDOUT
 from a2i_core.clip_score import ClipScorer, clip_scores, zero_shot_correct
 from a2i_core.devices import resolve_device
 from a2i_core.files import atomic_path, write_json
@@ -31,9 +33,15 @@ def image_eval(cfg: EvaluateParams, images: Path, index: Path, text_features: Pa
     table["clip_score"] = clip_scores(image_emb, prompt_emb, true)
     table["zero_shot"] = zero_shot_correct(image_emb, prompt_emb, true)
     table["cosine"] = np.sum(image_emb * prompt_emb[true], axis=-1)
-    report = {row: {"zero_shot_top1": float(g["zero_shot"].mean())} for row, g in table.groupby("row", sort=True)}
+    heldout = table["split"] == HELDOUT
+    report = {row: {"zero_shot_top1": float(table.loc[(table["row"] == row) & ~heldout, "zero_shot"].mean())}
+              for row in sorted(table["row"].unique())}
+    if heldout.any():  # the main row only: `dvc exp run -S render.sequence_fill=...` compares the fills on them
+        report["mapper"]["heldout_zero_shot_top1"] = float(table.loc[(table["row"] == "mapper") & heldout,
+                                                                     "zero_shot"].mean())
     report["chance_zero_shot_top1"] = 1 / len(prompts)
     write_json(metrics, report)
     with atomic_path(scores) as tmp:
         table.to_csv(tmp, index=False)
     return report
+

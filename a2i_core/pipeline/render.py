@@ -1,6 +1,7 @@
-"""render: images for a few held-out clips per class, a contact sheet, an index of the images and their timing.
+"""render: images for a few test clips per class (held-out classes' clips too), a contact sheet, an index of the
+images and their timing.
 
-Rows, each with the same seed per clip: the mapper (with render.sequence_fill, and with the other fill),
+Rows, each with the same seed per clip: the mapper (with render.sequence_fill, then with each other fill),
 the true prompt's own SD3 embeddings (the upper bound), and the training-set mean embedding (the lower bound).
 Spreads over GPUs under torchrun; every image is the same however it is run. Each image is saved as soon as it is
 rendered into a staging directory beside the images, with a digest of its inputs in the PNG; a rerun after a kill
@@ -14,23 +15,28 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
+from a2i_core.artifact import MapperArtifact
+from a2i_core.candidates import HELDOUT
 from a2i_core.devices import resolve_dtype
 from a2i_core.distributed import SOLO, World
 from a2i_core.files import atomic_path, replace_dir, write_json
 from a2i_core.hub import model_identity
-from a2i_core.mapper import AudioToSD3Mapper, predict
+from a2i_core.mapper import predict
 from a2i_core.names import safe_name
 from a2i_core.pairs import load_pairs_for, load_token_targets
 from a2i_core.params import RenderParams
 from a2i_core.render import (
+    FILLS,
     SHEET_CELL,
     RenderSettings,
+    SequenceFill,
     compile_for_speed,
     contact_sheet,
     fill_sequence,
@@ -39,7 +45,6 @@ from a2i_core.render import (
     png_text,
     render_iter,
     save_png,
-    sequence_fills,
 )
 from a2i_core.sd3 import load_sd3
 from a2i_core.text import load_guidance, load_sequences
@@ -51,33 +56,40 @@ DIGEST_KEY = "a2i.inputs_sha256"  # the PNG text chunk holding what the image wa
 
 def render_rows(cfg: RenderParams, mapper_dir: Path, candidates: Path, audio_features: Path, text_features: Path,
                 sd3: Path, images: Path, sheet: Path, index: Path, metrics: Path, world: World = SOLO) -> None:
-    mapper = AudioToSD3Mapper.from_pretrained(mapper_dir)
+    artifact = MapperArtifact.load(mapper_dir)
+    mapper = artifact.mapper
     mapper.config.provenance.check(str(sd3), diffusion_model=model_identity(sd3))
     pairs = load_pairs_for(mapper, candidates, audio_features, text_features, tokens=False)
-    test = pairs.subset("test")
-    chosen = test.frame.sort_values("clip_id").groupby("label").head(cfg.clips_per_class).index.to_numpy()
-    picked = test.take(chosen)  # only the chosen clips' inputs and targets are gathered
+    # Held-out classes have no test clips: theirs are drawn too, to show what an unseen sound becomes.
+    unseen = pairs.take(np.flatnonzero(pairs.frame["split"].isin(["test", HELDOUT]).to_numpy()))
+    chosen = unseen.frame.sort_values("clip_id").groupby("label").head(cfg.clips_per_class).index.to_numpy()
+    picked = unseen.take(chosen)  # only the chosen clips' inputs and targets are gathered
     clips = picked.frame
     pred_pooled, pred_tokens = predict(mapper, *picked.inputs(mapper.config.input))
     empty_pooled, empty_sequence = load_guidance(text_features)
-    fills = sequence_fills(empty_sequence)
     full = load_sequences(text_features, clips["prompt"].tolist())  # None unless diffusion.store_sequence
     # Without whole sequences, the true prompt gets its stored first tokens over the fill.
     true_heads = load_token_targets(text_features, clips["prompt"].tolist()) if full is None else None
-    other_fill = next(f for f in fills if f != cfg.sequence_fill)
-    mean_pooled = pairs.subset("train").mean_pooled()
+    mean_pooled = pairs.subset("train").mean_pooled()[None]  # (1, P)
+    fills = [cfg.sequence_fill, *(f for f in FILLS if f != cfg.sequence_fill)]
+    if artifact.prompt_sequences is None and "nearest_prompts" in fills[1:]:
+        log.info("no nearest_prompts row: the mapper has no prompt sequences (diffusion.store_sequence: false)")
+        fills.remove("nearest_prompts")
 
-    def head(tokens, i):
-        return None if tokens is None else tokens[i]
+    def filled(name: str, pooled: np.ndarray, tokens: np.ndarray | None) -> Callable[[int], np.ndarray]:
+        fill = SequenceFill.from_params(cfg, name).rows(pooled, empty_sequence, artifact.prompt_pooled,
+                                                        artifact.prompt_sequences)
+        return lambda i: fill_sequence(fill(i), None if tokens is None else tokens[i])
 
+    main_fill = filled(cfg.sequence_fill, pred_pooled, pred_tokens)
+    true_fill = filled(cfg.sequence_fill, picked.pooled, true_heads)
+    mean_fill = filled(cfg.sequence_fill, mean_pooled, None)
     # Each row: (name, pooled (n, P), sequence of clip i).
     rows = [
-        ("mapper", pred_pooled, lambda i: fill_sequence(fills[cfg.sequence_fill], head(pred_tokens, i))),
-        (f"mapper_fill_{other_fill}", pred_pooled, lambda i: fill_sequence(fills[other_fill], head(pred_tokens, i))),
-        ("true_prompt", picked.pooled,
-         lambda i: full[i] if full is not None else fill_sequence(fills[cfg.sequence_fill], true_heads[i])),
-        ("baseline_mean", np.repeat(mean_pooled[None], len(clips), axis=0),
-         lambda i: fills[cfg.sequence_fill]),
+        ("mapper", pred_pooled, main_fill),
+        *((f"mapper_fill_{name}", pred_pooled, filled(name, pred_pooled, pred_tokens)) for name in fills[1:]),
+        ("true_prompt", picked.pooled, lambda i: full[i] if full is not None else true_fill(i)),
+        ("baseline_mean", np.repeat(mean_pooled, len(clips), axis=0), lambda i: mean_fill(0)),
     ]
     n = len(clips)
     pooled = np.concatenate([r[1] for r in rows]).astype(np.float32)  # (rows * n, P)
@@ -131,7 +143,8 @@ def render_rows(cfg: RenderParams, mapper_dir: Path, candidates: Path, audio_fea
         table = pd.DataFrame({"row": [rows[j // n][0] for j in range(len(files))], "file": files,
                               "label": [clips["label"][j % n] for j in range(len(files))],
                               "clip_id": [clips["clip_id"][j % n] for j in range(len(files))],
-                              "prompt": [clips["prompt"][j % n] for j in range(len(files))]})
+                              "prompt": [clips["prompt"][j % n] for j in range(len(files))],
+                              "split": [clips["split"][j % n] for j in range(len(files))]})
         # Every rendered row is a column of the sheet, in the order of the rows above.
         sheet_rows = [(f"{clips['label'][i]} ({clips['clip_id'][i]})",
                        [_thumbnail(staging / files[r * n + i]) for r in range(len(rows))]) for i in range(n)]
@@ -142,7 +155,8 @@ def render_rows(cfg: RenderParams, mapper_dir: Path, candidates: Path, audio_fea
             table.to_csv(tmp, index=False)
         write_json(metrics, {
             "images": len(files), "clips": n, "size": cfg.size, "steps": cfg.steps, "guidance": cfg.guidance,
-            "sequence_fill": cfg.sequence_fill, "true_prompt_sequence": "full" if full is not None else "head",
+            "sequence_fill": cfg.sequence_fill, "rows": [name for name, _, _ in rows],
+            "true_prompt_sequence": "full" if full is not None else "head",
             "processes": world.size, "device": device.type, "dtype": str(dtype).removeprefix("torch."),
             "images_rendered": n_rendered, "images_kept": n_kept,
             "seconds_per_image": round(seconds / max(n_rendered, 1), 4)})

@@ -18,7 +18,7 @@ from a2i_core.model_card import DataSummary, TrainingSummary, model_card
 from a2i_core.pairs import load_pairs
 from a2i_core.params import MapperParams, TrainParams
 from a2i_core.provenance import Provenance
-from a2i_core.text import load_guidance
+from a2i_core.text import load_guidance, load_sequences
 from a2i_core.train import Split, mapper_config, train_mapper
 
 
@@ -52,7 +52,10 @@ def train(mapper: MapperParams, params: TrainParams, candidates: Path, audio_fea
     card = model_card(config, DataSummary.of(pairs.frame, _source(candidates)),
                       TrainingSummary(params, result.best_epoch, result.stopped_epoch, best["val_loss"],
                                       best["val_cosine"]))
-    MapperArtifact(result.model, empty_pooled, empty_sequence, pairs.prompts, pairs.prompt_pooled).save(out, card)
+    # The bank's sequences (None unless diffusion.store_sequence) make render.sequence_fill nearest_prompts possible.
+    sequences = load_sequences(text_features, pairs.prompts)  # (K, L, D)
+    MapperArtifact(result.model, empty_pooled, empty_sequence, pairs.prompts, pairs.prompt_pooled,
+                   sequences).save(out, card)
     report = {"train_pairs": len(train_data), "val_pairs": len(val_data),
               "best_epoch": result.best_epoch, "stopped_epoch": result.stopped_epoch,
               "best_val_loss": best["val_loss"], "best_val_cosine": best["val_cosine"],
