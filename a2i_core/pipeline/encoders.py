@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from a2i_core import tiny
-from a2i_core.encoders import prepare_clip, prepare_sd3, prepare_vggish
+from a2i_core.encoders import prepare_audio_encoder, prepare_clip, prepare_sd3
 from a2i_core.fit_tiny import fit_tiny_clip, fit_tiny_sd3
 from a2i_core.params import AudioEncoderParams, DataParams, DiffusionParams, EvaluateParams
 from a2i_core.sources.synthetic import class_prompt
@@ -18,7 +18,7 @@ from a2i_core.sources.synthetic import class_prompt
 
 def prepare_encoders(audio_encoder: AudioEncoderParams, diffusion: DiffusionParams, evaluate: EvaluateParams,
                      data: DataParams, vggish: Path, sd3: Path, clip: Path) -> None:
-    prepare_vggish(audio_encoder, vggish)
+    prepare_audio_encoder(audio_encoder, vggish)
     prompts = fitted_prompts(data)
     if not prompts:
         prepare_sd3(diffusion.model, sd3)
