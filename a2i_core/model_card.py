@@ -256,11 +256,14 @@ From Python:
 from pathlib import Path
 
 from a2i_core.generate import SoundToImage, pick_device
-from a2i_core.render import RenderSettings
+from a2i_core.render import RenderSettings, SequenceFill
 
 generator = SoundToImage.from_pretrained("owner/name", "models/vggish", "models/sd3", pick_device("auto"))
 sounds = generator.sounds([Path("sound.wav")])
-generator.render(sounds, RenderSettings(steps=28, guidance=7.0, size=1024, seed=0, batch_size=1), images_per_sound=1)
+settings = RenderSettings(steps=28, guidance=7.0, size=1024, seed=0, batch_size=1)
+# The sequence the mapper does not predict: the empty prompt's, or SequenceFill("nearest_prompts", k=3,
+# temperature=0.05), a mix of the closest prompts' sequences (when this folder has prompt_sequences.safetensors).
+generator.render(sounds, settings, images_per_sound=1, fill=SequenceFill("empty_prompt"))
 sounds[0].images[0].save("sound.png")
 print(sounds[0].nearest)  # the prompts closest to what the mapper heard, with their cosine
 ```

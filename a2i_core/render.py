@@ -107,8 +107,8 @@ class SequenceFill:
     """What fills the sequence positions the mapper does not predict (render.sequence_fill and its settings)."""
 
     name: str
-    k: int  # nearest_prompts: how many of the closest prompts are mixed
-    temperature: float  # nearest_prompts: the softmax temperature over their cosines
+    k: int | None = None  # nearest_prompts: how many of the closest prompts are mixed
+    temperature: float | None = None  # nearest_prompts: the softmax temperature over their cosines
 
     @classmethod
     def from_params(cls, params: RenderParams, name: str | None = None) -> SequenceFill:
@@ -118,6 +118,8 @@ class SequenceFill:
         """A2IError when this fill cannot be made with a mapper whose bank holds ``bank_sequences``."""
         if self.name not in FILLS:
             raise A2IError(f"render.sequence_fill: {self.name!r}: not one of {', '.join(FILLS)}")
+        if self.name == "nearest_prompts" and (self.k is None or self.temperature is None):
+            raise A2IError("render.sequence_fill nearest_prompts needs render.nearest_k and render.nearest_temperature")
         if self.name == "nearest_prompts" and bank_sequences is None:
             raise A2IError("render.sequence_fill nearest_prompts needs the prompts' sequences, and this mapper has "
                            "none (trained with diffusion.store_sequence: false): use empty_prompt or zeros")

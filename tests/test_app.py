@@ -565,6 +565,6 @@ def test_the_examples_options_are_checked_before_any_model_loads(tmp_path, optio
 
 def test_without_examples_the_page_has_no_examples_section():
     # The generator is only used by /run.
-    app = build_app(None, RenderSettings(4, 3.0, 64, 0, 1), SequenceFill("empty_prompt", 3, 0.05))
+    app = build_app(None, RenderSettings(4, 3.0, 64, 0, 1), SequenceFill("empty_prompt"))
     ids = [c.get("props", {}).get("elem_id") for c in app.get_config_file()["components"]]
     assert "sound" in ids and "examples" not in ids

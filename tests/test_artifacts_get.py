@@ -21,7 +21,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from a2i_core.artifact import CARD_NAME, FILES, MapperArtifact
+from a2i_core.artifact import CARD_NAME, FILES, PROMPT_SEQUENCES_NAME, MapperArtifact
 from a2i_core.errors import A2IError
 from a2i_core.mapper import AudioToSD3Mapper
 from a2i_core.workspace import tool_env
@@ -224,7 +224,8 @@ def test_only_the_mappers_files_are_downloaded(no_hub, monkeypatch):
     assert MapperArtifact.load("owner/name").prompts == ["a"]
     assert MapperArtifact.load("owner/name@v1").prompts == ["a"]
     assert calls == [("owner/name", None, FILES, {}), ("owner/name", "v1", FILES, {})]
-    assert sorted(p.name for p in (no_hub / "snapshot" / "1").iterdir()) == sorted(FILES)
+    # All the mapper's files, less the optional prompt sequences this one was saved without.
+    assert sorted(p.name for p in (no_hub / "snapshot" / "1").iterdir()) == sorted(set(FILES) - {PROMPT_SEQUENCES_NAME})
 
 
 def test_a_file_in_place_of_a_folder_is_refused(no_hub):

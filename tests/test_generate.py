@@ -141,7 +141,7 @@ def test_image_k_of_a_sound_takes_seed_plus_k(monkeypatch):
     machine = SimpleNamespace(artifact=artifact, pipe=None, device="cpu", dtype=None)
     sounds = [Sound(Path(name), np.zeros(8, np.float32), None, []) for name in ("a.wav", "b.wav")]
     SoundToImage.render(machine, sounds, RenderSettings(4, 3.0, 64, 5, 2), images_per_sound=3,
-                        fill=SequenceFill("empty_prompt", 3, 0.05))
+                        fill=SequenceFill("empty_prompt"))
     assert asked["seeds"] == image_seeds(5, 3) * 2  # each sound's images: 5, 6, 7
     assert [len(sound.images) for sound in sounds] == [3, 3]
 

@@ -47,8 +47,8 @@ def test_a_prompts_own_pooled_gets_its_own_sequence_and_a_blend_a_blend():
 
 def test_the_constant_fills_and_predicted_tokens_over_them():
     pooled = RNG.normal(size=(2, 16)).astype(np.float32)
-    empty = SequenceFill("empty_prompt", 3, 0.05).rows(pooled, EMPTY, BANK_POOLED, None)
-    zeros = SequenceFill("zeros", 3, 0.05).rows(pooled, EMPTY, BANK_POOLED, None)  # neither needs the bank's sequences
+    empty = SequenceFill("empty_prompt").rows(pooled, EMPTY, BANK_POOLED, None)
+    zeros = SequenceFill("zeros").rows(pooled, EMPTY, BANK_POOLED, None)  # neither needs the bank's sequences
     assert np.array_equal(empty(1), EMPTY) and not zeros(0).any() and zeros(0).shape == EMPTY.shape
     head = np.ones((2, 8), np.float32)
     mixed = SequenceFill("nearest_prompts", 3, 0.05).rows(pooled, EMPTY, BANK_POOLED, BANK_SEQUENCES)(0)
