@@ -90,7 +90,7 @@ Encoder = AudioEncoder | HFAudioEncoder  # what embeds audio, by models/vggish's
 
 def load_audio_encoder(directory: str | Path, postprocess: bool, shown_as: str | Path | None = None) -> Encoder:
     """The audio encoder in ``directory``: CLAP or AST where it holds a transformers model (config.json), else
-    VGGish (and its PCA when ``postprocess``); messages name it ``shown_as`` if given (the encoders stage checks a
+    VGGish (and its PCA when ``postprocess``); messages name it ``shown_as`` if given (the audio_encoder stage checks a
     temporary directory before it becomes ``models/vggish``)."""
     directory = Path(directory)
     shown = Path(shown_as) if shown_as is not None else directory
@@ -99,20 +99,20 @@ def load_audio_encoder(directory: str | Path, postprocess: bool, shown_as: str |
         return load_hf_audio_encoder(folder, shown if folder == directory else f"{shown} ({folder})")
     weights_path = directory / WEIGHTS_FILE
     if not weights_path.is_file():
-        raise A2IError(f"{shown / WEIGHTS_FILE}: not found (run the encoders stage: dvc repro encoders)")
+        raise A2IError(f"{shown / WEIGHTS_FILE}: not found (run the audio_encoder stage: dvc repro audio_encoder)")
     model = _load(weights_path, shown / WEIGHTS_FILE, load_vggish)
     post = None
     if postprocess:
         pca_path = directory / PCA_FILE
         if not pca_path.is_file():
-            raise A2IError(f"{shown / PCA_FILE}: not found, but postprocess is on (rerun the encoders stage)")
+            raise A2IError(f"{shown / PCA_FILE}: not found, but postprocess is on (rerun the audio_encoder stage)")
         post = _load(pca_path, shown / PCA_FILE, load_postprocessor)
     return AudioEncoder(model, post, sha256_file(weights_path))
 
 
 def _transformers_folder(directory: Path) -> Path | None:
     """Where a CLAP or AST model's files are: ``directory`` itself (tiny, or a copy), the local folder or the Hub
-    snapshot its ``source.json`` pins (the encoders stage's record, as for SD3); None for VGGish."""
+    snapshot its ``source.json`` pins (the audio_encoder stage's record, as for SD3); None for VGGish."""
     if (directory / HF_CONFIG_FILE).is_file():
         return directory
     source = directory / SOURCE_FILE

@@ -1,9 +1,12 @@
-"""The encoders stage: the frozen VGGish, SD3 and CLIP that params name, materialised under ``models/``.
+"""The audio_encoder and encoders stages: the frozen audio encoder (VGGish, CLAP or AST), SD3 and CLIP that params
+name, materialised under ``models/``.
 
-``audio_encoder.weights`` and ``diffusion.model`` each name either ``tiny`` (built in code for the offline
-profile), a URL or local file (VGGish), or a Hub id or local directory (SD3, CLIP). It writes:
+``audio_encoder.weights`` (VGGish), ``audio_encoder.checkpoint`` (CLAP, AST), ``diffusion.model`` and
+``evaluate.clip_model`` each name either ``tiny`` (built in code for the offline profile), a URL or local file
+(VGGish), or a Hub id or local directory (the others). They write:
 
-- ``models/vggish/``: ``vggish.pth`` (+ ``pca.pth``) and ``source.json`` with their sha256;
+- ``models/vggish/``: ``vggish.pth`` (+ ``pca.pth``) and ``source.json`` with their sha256; or CLAP's or AST's
+  tiny model itself, or a ``source.json`` pinning its Hub id or folder, as for SD3;
 - ``models/sd3/``, ``models/clip/``: the tiny model itself, or a ``source.json`` pinning a Hub id to the revision
   resolved now, so that dvc.lock records exactly which snapshot the features and images came from.
 

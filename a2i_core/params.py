@@ -153,7 +153,7 @@ class AudioEncoderParams:
     # AudioSet's released embeddings (a directory of its *.tfrecord files, searched recursively): with it, no audio is
     # downloaded and embed_audio imports these for the candidates' clips instead of running VGGish.
     release: str | None = None
-    checkpoint: str | None = None  # clap, ast: "tiny", a Hub id (pinned by the encoders stage) or a local folder
+    checkpoint: str | None = None  # clap, ast: "tiny", a Hub id (pinned by the audio_encoder stage) or a local folder
 
     def __post_init__(self) -> None:
         vggish = self.model == "vggish"

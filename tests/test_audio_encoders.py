@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 from ruamel.yaml import YAML
 
+from a2i_core.artifact import MapperArtifact
 from a2i_core.audio import SAMPLE_RATE, decode, write_wav
 from a2i_core.audio_encoder import load_audio_encoder
 from a2i_core.audio_features import embed_clips, embed_path, embed_waves, load_audio_embeddings
@@ -16,6 +21,7 @@ from a2i_core.encoders import prepare_audio_encoder
 from a2i_core.errors import A2IError
 from a2i_core.params import AudioEncoderParams, ParamsError, merge_overlay, params_from_dict
 from a2i_core.provenance import Provenance
+from a2i_core.workspace import tool_env
 from tests.conftest import ROOT
 
 CPU = torch.device("cpu")
@@ -121,3 +127,41 @@ def test_the_clap_profile_is_an_overlay(offline_raw):
     profile = YAML(typ="safe", pure=True).load((ROOT / "profiles/clap.yaml").read_text())
     merged = params_from_dict(merge_overlay(offline_raw, profile))
     assert merged.audio_encoder.model == "clap" and merged.audio_encoder.checkpoint == "tiny"
+
+
+def _run(cwd, *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *argv], cwd=cwd, env=tool_env(), capture_output=True, text=True)
+
+
+def test_the_demo_with_clap_reruns_embed_audio_and_after_and_generate_follows(demo_workspace, tmp_path):
+    """`-S audio_encoder.model=clap` on the demo: the audio encoder's stage and everything downstream of the
+    features rerun (SD3's fitted models are kept); the mapper learns CLAP's width; `a2i generate` embeds with CLAP,
+    and a mapper trained on VGGish features is refused with it."""
+    ws = tmp_path / "ws"
+    shutil.copytree(demo_workspace[0], ws, ignore=shutil.ignore_patterns(".git"))  # with its DVC cache
+    assert _run(ws, "dvc", "config", "core.no_scm", "true").returncode == 0
+    yaml = YAML()
+    params = yaml.load((ws / "params.yaml").read_text())
+    params["audio_encoder"].update(model="clap", checkpoint="tiny", batch_size=16)
+    with open(ws / "params.yaml", "w") as f:
+        yaml.dump(params, f)
+    result = _run(ws, "dvc", "repro")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    ran = re.findall(r"Running stage '([\w@.-]+)'", result.stdout + result.stderr)
+    assert ran == ["check_params", "audio_encoder", "embed_audio", "train", "evaluate", "render", "image_eval"]
+    _, means, provenance = load_audio_embeddings(ws / "data/features/audio")
+    assert means.shape[1] == 24 and provenance["frontend"].startswith("clap-logmel-v1")
+    mapper = MapperArtifact.load(ws / "models/mapper").mapper
+    assert mapper.config.in_dim == 24 and mapper.config.provenance.frontend == provenance["frontend"]
+    assert json.loads((ws / "metrics/eval.json").read_text())["top1"] > 0.5  # CLAP's features are learnt from
+
+    write_wav(tmp_path / "bell.wav", _signal(3.0, seed=5))
+    made = _run(tmp_path, "a2i_core.cli", "generate", "bell.wav", "--project", str(ws), "--out", "out",
+                "--steps", "2", "--device", "cpu")
+    assert made.returncode == 0, made.stderr[-2000:]
+    assert (tmp_path / "out/bell.png").is_file()
+    assert "bell.wav: 3.00 s is shorter than one 10.000 s CLAP window: padded to fill one" in made.stderr
+    refused = _run(tmp_path, "a2i_core.cli", "generate", "bell.wav", "--project", str(ws), "--mapper",
+                   str(demo_workspace[0] / "models/mapper"), "--out", "out2", "--device", "cpu")
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert re.search(r"encoder_sha256 is [0-9a-f]{12}\.\.\., but the mapper was trained with", refused.stderr)
