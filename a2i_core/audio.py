@@ -63,8 +63,28 @@ def ffmpeg_dir() -> str:
 
 def _downmix(sample_rate: int) -> str:
     # One resampling step that also averages the channels, as VGGish's reference does: ffmpeg's default
-    # stereo-to-mono matrix is (L + R) / sqrt(2), 41 % louder than the mean.
-    return f"aresample={sample_rate}:rematrix_maxval=1.0,aformat=sample_fmts=flt:channel_layouts=mono"
+    # stereo-to-mono matrix is (L + R) / sqrt(2), 41 % louder than the mean. An encoder at another rate (CLAP: 48
+    # kHz) gets the 16 kHz audio resampled again: the pipeline stores its clips at 16 kHz, so a user's file must
+    # lose the same band above 8 kHz as the training clips did.
+    chain = f"aresample={SAMPLE_RATE}:rematrix_maxval=1.0,aformat=sample_fmts=flt:channel_layouts=mono"
+    return chain if sample_rate == SAMPLE_RATE else f"{chain},{_upsample(sample_rate)}"
+
+
+def _upsample(sample_rate: int) -> str:
+    return f"aresample={sample_rate},aformat=sample_fmts=flt"
+
+
+def resample(wave: np.ndarray, sample_rate: int) -> np.ndarray:
+    """A 16 kHz mono waveform at ``sample_rate``, by the same ffmpeg step ``decode`` takes after reaching 16 kHz."""
+    if sample_rate == SAMPLE_RATE:
+        return wave
+    argv = (ffmpeg.input("pipe:", format="f32le", ar=SAMPLE_RATE, ac=1)
+            .output("pipe:", format="f32le", acodec="pcm_f32le", af=_upsample(sample_rate))
+            .global_args("-hide_banner", "-loglevel", "error").compile(cmd=ffmpeg_binary()))
+    done = subprocess.run(argv, input=np.ascontiguousarray(wave, np.float32).tobytes(), capture_output=True)
+    if done.returncode != 0:
+        raise AudioError(f"cannot resample to {sample_rate} Hz ({done.stderr.decode(errors='replace').strip()})")
+    return np.frombuffer(done.stdout, np.float32).copy()
 
 
 def decode(path: str | Path | PackedClip, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -76,9 +96,9 @@ def decode(path: str | Path | PackedClip, sample_rate: int = SAMPLE_RATE) -> np.
             wave, rate = sf.read(io.BytesIO(path.read()), dtype="float32")
         except (OSError, RuntimeError, IndexError, ValueError, pa.ArrowException) as err:  # a damaged pack too
             raise AudioError(f"{path.pack} row {path.row}: cannot read packed clip ({err})") from None
-        if rate != sample_rate or wave.ndim != 1:
+        if rate != SAMPLE_RATE or wave.ndim != 1:
             raise AudioError(f"{path.pack} row {path.row}: packed clip is {rate} Hz, {wave.ndim}-D")
-        return wave
+        return resample(wave, sample_rate)
     return np.concatenate(list(decode_stream(path, sample_rate)))  # one tight array, as before streaming existed
 
 

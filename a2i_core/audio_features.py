@@ -1,8 +1,9 @@
-"""VGGish embeddings of audio clips, written shard by shard to Parquet.
+"""Audio embeddings of clips (VGGish, CLAP or AST: ``a2i_core.audio_encoder``), written shard by shard to Parquet.
 
-Each row holds a clip's per-example embeddings (``frames``: n x 128, one per 0.96 s) and their mean
-(``embedding``: 128). Clips are batched across files through the frontend and the network; a recording longer
-than a window is streamed through them a window at a time, so memory does not grow with its length.
+Each row holds a clip's per-window embeddings (``frames``: n x D; VGGish: one per 0.96 s example, D = 128; CLAP: one
+per 10 s, AST: one per 10.24 s) and their mean (``embedding``: D). Clips are batched across files through the
+frontend and the network; a recording longer than a streaming window is streamed through them a window at a time,
+so memory does not grow with its length.
 """
 
 from __future__ import annotations
@@ -28,42 +29,36 @@ import torch
 from tqdm import tqdm
 
 from a2i_core import provenance, shards
-from a2i_core.audio import SAMPLE_RATE, AudioError, decode, decode_stream
+from a2i_core.audio import AudioError, decode, decode_stream
 from a2i_core.distributed import SOLO, World
 from a2i_core.packs import PackedClip
-from a2i_core.vggish import EMBEDDING_DIM, EXAMPLE_FRAMES, HOP, MIN_SAMPLES, LogMelFrontend
 
 if TYPE_CHECKING:
-    from a2i_core.audio_encoder import AudioEncoder
+    from torch import nn
+
+    from a2i_core.audio_encoder import Encoder
 
 log = logging.getLogger(__name__)
 
 AUDIO_KIND = "audio_features"
-EXAMPLE_STEP = EXAMPLE_FRAMES * HOP  # 15360 samples: examples start this far apart and do not overlap
-# Beyond its last hop, an example's last frame reaches WINDOW - HOP = 240 samples further: the next window needs them.
-EXAMPLE_OVERLAP = MIN_SAMPLES - EXAMPLE_STEP
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter, from malloc.h
 
 
 @torch.inference_mode()
-def embed_waves(encoder: AudioEncoder, frontend: LogMelFrontend, waves: list[np.ndarray], batch_size: int,
+def embed_waves(encoder: Encoder, frontend: nn.Module, waves: list[np.ndarray], batch_size: int,
                 device: torch.device) -> list[np.ndarray]:
-    """Per-clip (n_i, 128) VGGish embeddings for a list of 16 kHz waveforms, batched across clips."""
-    stacked, counts = frontend.batch([torch.from_numpy(w).to(device) for w in waves])  # (sum n_i, 1, 96, 64)
-    stacked = stacked.contiguous(memory_format=torch.channels_last)  # the conv kernels' fast layout on CPU and GPU
-    outputs = []
-    for i in range(0, stacked.shape[0], batch_size):
-        emb = encoder.model(stacked[i : i + batch_size])  # (b, 128)
-        if encoder.postprocessor is not None:
-            emb = encoder.postprocessor(emb)
-        outputs.append(emb.float().cpu())
+    """Per-clip (n_i, D) embeddings for a list of waveforms at the encoder's sample rate, batched across clips
+    (``batch_size`` windows a forward pass)."""
+    stacked, counts = frontend.batch([torch.from_numpy(w).to(device) for w in waves])  # (sum n_i, ...) model inputs
+    outputs = [encoder.embed(stacked[i : i + batch_size]).float().cpu()  # (b, D)
+               for i in range(0, stacked.shape[0], batch_size)]
     return [a.numpy() for a in torch.cat(outputs).split(counts)]
 
 
-def window_samples(window_seconds: float) -> int:
-    """The longest waveform ``embed_path`` embeds at once: a whole number of examples (at least one)."""
-    examples = max(1, round(window_seconds * SAMPLE_RATE / EXAMPLE_STEP))
-    return examples * EXAMPLE_STEP + EXAMPLE_OVERLAP
+def window_samples(encoder: Encoder, window_seconds: float) -> int:
+    """The longest waveform ``embed_path`` embeds at once: a whole number of the encoder's windows (at least one)."""
+    windows = max(1, round(window_seconds * encoder.sample_rate / encoder.step))
+    return windows * encoder.step + encoder.overlap
 
 
 @functools.cache
@@ -85,22 +80,25 @@ def fix_mmap_threshold() -> bool:
 
 
 @torch.inference_mode()
-def embed_path(encoder: AudioEncoder, frontend: LogMelFrontend, path: str | Path, batch_size: int,
+def embed_path(encoder: Encoder, frontend: nn.Module, path: str | Path, batch_size: int,
                device: torch.device, window_seconds: float = 60.0) -> tuple[np.ndarray, int, float]:
-    """A file's (n, 128) VGGish embeddings, its number of samples and its RMS, holding one window of audio.
+    """A file's (n, D) embeddings, its number of samples and its RMS, holding one streaming window of audio.
 
-    The same embeddings as ``embed_waves`` of the whole decoded file: examples do not overlap, so each window
-    covers whole examples and the next one starts where they end, keeping the 240 samples the last frame reads
-    past its hop. A recording shorter than one example is padded as the frontend pads it.
+    The same embeddings as ``embed_waves`` of the whole decoded file: the encoder's windows start ``step`` apart,
+    so each streaming window covers whole encoder windows and the next one starts where they end, keeping the
+    ``overlap`` samples the last one reads past its step (VGGish, AST: 240). A recording shorter than one window is
+    padded as the frontend pads it.
     """
     fix_mmap_threshold()
-    span = window_samples(window_seconds)
-    advance = span - EXAMPLE_OVERLAP  # where the examples of a full window end, and the next window starts
+    span = window_samples(encoder, window_seconds)
+    overlap = encoder.overlap
+    advance = span - overlap  # where the windows of a full span end, and the next span starts
     window = np.empty(span, np.float32)  # reused: the only audio held, whatever the recording's length
     held = total = 0
     square_sum = 0.0
     outputs: list[np.ndarray] = []
-    with contextlib.closing(decode_stream(path)) as stream:  # an error while embedding must not leave ffmpeg running
+    # An error while embedding must not leave ffmpeg running.
+    with contextlib.closing(decode_stream(path, encoder.sample_rate)) as stream:
         for chunk in stream:
             total += chunk.size
             wide = chunk.astype(np.float64)  # float32 sums of squares lose digits over an hour of audio
@@ -111,12 +109,12 @@ def embed_path(encoder: AudioEncoder, frontend: LogMelFrontend, path: str | Path
                 window[held : held + take] = chunk[used : used + take]
                 held, used = held + take, used + take
                 if held == span:
-                    outputs += embed_waves(encoder, frontend, [window], batch_size, device)  # (span examples, 128)
-                    window[:EXAMPLE_OVERLAP] = window[advance:]
-                    held = EXAMPLE_OVERLAP
-    # Nothing embedded yet: this is the whole recording, padded by the frontend if shorter than an example.
-    # Otherwise a tail shorter than an example holds no whole example: the frontend drops it too.
-    if not outputs or held >= MIN_SAMPLES:
+                    outputs += embed_waves(encoder, frontend, [window], batch_size, device)  # (windows, D)
+                    window[:overlap] = window[advance:]
+                    held = overlap
+    # Nothing embedded yet: this is the whole recording, padded by the frontend if shorter than a window.
+    # Otherwise the tail makes a window only by the encoder's rule, as the frontend decides for a whole file.
+    if not outputs or encoder.keeps_tail(held):
         outputs += embed_waves(encoder, frontend, [window[:held]], batch_size, device)
     return np.concatenate(outputs), total, float(np.sqrt(square_sum / total))
 
@@ -137,12 +135,13 @@ def inputs_digest(chunk: list[tuple[str, Path | PackedClip]], settings: dict[str
     return digest.hexdigest()
 
 
-def decode_short(path: Path | PackedClip, max_samples: int) -> np.ndarray | None:
-    """``decode(path)``, or None as soon as the file proves longer than ``max_samples`` (ffmpeg is then stopped)."""
+def decode_short(path: Path | PackedClip, max_samples: int, sample_rate: int) -> np.ndarray | None:
+    """``decode(path, sample_rate)``, or None as soon as the file proves longer than ``max_samples`` (ffmpeg is then
+    stopped)."""
     if isinstance(path, PackedClip):  # packs hold 10 s clips, read whole from the pack
-        return decode(path)
+        return decode(path, sample_rate)
     chunks, held = [], 0
-    stream = decode_stream(path)
+    stream = decode_stream(path, sample_rate)
     try:
         for chunk in stream:
             held += chunk.size
@@ -155,7 +154,7 @@ def decode_short(path: Path | PackedClip, max_samples: int) -> np.ndarray | None
 
 
 def decoded(clips: list[tuple[str, Path | PackedClip]], pool: ThreadPoolExecutor, ahead: int,
-            max_samples: int) -> Iterator[tuple[str, np.ndarray | AudioError | Path]]:
+            max_samples: int, sample_rate: int) -> Iterator[tuple[str, np.ndarray | AudioError | Path]]:
     """(clip_id, waveform or the decode error) in order, decoding up to ``ahead`` clips in the background.
 
     A file longer than ``max_samples`` comes back as its path, to be streamed: the queue holds only short clips.
@@ -163,7 +162,7 @@ def decoded(clips: list[tuple[str, Path | PackedClip]], pool: ThreadPoolExecutor
 
     def safe_decode(path: Path | PackedClip) -> np.ndarray | AudioError | Path:
         try:
-            wave = decode_short(path, max_samples)
+            wave = decode_short(path, max_samples, sample_rate)
         except AudioError as err:
             return err
         return path if wave is None else wave
@@ -179,15 +178,7 @@ def decoded(clips: list[tuple[str, Path | PackedClip]], pool: ThreadPoolExecutor
         yield first_id, future.result()
 
 
-def place_encoder(encoder: AudioEncoder, device: torch.device) -> LogMelFrontend:
-    """Move VGGish (channels-last, faster convolutions) and its postprocessor to ``device``; the frontend to use."""
-    encoder.model.to(device, memory_format=torch.channels_last)
-    if encoder.postprocessor is not None:
-        encoder.postprocessor.to(device)
-    return LogMelFrontend().to(device)
-
-
-def embed_clips(encoder: AudioEncoder, clips: Iterable[tuple[str, Path | PackedClip]], out_dir: str | Path,
+def embed_clips(encoder: Encoder, clips: Iterable[tuple[str, Path | PackedClip]], out_dir: str | Path,
                 batch_size: int, shard_rows: int, device: torch.device, decode_workers: int = 2,
                 world: World = SOLO, window_seconds: float = 60.0) -> dict:
     """Decode, embed and write ``part-*.parquet``, shard by shard, resuming where a previous run stopped.
@@ -208,7 +199,7 @@ def embed_clips(encoder: AudioEncoder, clips: Iterable[tuple[str, Path | PackedC
         shards.prepare_shard_dir(out_dir, len(plan))
     world.barrier()
     mine = world.mine(plan)
-    frontend = place_encoder(encoder, device)
+    frontend = encoder.place(device)
     skipped: dict[str, str] = {}
     written = kept = 0
     start = time.monotonic()
@@ -224,7 +215,8 @@ def embed_clips(encoder: AudioEncoder, clips: Iterable[tuple[str, Path | PackedC
                 bar.update(len(chunk))
                 continue
             ids, frames = [], []
-            stream = decoded(chunk, pool, ahead=2 * batch_size, max_samples=window_samples(window_seconds))
+            stream = decoded(chunk, pool, ahead=2 * batch_size, max_samples=window_samples(encoder, window_seconds),
+                             sample_rate=encoder.sample_rate)
             # Embed a batch of clips at a time (decoding the next ones meanwhile): memory stays bounded in a shard.
             for i in range(0, len(chunk), batch_size):
                 group: list[tuple[str, np.ndarray | Path]] = []
@@ -248,7 +240,7 @@ def embed_clips(encoder: AudioEncoder, clips: Iterable[tuple[str, Path | PackedC
                             continue
                     ids.append(clip_id)
                 bar.update(len(chunk[i : i + batch_size]))
-            write_audio_shard(path, ids, frames, {**metadata, "inputs_sha256": digest})
+            write_audio_shard(path, ids, frames, encoder.dim, {**metadata, "inputs_sha256": digest})
             written += len(ids)
     finally:
         bar.close()
@@ -264,25 +256,26 @@ def embed_clips(encoder: AudioEncoder, clips: Iterable[tuple[str, Path | PackedC
     return {"clips": written, "skipped": n_skipped, "shards_kept": kept, "seconds": round(seconds, 3)}
 
 
-def write_audio_shard(path: Path, ids: list[str], frames: list[np.ndarray], metadata: dict[str, str]) -> None:
-    """One shard of audio features, written atomically: each clip's frames (n_i, 128) and their mean, as float32,
+def write_audio_shard(path: Path, ids: list[str], frames: list[np.ndarray], dim: int,
+                      metadata: dict[str, str]) -> None:
+    """One shard of audio features, written atomically: each clip's frames (n_i, dim) and their mean, as float32,
     with ``metadata`` (provenance, what it was computed from)."""
     table = pa.table({
         "clip_id": pa.array(ids, pa.string()),
         "n_frames": pa.array([f.shape[0] for f in frames], pa.int32()),
-        "frames": shards.ragged_list(frames, EMBEDDING_DIM),
-        "embedding": shards.fixed_list(clip_means(frames)),
+        "frames": shards.ragged_list(frames, dim),
+        "embedding": shards.fixed_list(clip_means(frames, dim)),
     })
     shards.write_table(table, path, AUDIO_KIND, metadata)
 
 
-def clip_means(frames: list[np.ndarray]) -> np.ndarray:
-    """Ragged per-clip frame embeddings [(n_i, 128)] -> one mean embedding per clip (n, 128)."""
-    return np.stack([f.mean(axis=0) for f in frames]) if frames else np.zeros((0, EMBEDDING_DIM), np.float32)
+def clip_means(frames: list[np.ndarray], dim: int) -> np.ndarray:
+    """Ragged per-clip frame embeddings [(n_i, dim)] -> one mean embedding per clip (n, dim)."""
+    return np.stack([f.mean(axis=0) for f in frames]) if frames else np.zeros((0, dim), np.float32)
 
 
 def load_audio_embeddings(directory: str | Path) -> tuple[list[str], np.ndarray, dict[str, Any]]:
-    """clip ids, their mean embeddings (n, 128), and the features' part of a provenance record."""
+    """clip ids, their mean embeddings (n, D), and the features' part of a provenance record."""
     paths = shards.shard_paths(directory)
     table = shards.read_shards(directory, AUDIO_KIND, columns=["clip_id", "embedding"])
     parts = [provenance.from_metadata(shards.table_metadata(p), str(p)) for p in paths]

@@ -127,7 +127,10 @@ Project = Annotated[Path, typer.Option(help="A project or workspace whose models
 MapperDir = Annotated[Path | None, typer.Option(
     help="Trained mapper: a folder, or a Hugging Face Hub id owner/name[@revision] (a folder of that name wins) "
          "[default: PROJECT/models/mapper].")]
-VggishDir = Annotated[Path | None, typer.Option(help="VGGish weights [default: PROJECT/models/vggish].")]
+VggishDir = Annotated[Path | None, typer.Option(
+    "--audio-encoder", "--vggish",
+    help="The audio encoder the mapper was trained with: VGGish, CLAP or AST (audio_encoder stage output) "
+         "[default: PROJECT/models/vggish].")]
 Sd3Dir = Annotated[Path | None, typer.Option(help="SD3 (encoders stage output) [default: PROJECT/models/sd3].")]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps; auto takes a GPU when there is one, "
                                           "else the CPU.")]

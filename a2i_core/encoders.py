@@ -1,9 +1,12 @@
-"""The encoders stage: the frozen VGGish, SD3 and CLIP that params name, materialised under ``models/``.
+"""The audio_encoder and encoders stages: the frozen audio encoder (VGGish, CLAP or AST), SD3 and CLIP that params
+name, materialised under ``models/``.
 
-``audio_encoder.weights`` and ``diffusion.model`` each name either ``tiny`` (built in code for the offline
-profile), a URL or local file (VGGish), or a Hub id or local directory (SD3, CLIP). It writes:
+``audio_encoder.weights`` (VGGish), ``audio_encoder.checkpoint`` (CLAP, AST), ``diffusion.model`` and
+``evaluate.clip_model`` each name either ``tiny`` (built in code for the offline profile), a URL or local file
+(VGGish), or a Hub id or local directory (the others). They write:
 
-- ``models/vggish/``: ``vggish.pth`` (+ ``pca.pth``) and ``source.json`` with their sha256;
+- ``models/vggish/``: ``vggish.pth`` (+ ``pca.pth``) and ``source.json`` with their sha256; or CLAP's or AST's
+  tiny model itself, or a ``source.json`` pinning its Hub id or folder, as for SD3;
 - ``models/sd3/``, ``models/clip/``: the tiny model itself, or a ``source.json`` pinning a Hub id to the revision
   resolved now, so that dvc.lock records exactly which snapshot the features and images came from.
 
@@ -18,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from a2i_core import tiny
+from a2i_core import hf_audio, tiny
 from a2i_core.audio_encoder import PCA_FILE, WEIGHTS_FILE, WeightsFileError, load_audio_encoder
 from a2i_core.errors import A2IError
 from a2i_core.fetch import fetch_file, sha256_file
@@ -54,8 +57,26 @@ def prepare_vggish(params: AudioEncoderParams, out_dir: str | Path) -> dict:
     return record
 
 
-def prepare_pretrained(model: str, out_dir: str | Path, marker: str, build_tiny: Callable[[Path], None]) -> dict:
-    """Build the tiny model into ``out_dir``, or pin a Hub id / local directory in ``source.json``.
+def prepare_audio_encoder(params: AudioEncoderParams, out_dir: str | Path) -> dict:
+    """VGGish (``prepare_vggish``), or CLAP or AST built tiny or pinned like SD3; loaded once before it is put in
+    place, so that a folder of another model or a broken one fails here, in one line."""
+    if params.model == "vggish":
+        return prepare_vggish(params, out_dir)
+
+    def check(tmp: Path) -> None:
+        kind = load_audio_encoder(tmp, postprocess=False, shown_as=params.checkpoint).kind
+        if kind != params.model:
+            raise A2IError(f"audio_encoder.checkpoint {params.checkpoint}: holds a {kind} model, but "
+                           f"audio_encoder.model is {params.model}")
+
+    build = hf_audio.save_tiny_clap if params.model == "clap" else hf_audio.save_tiny_ast
+    return prepare_pretrained(str(params.checkpoint), out_dir, hf_audio.CONFIG_FILE, build, check)
+
+
+def prepare_pretrained(model: str, out_dir: str | Path, marker: str, build_tiny: Callable[[Path], None],
+                       check: Callable[[Path], None] | None = None) -> dict:
+    """Build the tiny model into ``out_dir``, or pin a Hub id / local directory in ``source.json``; ``check``
+    (when given) sees the folder before it is put in place.
 
     ``marker`` is the file that makes a directory a saved model of this kind (model_index.json, config.json).
     """
@@ -71,6 +92,8 @@ def prepare_pretrained(model: str, out_dir: str | Path, marker: str, build_tiny:
         if model == TINY:
             build_tiny(tmp)
         write_source(tmp, record)
+        if check is not None:
+            check(tmp)
     return record
 
 

@@ -19,19 +19,19 @@ from PIL import Image
 
 from a2i_core.artifact import MapperArtifact
 from a2i_core.audio import AUDIO_SUFFIXES, SAMPLE_RATE
-from a2i_core.audio_encoder import AudioEncoder, encoder_for
-from a2i_core.audio_features import clip_means, embed_path, place_encoder
+from a2i_core.audio_encoder import Encoder, encoder_for
+from a2i_core.audio_features import clip_means, embed_path
 from a2i_core.devices import resolve_device, resolve_dtype
 from a2i_core.errors import A2IError
 from a2i_core.hub import model_identity
 from a2i_core.mapper import pad_frames, predict
 from a2i_core.render import RenderSettings, SequenceFill, fill_sequence, render
 from a2i_core.sd3 import load_sd3
-from a2i_core.vggish import MIN_SAMPLES
 
 log = logging.getLogger(__name__)
 SILENCE_RMS = 1e-4  # -80 dBFS: nothing for VGGish to hear
 MIN_HEARD_SAMPLES = 1600  # 0.1 s: shorter, repeating it to one VGGish example would be a tone of its own making
+WINDOW_NAMES = {"vggish": "VGGish example", "clap": "CLAP window", "ast": "AST window"}
 
 
 def image_seeds(first_seed: int, count: int) -> list[int]:
@@ -62,7 +62,7 @@ class Sound:
 class SoundToImage:
     """Sound files to images: VGGish, the trained mapper and SD3's image side (no text encoders) on one device."""
 
-    def __init__(self, artifact: MapperArtifact, encoder: AudioEncoder, pipe, device: torch.device,
+    def __init__(self, artifact: MapperArtifact, encoder: Encoder, pipe, device: torch.device,
                  dtype: torch.dtype) -> None:
         transformer, config = pipe.transformer.config, artifact.mapper.config
         width = artifact.empty_sequence.shape[1]
@@ -70,7 +70,7 @@ class SoundToImage:
             raise A2IError(f"this SD3 takes pooled {transformer.pooled_projection_dim} / text "
                            f"{transformer.joint_attention_dim} wide, the mapper gives {config.pooled_dim} / {width}")
         self.artifact, self.encoder, self.pipe, self.device, self.dtype = artifact, encoder, pipe, device, dtype
-        self.frontend = place_encoder(encoder, device)
+        self.frontend = encoder.place(device)
 
     @classmethod
     def from_pretrained(cls, mapper_dir: str | Path, vggish_dir: str | Path, sd3_dir: str | Path,
@@ -92,21 +92,22 @@ class SoundToImage:
         """Decode (a window at a time: memory does not grow with the recording), embed and map one file, with the
         top-3 nearest prompts. A2IError when it cannot be heard."""
         frames, samples, rms = embed_path(self.encoder, self.frontend, path, batch_size=64, device=self.device)
-        seconds = samples / SAMPLE_RATE
-        if samples < MIN_HEARD_SAMPLES:
+        encoder = self.encoder
+        seconds = samples / encoder.sample_rate
+        if seconds * SAMPLE_RATE < MIN_HEARD_SAMPLES:
             raise A2IError(f"{path}: {seconds:.4f} s is too short to hear (at least "
                            f"{MIN_HEARD_SAMPLES / SAMPLE_RATE} s)")
         if rms < SILENCE_RMS:
             raise A2IError(f"{path}: silent (RMS below -80 dBFS): there is nothing to hear")
         notes = []
-        if samples < MIN_SAMPLES:
-            notes.append(f"{seconds:.2f} s is shorter than one {MIN_SAMPLES / SAMPLE_RATE:.3f} s VGGish example: "
-                         "repeated to fill one, as in training")
+        if samples < encoder.min_samples:
+            notes.append(f"{seconds:.2f} s is shorter than one {encoder.min_samples / encoder.sample_rate:.3f} s "
+                         f"{WINDOW_NAMES[encoder.kind]}: padded to fill one, as in training")
         mapper = self.artifact.mapper
         if mapper.config.input == "frames":
-            x, mask = pad_frames([frames], mapper.config.max_frames)  # (1, T, 128), (1, T)
+            x, mask = pad_frames([frames], mapper.config.max_frames)  # (1, T, D), (1, T)
         else:
-            x, mask = clip_means([frames]), None  # (1, 128)
+            x, mask = clip_means([frames], frames.shape[1]), None  # (1, D)
         pooled, tokens = predict(mapper, x, mask)
         return Sound(path, pooled[0], None if tokens is None else tokens[0], self.artifact.nearest_prompts(pooled)[0],
                      notes=notes)

@@ -32,7 +32,8 @@ LIBRARY = "a2i"
 LICENSE = "other"
 LICENSE_NAME = "a2i-mapper"
 CODE_LICENSE = "Apache-2.0"
-TAGS = ["audio-to-image", "stable-diffusion-3", "vggish", "a2i"]
+TAGS = ["audio-to-image", "stable-diffusion-3", "a2i"]  # and the audio encoder's kind
+ENCODER_NAMES = {"vggish": "VGGish", "clap": "CLAP", "ast": "AST"}
 # The Hub lists the mapper among SD3's adapters: it steers the unchanged model, it is no finetune of it.
 BASE_MODEL_RELATION = "adapter"
 # The Hub copies of the public sources a2i reads (it reads the originals: these link the card to the data). The
@@ -103,7 +104,8 @@ def model_card(config: MapperConfig, data: DataSummary, training: TrainingSummar
 
 def front_matter(config: MapperConfig, data: DataSummary) -> str:
     """The card's YAML metadata: only fixed values and checked ids, written by a safe dumper."""
-    meta: dict = {"library_name": LIBRARY, "license": LICENSE, "license_name": LICENSE_NAME, "tags": list(TAGS)}
+    tags = [*TAGS[:2], encoder_kind(config.provenance.frontend), TAGS[2]]
+    meta: dict = {"library_name": LIBRARY, "license": LICENSE, "license_name": LICENSE_NAME, "tags": tags}
     base = base_model(config.provenance.diffusion_model)
     if base is not None:
         meta.update(base_model=base, base_model_relation=BASE_MODEL_RELATION)
@@ -114,6 +116,11 @@ def front_matter(config: MapperConfig, data: DataSummary) -> str:
     yaml.default_flow_style = False
     yaml.dump(meta, out)
     return out.getvalue()
+
+
+def encoder_kind(frontend: str) -> str:
+    """vggish, clap or ast: the audio encoder a provenance's frontend description names first."""
+    return next((kind for kind in ENCODER_NAMES if frontend.startswith(kind)), "vggish")
 
 
 def base_model(diffusion_model: str) -> str | None:
@@ -147,10 +154,13 @@ def _visible(char: str) -> str:
 def _intro(config: MapperConfig) -> str:
     tokens = (f" and the first {config.tokens} tokens of its {config.token_width}-wide sequence embedding"
               if config.tokens else "")
-    what = "per-0.96 s frames" if config.input == "frames" else "mean over the clip"
+    kind = encoder_kind(config.provenance.frontend)
+    encoder = ENCODER_NAMES[kind]
+    window = {"vggish": "0.96 s", "clap": "10 s", "ast": "10.24 s"}[kind]
+    what = f"per-{window} frames" if config.input == "frames" else "mean over the clip"
     return f"""# a2i mapper: sound to Stable Diffusion 3
 
-A small network that maps a sound's VGGish audio embedding ({config.in_dim}-D, {what}) onto Stable Diffusion 3's
+A small network that maps a sound's {encoder} audio embedding ({config.in_dim}-D, {what}) onto Stable Diffusion 3's
 pooled text embedding ({config.pooled_dim}-D){tokens}, so that a frozen SD3 draws a picture of the sound. The train
 stage of an a2i pipeline (`dvc repro`) wrote this folder and this card.
 
@@ -204,8 +214,8 @@ def _training(config: MapperConfig, training: TrainingSummary) -> str:
 
 def _provenance(config: MapperConfig) -> str:
     p = config.provenance
-    rows = [("audio encoder (VGGish) sha256", f"`{p.encoder_sha256}`" if re.fullmatch("[0-9a-f]{64}", p.encoder_sha256)
-             else md(p.encoder_sha256)),
+    sha256 = f"`{p.encoder_sha256}`" if re.fullmatch("[0-9a-f]{64}", p.encoder_sha256) else md(p.encoder_sha256)
+    rows = [(f"audio encoder ({ENCODER_NAMES[encoder_kind(p.frontend)]}) sha256", sha256),
             ("postprocess (PCA, 8-bit)", "yes" if p.postprocess else "no"),
             ("frontend", md(p.frontend, 300)),
             ("diffusion model", md(p.diffusion_model, 300)),
@@ -213,7 +223,7 @@ def _provenance(config: MapperConfig) -> str:
     note = ("\n\nIt learnt from AudioSet's released embeddings; new sounds are embedded by the local torch port of "
             "VGGish with the same PCA: close, not identical." if p.from_release else "")
     return ("## Provenance\n\nThe mapper fits only features made the way its training features were; a2i refuses "
-            "another VGGish, postprocess setting, frontend or SD3, naming the field.\n\n"
+            "another audio encoder, postprocess setting, frontend or SD3, naming the field.\n\n"
             + _table(("field", "value"), rows) + note)
 
 
@@ -243,8 +253,8 @@ the diffusion model whose text embeddings they were trained to predict (hence `l
 def _usage() -> str:
     return """## How to use
 
-With a2i installed, from a project whose encoders stage made the VGGish and SD3 named under Provenance
-(`models/vggish`, `models/sd3`; or pass `--vggish` and `--sd3`):
+With a2i installed, from a project whose audio_encoder and encoders stages made the audio encoder and SD3 named
+under Provenance (`models/vggish`, `models/sd3`; or pass `--audio-encoder` and `--sd3`):
 
 ```bash
 a2i generate sound.wav --mapper <this folder or owner/name[@revision]> --out images

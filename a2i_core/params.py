@@ -140,9 +140,10 @@ def check_device(device: str) -> None:
 
 @dataclass(frozen=True)
 class AudioEncoderParams:
-    weights: str  # "tiny", a URL or a local path to torchvggish's state dict
-    postprocess: bool
-    batch_size: int  # VGGish examples (0.96 s each) per forward pass
+    model: Literal["vggish", "clap", "ast"]
+    weights: str  # vggish: "tiny", a URL or a local path to torchvggish's state dict
+    postprocess: bool  # vggish only: AudioSet's PCA + 8-bit quantisation
+    batch_size: int  # windows per forward pass (VGGish: 0.96 s examples; CLAP: 10 s, AST: 10.24 s)
     shard_rows: int
     decode_workers: int  # ffmpeg decodes running ahead of the network
     device: Device
@@ -152,8 +153,16 @@ class AudioEncoderParams:
     # AudioSet's released embeddings (a directory of its *.tfrecord files, searched recursively): with it, no audio is
     # downloaded and embed_audio imports these for the candidates' clips instead of running VGGish.
     release: str | None = None
+    checkpoint: str | None = None  # clap, ast: "tiny", a Hub id (pinned by the audio_encoder stage) or a local folder
 
     def __post_init__(self) -> None:
+        vggish = self.model == "vggish"
+        check(vggish or self.checkpoint is not None, "checkpoint", f"required when model is {self.model}")
+        check(not vggish or self.checkpoint is None, "checkpoint", "only read for model clap or ast (vggish reads "
+              "weights)")
+        check(vggish or not self.postprocess, "postprocess", "VGGish's PCA: only for model vggish")
+        check(vggish or self.release is None, "release", "AudioSet's released embeddings are VGGish's: only for "
+              "model vggish")
         check(self.batch_size >= 1, "batch_size", "must be >= 1")
         check(self.shard_rows >= 1, "shard_rows", "must be >= 1")
         check(self.decode_workers >= 1, "decode_workers", "must be >= 1")

@@ -140,7 +140,7 @@ def import_release(release: Path, candidates: Path, out_dir: Path, shard_rows: i
         stream = candidate_segments(files, wanted, found, counts)
         while chunk := list(itertools.islice(stream, shard_rows)):
             path = shards.shard_path(out_dir, len(written))
-            write_audio_shard(path, [c for c, _ in chunk], [f for _, f in chunk], metadata)
+            write_audio_shard(path, [c for c, _ in chunk], [f for _, f in chunk], EMBEDDING_DIM, metadata)
             written.append(path)
         if not written:
             raise ReleaseError(f"audio_encoder.release: none of the {len(wanted)} candidate clips has a record in "

@@ -46,11 +46,11 @@ def time_one(generator: SoundToImage, clip: Path, settings: RenderSettings, devi
     """One sound to one image, the way `a2i generate` does it, timed step by step."""
     times: dict[str, float] = {}
     with timed(times, "decode", device):
-        wave = decode(clip)
+        wave = decode(clip, generator.encoder.sample_rate)
     with timed(times, "embed", device):
-        frames = embed_waves(generator.encoder, generator.frontend, [wave], 64, device)  # [(n, 128)]
+        frames = embed_waves(generator.encoder, generator.frontend, [wave], 64, device)  # [(n, D)]
     with timed(times, "map", device):
-        pooled, _ = predict(generator.artifact.mapper, clip_means(frames))
+        pooled, _ = predict(generator.artifact.mapper, clip_means(frames, frames[0].shape[1]))
     empty = generator.artifact.empty_sequence
     with timed(times, "render", device):
         render(generator.pipe, pooled, lambda idx: np.stack([empty] * len(idx)),

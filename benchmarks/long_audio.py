@@ -29,7 +29,7 @@ from cells import resident_mib, run_cell  # benchmarks/cells.py, beside this scr
 
 from a2i_core.audio import SAMPLE_RATE, decode, ffmpeg_binary
 from a2i_core.audio_encoder import load_audio_encoder
-from a2i_core.audio_features import embed_path, embed_waves, place_encoder
+from a2i_core.audio_features import embed_path, embed_waves
 from a2i_core.devices import resolve_device
 from a2i_core.tiny import tiny_vggish_weights
 
@@ -69,7 +69,7 @@ def child(mode: str, weights_dir: str, audio: str, out: str, device: str, batch_
     """Run in a fresh process: embed ``audio`` one way, save the frames, print peak memory and seconds."""
     device = resolve_device(device)
     encoder = load_audio_encoder(weights_dir, postprocess=False)
-    frontend = place_encoder(encoder, device)
+    frontend = encoder.place(device)
     load_peak = resident_mib()
     reset = reset_peak()
     start = time.perf_counter()

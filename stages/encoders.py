@@ -1,4 +1,5 @@
-"""encoders: the frozen VGGish, SD3 and CLIP that params name, materialised under models/ (tiny ones are built)."""
+"""encoders: the frozen SD3 and CLIP that params name, materialised under models/ (tiny ones are built and, on the
+offline profile, fitted)."""
 
 from a2i_core.errors import exit_cleanly, setup_logging
 from a2i_core.params import load_params
@@ -9,9 +10,9 @@ from a2i_core.stage import stage_paths
 @exit_cleanly
 def main() -> None:
     setup_logging()
-    paths = stage_paths("vggish", "sd3", "clip")
+    paths = stage_paths("sd3", "clip")
     params = load_params()
-    prepare_encoders(params.audio_encoder, params.diffusion, params.evaluate, params.data, **paths)
+    prepare_encoders(params.diffusion, params.evaluate, params.data, **paths)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import torch
 from a2i_core import shards
 from a2i_core.audio import AudioError, decode, decode_stream, ffmpeg_binary, write_wav
 from a2i_core.audio_encoder import load_audio_encoder
-from a2i_core.audio_features import AUDIO_KIND, embed_clips, embed_path, embed_waves, place_encoder
+from a2i_core.audio_features import AUDIO_KIND, embed_clips, embed_path, embed_waves
 from a2i_core.vggish import EXAMPLE_FRAMES, HOP, MIN_SAMPLES, LogMelFrontend
 
 CPU = torch.device("cpu")
@@ -20,7 +20,7 @@ STEP = EXAMPLE_FRAMES * HOP  # 15360 samples between examples
 @pytest.fixture(scope="module")
 def vggish(tiny_vggish_dir):
     encoder = load_audio_encoder(tiny_vggish_dir, postprocess=False)
-    return encoder, place_encoder(encoder, CPU)
+    return encoder, encoder.place(CPU)
 
 
 def _signal(samples: int, seed: int = 0) -> np.ndarray:

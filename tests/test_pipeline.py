@@ -33,8 +33,8 @@ pytestmark = pytest.mark.e2e
 PROTECTED = ("params.yaml", "dvc.yaml", "dvc.lock")
 PROTECTED_DIGESTS = {name: hashlib.sha256((ROOT / name).read_bytes()).hexdigest() if (ROOT / name).exists()
                      else None for name in PROTECTED}  # taken at import, before any fixture runs the demo
-STAGES = ["check_params", "ingest", "download", "encoders", "embed_audio", "embed_text", "train", "evaluate",
-          "render", "image_eval"]
+STAGES = ["check_params", "ingest", "download", "audio_encoder", "encoders", "embed_audio", "embed_text", "train",
+          "evaluate", "render", "image_eval"]
 ROWS = ["baseline_mean", "mapper", "mapper_fill_nearest_prompts", "mapper_fill_zeros", "true_prompt"]
 
 

@@ -1,4 +1,4 @@
-"""encoders: the frozen VGGish, SD3 and CLIP that params name, materialised (tiny ones are built).
+"""encoders: the frozen SD3 and CLIP that params name, materialised (tiny ones are built).
 
 On the offline profile (tiny models, synthetic sounds) the tiny SD3 and CLIP are also fitted to the sound classes'
 prompts: SD3 paints one simple picture per prompt and CLIP recognises it, so the demo's images show whether a
@@ -10,15 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from a2i_core import tiny
-from a2i_core.encoders import prepare_clip, prepare_sd3, prepare_vggish
+from a2i_core.encoders import prepare_clip, prepare_sd3
 from a2i_core.fit_tiny import fit_tiny_clip, fit_tiny_sd3
-from a2i_core.params import AudioEncoderParams, DataParams, DiffusionParams, EvaluateParams
+from a2i_core.params import DataParams, DiffusionParams, EvaluateParams
 from a2i_core.sources.synthetic import class_prompt
 
 
-def prepare_encoders(audio_encoder: AudioEncoderParams, diffusion: DiffusionParams, evaluate: EvaluateParams,
-                     data: DataParams, vggish: Path, sd3: Path, clip: Path) -> None:
-    prepare_vggish(audio_encoder, vggish)
+def prepare_encoders(diffusion: DiffusionParams, evaluate: EvaluateParams, data: DataParams, sd3: Path,
+                     clip: Path) -> None:
     prompts = fitted_prompts(data)
     if not prompts:
         prepare_sd3(diffusion.model, sd3)

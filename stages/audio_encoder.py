@@ -1,0 +1,19 @@
+"""audio_encoder: the frozen audio encoder that params name (VGGish, CLAP or AST), materialised under models/.
+
+A stage of its own: changing the audio encoder reruns embed_audio and what follows, never SD3's stage."""
+
+from a2i_core.encoders import prepare_audio_encoder
+from a2i_core.errors import exit_cleanly, setup_logging
+from a2i_core.params import load_params
+from a2i_core.stage import stage_paths
+
+
+@exit_cleanly
+def main() -> None:
+    setup_logging()
+    paths = stage_paths("out")
+    prepare_audio_encoder(load_params().audio_encoder, paths["out"])
+
+
+if __name__ == "__main__":
+    main()
