@@ -16,9 +16,10 @@ from a2i_core.errors import A2IError, first_line
 from a2i_core.fetch import sha256_file
 from a2i_core.files import read_json
 from a2i_core.hf_audio import CONFIG_FILE as HF_CONFIG_FILE
-from a2i_core.hf_audio import EXTRACTOR_FILE, HFAudioEncoder, load_hf_audio_encoder
+from a2i_core.hf_audio import EXTRACTOR_FILE, PICKLE_WEIGHTS_FILE, HFAudioEncoder, load_hf_audio_encoder
 from a2i_core.hf_audio import WEIGHTS_FILE as HF_WEIGHTS_FILE
 from a2i_core.hub import SOURCE_FILE, hub_snapshot
+from a2i_core.provenance import ENCODER_NAMES, ProvenanceError, encoder_kind
 from a2i_core.vggish import (
     EMBEDDING_DIM,
     EXAMPLE_FRAMES,
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 
 WEIGHTS_FILE = "vggish.pth"
 PCA_FILE = "pca.pth"
-HF_FILES = [HF_CONFIG_FILE, EXTRACTOR_FILE, HF_WEIGHTS_FILE]  # all a CLAP or AST snapshot needs
+HF_FILES = [HF_CONFIG_FILE, EXTRACTOR_FILE]  # and one weights file: safetensors where the repo has it
 T = TypeVar("T")
 
 
@@ -121,7 +122,11 @@ def _transformers_folder(directory: Path) -> Path | None:
         return None  # VGGish's record names its files instead
     if record.get("revision") is None:
         return Path(record["model"])
-    return hub_snapshot(record["model"], record["revision"], files=HF_FILES, what="audio encoder")
+    model, revision = record["model"], record["revision"]
+    folder = hub_snapshot(model, revision, files=[*HF_FILES, HF_WEIGHTS_FILE], what="audio encoder")
+    if not (folder / HF_WEIGHTS_FILE).is_file():  # a repo of pickled weights only (read safely)
+        folder = hub_snapshot(model, revision, files=[*HF_FILES, PICKLE_WEIGHTS_FILE], what="audio encoder")
+    return folder
 
 
 def encoder_for(trained: Provenance, directory: str | Path, postprocess: bool | None = None) -> Encoder:
@@ -136,6 +141,11 @@ def encoder_for(trained: Provenance, directory: str | Path, postprocess: bool | 
     if postprocess is None:
         postprocess = trained.postprocess and (not trained.from_release or (directory / PCA_FILE).is_file())
     encoder = load_audio_encoder(directory, postprocess)
+    learnt = encoder_kind(trained.frontend)
+    if encoder.kind != learnt:  # before the field-by-field check, whose sha256s would not say what differs
+        raise ProvenanceError(f"{directory}: holds {ENCODER_NAMES[encoder.kind]}, but the mapper learnt from "
+                              f"{ENCODER_NAMES[learnt]} features (rerun the audio_encoder stage, or pass "
+                              "--audio-encoder)")
     trained.check(str(directory), **encoder.provenance())
     return encoder
 

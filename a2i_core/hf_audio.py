@@ -17,6 +17,7 @@ or the extractor's ``padding``) then zero-pads the waveform; AST zero-pads the f
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from collections.abc import Iterator
@@ -38,6 +39,9 @@ if TYPE_CHECKING:
 CLAP_SAMPLE_RATE = 48_000  # HTSAT's 480-sample hop is 10 ms only at 48 kHz
 AST_SAMPLE_RATE = 16_000  # the extractor's 400 / 160 / 512 frame, hop and FFT are fixed in samples
 WEIGHTS_FILE = "model.safetensors"
+# Some Hub repos (laion/clap-htsat-unfused among them) hold only this: read by torch's safe unpickler, as transformers
+# reads it, never run.
+PICKLE_WEIGHTS_FILE = "pytorch_model.bin"
 CONFIG_FILE = "config.json"
 EXTRACTOR_FILE = "preprocessor_config.json"
 CLAP_MODEL_TYPES = ("clap", "clap_audio_model")
@@ -331,14 +335,21 @@ def load_hf_audio_encoder(directory: str | Path, shown_as: str | Path | None = N
     else:
         raise A2IError(f"{shown}: holds a {model_type!r} model, not CLAP ({CLAP_MODEL_TYPES[0]}) or AST "
                        f"({AST_MODEL_TYPE})")
-    weights = directory / WEIGHTS_FILE
-    if not weights.is_file():
-        raise A2IError(f"{shown}: no {WEIGHTS_FILE} (only a single safetensors weights file is loaded)")
+    weights = next((directory / name for name in (WEIGHTS_FILE, PICKLE_WEIGHTS_FILE) if (directory / name).is_file()),
+                   None)
+    if weights is None:
+        raise A2IError(f"{shown}: no {WEIGHTS_FILE} or {PICKLE_WEIGHTS_FILE} (sharded weights are not loaded)")
     quiet_hf_libraries()
     extractor = _load_extractor(directory, shown, kind)
-    model = _load_model(directory, shown, kind)
+    model = _load_model(directory, shown, kind, weights)
     (_check_clap if kind == "clap" else _check_ast)(model.config, extractor, shown)
-    return HFAudioEncoder(kind, model.eval(), extractor, sha256_file(weights))
+    return HFAudioEncoder(kind, model.eval(), extractor, encoder_digest(weights, directory / CONFIG_FILE))
+
+
+def encoder_digest(weights: Path, config: Path) -> str:
+    """sha256 of the weights file's sha256 and config.json's: a config edit (heads, activation, epsilon) changes
+    the numbers without changing any tensor, so it must change the record too."""
+    return hashlib.sha256(f"{sha256_file(weights)} {sha256_file(config)}".encode()).hexdigest()
 
 
 def _read_json(path: Path, shown: Path) -> dict[str, Any]:
@@ -367,19 +378,23 @@ def _load_extractor(directory: Path, shown: Path, kind: str) -> Any:
         raise A2IError(f"{shown}: cannot load the {cls.__name__} ({first_line(err)})") from None
 
 
-def _load_model(directory: Path, shown: Path, kind: str) -> nn.Module:
+def _load_model(directory: Path, shown: Path, kind: str, weights: Path) -> nn.Module:
     from transformers import ASTModel, ClapAudioModelWithProjection
 
     # A whole ClapModel (as the Hub holds CLAP) or an AST classifier loads into the audio tower / the backbone.
     cls = ClapAudioModelWithProjection if kind == "clap" else ASTModel
     try:
-        model, info = cls.from_pretrained(str(directory), use_safetensors=True, output_loading_info=True)
+        model, info = cls.from_pretrained(str(directory), use_safetensors=weights.name == WEIGHTS_FILE,
+                                          weights_only=True, output_loading_info=True)
     except Exception as err:  # a damaged file, a shape mismatch: many exception types
-        raise A2IError(f"{shown}: cannot load the {kind.upper()} model ({first_line(err)})") from None
+        reason = first_line(err)
+        if "weights_only" in reason:  # torch's advice to unpickle unsafely: never the advice for a file from outside
+            reason = f"{weights.name} is not a plain tensor state dict (refused by the safe loader)"
+        raise A2IError(f"{shown}: cannot load the {kind.upper()} model ({reason})") from None
     if info["missing_keys"]:
         # transformers would silently initialise them at random: never embed with a partly random encoder.
         missing = sorted(info["missing_keys"])
-        raise A2IError(f"{shown}: {WEIGHTS_FILE} lacks {len(missing)} of the {kind.upper()} model's weights "
+        raise A2IError(f"{shown}: {weights.name} lacks {len(missing)} of the {kind.upper()} model's weights "
                        f"(e.g. {missing[0]})")
     return model
 

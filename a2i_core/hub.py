@@ -63,14 +63,15 @@ def model_identity(directory: str | Path, marker: str = SD3_MARKER) -> str:
     return record["model"] if not record.get("revision") else f"{record['model']}@{record['revision']}"
 
 
-def hub_revision(model_id: str) -> str:
+def hub_revision(model_id: str, revision: str | None = None) -> str:
+    """The commit that ``revision`` (a branch, tag or commit; default main) of a Hub model names now."""
     from huggingface_hub import HfApi, auth_check
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
     shown = redact(model_id)  # an id is no URL, but a URL given in its place must not print its secrets
     try:
         auth_check(model_id)  # fails now, with a clear message, rather than deep inside a later stage
-        return HfApi().model_info(model_id).sha
+        return HfApi().model_info(model_id, revision=revision).sha
     except GatedRepoError:
         raise A2IError(f"{shown} is gated: accept its licence on the Hub, then run `hf auth login`") from None
     except RepositoryNotFoundError:
@@ -109,7 +110,7 @@ def local_folder(location: str | Path, files: list[str] | None = None, what: str
     shown = redact(text)  # a URL given in place of a folder must not print its secrets
     if path.exists():
         raise A2IError(f"{shown}: not a directory (a {what} is a folder, or a Hub id owner/name[@revision])")
-    local = _local_reason(text)
+    local = local_reason(text)
     if local is not None:
         raise A2IError(f"{shown}: no such {what} folder{local}{_dvc_hint(path)}")
     parsed = parse_hub_id(text)
@@ -125,7 +126,7 @@ def _expand(path: Path) -> Path:
         return path
 
 
-def _local_reason(text: str) -> str | None:
+def local_reason(text: str) -> str | None:
     """Why ``text`` is a local path and no Hub id ("" when that is plain to see), or None when it may be an id."""
     if text.startswith((".", "~", "/", "\\")) or Path(text).is_absolute():
         return ""

@@ -24,6 +24,7 @@ from a2i_core.candidates import HELDOUT, SPLITS
 from a2i_core.hub import TINY, parse_hub_id
 from a2i_core.mapper import MapperConfig
 from a2i_core.params import TrainParams
+from a2i_core.provenance import ENCODER_NAMES, encoder_kind
 
 LIBRARY = "a2i"
 # The weights' terms follow from their training data and the diffusion model, not from a2i's Apache-2.0 code: no
@@ -33,7 +34,7 @@ LICENSE = "other"
 LICENSE_NAME = "a2i-mapper"
 CODE_LICENSE = "Apache-2.0"
 TAGS = ["audio-to-image", "stable-diffusion-3", "a2i"]  # and the audio encoder's kind
-ENCODER_NAMES = {"vggish": "VGGish", "clap": "CLAP", "ast": "AST"}
+
 # The Hub lists the mapper among SD3's adapters: it steers the unchanged model, it is no finetune of it.
 BASE_MODEL_RELATION = "adapter"
 # The Hub copies of the public sources a2i reads (it reads the originals: these link the card to the data). The
@@ -116,11 +117,6 @@ def front_matter(config: MapperConfig, data: DataSummary) -> str:
     yaml.default_flow_style = False
     yaml.dump(meta, out)
     return out.getvalue()
-
-
-def encoder_kind(frontend: str) -> str:
-    """vggish, clap or ast: the audio encoder a provenance's frontend description names first."""
-    return next((kind for kind in ENCODER_NAMES if frontend.startswith(kind)), "vggish")
 
 
 def base_model(diffusion_model: str) -> str | None:

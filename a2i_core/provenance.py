@@ -36,6 +36,15 @@ RELEASE_NOTE = ("this mapper learnt from AudioSet's released embeddings (TensorF
                 "by the local torch port with the same PCA: close, not identical")
 
 
+ENCODER_NAMES = {"vggish": "VGGish", "clap": "CLAP", "ast": "AST"}
+
+
+def encoder_kind(frontend: str) -> str:
+    """vggish, clap or ast: the audio encoder a provenance's frontend description names first (AudioSet's released
+    embeddings are VGGish's)."""
+    return next((kind for kind in ENCODER_NAMES if frontend.startswith(kind)), "vggish")
+
+
 class ProvenanceError(A2IError):
     pass
 

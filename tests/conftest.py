@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from a2i_core.encoders import prepare_sd3, prepare_vggish
+from a2i_core.encoders import prepare_sd3
 from a2i_core.params import merge_overlay, params_from_dict, read_yaml
+from a2i_core.prepare_audio import prepare_vggish
 
 ROOT = Path(__file__).resolve().parent.parent
 OFFLINE_PROFILE = ROOT / "profiles" / "offline.yaml"

@@ -17,9 +17,9 @@ from a2i_core.artifact import MapperArtifact
 from a2i_core.audio import SAMPLE_RATE, decode, write_wav
 from a2i_core.audio_encoder import load_audio_encoder
 from a2i_core.audio_features import embed_clips, embed_path, embed_waves, load_audio_embeddings
-from a2i_core.encoders import prepare_audio_encoder
 from a2i_core.errors import A2IError
 from a2i_core.params import AudioEncoderParams, ParamsError, merge_overlay, params_from_dict
+from a2i_core.prepare_audio import prepare_audio_encoder
 from a2i_core.provenance import Provenance
 from a2i_core.workspace import tool_env
 from tests.conftest import ROOT
@@ -164,4 +164,36 @@ def test_the_demo_with_clap_reruns_embed_audio_and_after_and_generate_follows(de
     refused = _run(tmp_path, "a2i_core.cli", "generate", "bell.wav", "--project", str(ws), "--mapper",
                    str(demo_workspace[0] / "models/mapper"), "--out", "out2", "--device", "cpu")
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
-    assert re.search(r"encoder_sha256 is [0-9a-f]{12}\.\.\., but the mapper was trained with", refused.stderr)
+    assert refused.stderr.strip().splitlines() == [
+        f"error: {ws / 'models/vggish'}: holds CLAP, but the mapper learnt from VGGish features (rerun the "
+        "audio_encoder stage, or pass --audio-encoder)"]
+
+
+@pytest.mark.parametrize(("checkpoint", "message"), [
+    ("./models/my_clap", r"^\./models/my_clap: no such model folder$"),
+    ("not an id!", r"^not an id!: no such model folder, and not a Hub id \(owner/name or owner/name@revision\)$"),
+])
+def test_a_checkpoint_that_is_neither_a_folder_nor_a_hub_id_is_never_looked_up(tmp_path, monkeypatch, checkpoint,
+                                                                                message):
+    import a2i_core.encoders
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError("looked up on the Hub")
+
+    monkeypatch.setattr(a2i_core.encoders, "hub_revision", no_hub)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(A2IError, match=message):
+        prepare_audio_encoder(_params("clap", checkpoint), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_hub_id_is_pinned_to_the_commit_its_revision_names(tmp_path, monkeypatch):
+    import a2i_core.encoders
+
+    asked = []
+    monkeypatch.setattr(a2i_core.encoders, "hub_revision",
+                        lambda repo, revision: asked.append((repo, revision)) or "c0ffee")
+    record = a2i_core.encoders.prepare_pretrained("laion/clap-htsat-unfused@refs/pr/5", tmp_path / "out",
+                                                  "config.json", lambda d: None)
+    assert asked == [("laion/clap-htsat-unfused", "refs/pr/5")]
+    assert record == {"model": "laion/clap-htsat-unfused", "revision": "c0ffee"}

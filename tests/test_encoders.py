@@ -4,11 +4,12 @@ import pytest
 import torch
 
 from a2i_core.audio_encoder import load_audio_encoder
-from a2i_core.encoders import prepare_sd3, prepare_vggish
+from a2i_core.encoders import prepare_sd3
 from a2i_core.errors import A2IError
 from a2i_core.fetch import fetch_file, sha256_file
 from a2i_core.hub import model_identity, sd3_source
 from a2i_core.params import AudioEncoderParams
+from a2i_core.prepare_audio import prepare_vggish
 from a2i_core.sd3 import load_sd3
 from tests.conftest import offline
 
@@ -64,7 +65,7 @@ def test_a_local_sd3_directory_is_pinned(tmp_path, tiny_sd3_dir):
 
 
 def test_missing_encoders_point_at_the_stage(tmp_path):
-    with pytest.raises(A2IError, match="dvc repro encoders"):
+    with pytest.raises(A2IError, match="dvc repro audio_encoder"):
         load_audio_encoder(tmp_path, postprocess=False)
     with pytest.raises(A2IError, match="dvc repro encoders"):
         sd3_source(tmp_path)

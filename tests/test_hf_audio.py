@@ -92,7 +92,9 @@ def test_round_trip_attributes_and_provenance(models: dict[str, Path], encoders:
     for name, encoder in encoders.items():
         record = encoder.provenance()
         assert set(record) == {"encoder_sha256", "postprocess", "frontend"} and record["postprocess"] is False
-        assert record["encoder_sha256"] == hashlib.sha256((models[name] / "model.safetensors").read_bytes()).hexdigest()
+        weights, config = (hashlib.sha256((models[name] / f).read_bytes()).hexdigest()
+                           for f in ("model.safetensors", "config.json"))
+        assert record["encoder_sha256"] == hashlib.sha256(f"{weights} {config}".encode()).hexdigest()
         assert not encoder.model.training
     assert clap.provenance()["frontend"] == ("clap-logmel-v1-48k-64mel-50-14000hz-slaney-fft1024-hop480-10s-repeatpad; "
                                              "audio decoded at 16 kHz, then resampled")
@@ -220,7 +222,7 @@ REFUSALS = [
     ("clap", lambda d, m: edit_json(d / "preprocessor_config.json", feature_extractor_type="ASTFeatureExtractor"),
      "is a ASTFeatureExtractor"),
     ("clap", lambda d, m: shutil.copy(m["ast"] / "model.safetensors", d / "model.safetensors"), "lacks"),
-    ("clap", lambda d, m: (d / "model.safetensors").rename(d / "pytorch_model.bin"), "no model.safetensors"),
+    ("clap", lambda d, m: (d / "model.safetensors").unlink(), "no model.safetensors or pytorch_model.bin"),
     ("clap", lambda d, m: edit_json(d / "config.json", model_type="bert"), "'bert'"),
     ("ast", lambda d, m: edit_json(d / "preprocessor_config.json", max_length=512), "max_length 512"),
     ("ast", lambda d, m: edit_json(d / "preprocessor_config.json", num_mel_bins=64), "64 mel bins"),
@@ -248,3 +250,31 @@ def test_refusals_name_the_folder_as_shown(tmp_path: Path, models: dict[str, Pat
     edit_json(folder / "preprocessor_config.json", max_length=512)
     with pytest.raises(A2IError, match=r"^models/ast: AST feature extractor max_length 512"):
         load_hf_audio_encoder(folder, shown_as="models/ast")
+
+
+def test_a_pickled_checkpoint_loads_by_the_safe_unpickler_only(models, tmp_path):
+    """Hub repos such as laion/clap-htsat-unfused hold pytorch_model.bin only: the same weights load and embed the
+    same; a pickle that would run code is refused in one line that never advises unpickling unsafely."""
+    import os
+    import pickle
+
+    from safetensors.torch import load_file
+
+    folder = tmp_path / "bin_only"
+    shutil.copytree(models["clap"], folder)
+    torch.save(load_file(folder / "model.safetensors"), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    ours, theirs = load_hf_audio_encoder(models["clap"]), load_hf_audio_encoder(folder)
+    inputs, _ = ours.frontend().batch([wave(3.0, CLAP_RATE, seed=4)])
+    torch.testing.assert_close(theirs.embed(inputs), ours.embed(inputs))
+    assert theirs.weights_sha256 != ours.weights_sha256  # another file: another record
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'ran'}",))
+
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps({"w": Payload()}))
+    with pytest.raises(A2IError, match=r"pytorch_model\.bin is not a plain tensor state dict \(refused by the safe "
+                                       r"loader\)\)$") as caught:
+        load_hf_audio_encoder(folder)
+    assert "weights_only=False" not in str(caught.value) and not (tmp_path / "ran").exists()

@@ -21,10 +21,10 @@ import torch
 from safetensors.torch import save_file
 
 from a2i_core import mapper as mapper_module
-from a2i_core.encoders import prepare_vggish
 from a2i_core.errors import A2IError
 from a2i_core.fetch import fetch_file, local_copy, sha256_file
 from a2i_core.mapper import AudioToSD3Mapper, MapperConfig
+from a2i_core.prepare_audio import prepare_vggish
 from a2i_core.provenance import Provenance
 from a2i_core.tiny import tiny_vggish_pca, tiny_vggish_weights
 from a2i_core.workspace import tool_env

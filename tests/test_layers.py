@@ -12,7 +12,7 @@ from tests.test_dvc_deps import imported_modules, module_file
 
 PIPELINE_ONLY = ("a2i_core.ingest", "a2i_core.sources", "a2i_core.download", "a2i_core.fetchers", "a2i_core.manifest",
                  "a2i_core.pairs", "a2i_core.evaluate", "a2i_core.candidates", "a2i_core.pipeline", "a2i_core.train",
-                 "a2i_core.encoders", "a2i_core.tiny")
+                 "a2i_core.encoders", "a2i_core.prepare_audio", "a2i_core.tiny")
 
 
 def _loaded_after(statement: str) -> list[str]:

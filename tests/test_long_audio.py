@@ -105,7 +105,7 @@ def test_decode_stream_chunks_join_to_decode(tmp_path):
     np.testing.assert_array_equal(np.concatenate(chunks), decode(path))
 
 
-def test_decode_stream_errors_are_one_line_naming_the_file(tmp_path):
+def test_decode_stream_errors_are_one_line_naming_the_file(tmp_path, vggish):
     bad = tmp_path / "corrupt.flac"
     bad.write_bytes(b"fLaC" + bytes(range(256)) * 8)
     with pytest.raises(AudioError, match="corrupt.flac: cannot decode audio") as err:
@@ -118,7 +118,7 @@ def test_decode_stream_errors_are_one_line_naming_the_file(tmp_path):
     with pytest.raises(AudioError, match="empty.wav: no audio samples"):
         list(decode_stream(empty))
     with pytest.raises(AudioError, match="empty.wav: no audio samples"):
-        embed_path(None, None, empty, 4, CPU)  # fails in decoding, before any model work
+        embed_path(*vggish, empty, 4, CPU)  # fails in decoding, before any model work
 
 
 def test_stopping_early_leaves_no_ffmpeg_behind(tmp_path):
