@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 from a2i_core.errors import A2IError
 from a2i_core.files import atomic_dir, dir_identity
 from a2i_core.hub import local_folder
-from a2i_core.mapper import CONFIG_NAME, WEIGHTS_NAME, AudioToSD3Mapper, normalise, read_json, read_tensors
+from a2i_core.mapper import CONFIG_NAME, WEIGHTS_NAME, AudioToSD3Mapper, nearest_rows, read_json, read_tensors
 
 GUIDANCE_NAME = "guidance.safetensors"
 PROMPTS_NAME = "prompts.json"
@@ -103,6 +103,5 @@ class MapperArtifact:
 
     def nearest_prompts(self, pooled: np.ndarray, k: int = 3) -> list[list[tuple[str, float]]]:
         """For each predicted pooled embedding (n, P), the k closest prompts by cosine, with the cosine."""
-        sims = normalise(pooled) @ normalise(self.prompt_pooled).T  # (n, K)
-        order = np.argsort(-sims, axis=1)[:, :k]
+        order, sims = nearest_rows(pooled, self.prompt_pooled, k)  # (n, k), (n, K)
         return [[(self.prompts[j], float(sims[i, j])) for j in row] for i, row in enumerate(order)]

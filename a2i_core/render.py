@@ -22,7 +22,7 @@ from tqdm import tqdm
 from a2i_core.distributed import SOLO, World
 from a2i_core.errors import A2IError
 from a2i_core.files import atomic_path
-from a2i_core.mapper import normalise
+from a2i_core.mapper import nearest_rows
 from a2i_core.params import RenderParams
 
 log = logging.getLogger(__name__)
@@ -151,9 +151,7 @@ class SequenceFill:
 def nearest_prompt_weights(pooled: np.ndarray, bank_pooled: np.ndarray, k: int, temperature: float) -> np.ndarray:
     """(n, K) mixing weights: for each pooled embedding (n, P), a softmax at ``temperature`` over the cosines of the
     ``k`` bank prompts (K, P) closest to it; zero for every other prompt. Each row sums to 1."""
-    cosines = normalise(np.asarray(pooled, np.float32)) @ normalise(np.asarray(bank_pooled, np.float32)).T  # (n, K)
-    k = min(k, cosines.shape[1])
-    top = np.argsort(-cosines, axis=1, kind="stable")[:, :k]  # (n, k): ties go to the earlier prompt
+    top, cosines = nearest_rows(pooled, bank_pooled, k)  # (n, k), (n, K)
     logits = np.take_along_axis(cosines, top, axis=1).astype(np.float64) / temperature
     mix = np.exp(logits - logits.max(axis=1, keepdims=True))
     weights = np.zeros(cosines.shape, np.float32)

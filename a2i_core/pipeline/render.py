@@ -82,13 +82,13 @@ def render_rows(cfg: RenderParams, mapper_dir: Path, candidates: Path, audio_fea
         return lambda i: fill_sequence(fill(i), None if tokens is None else tokens[i])
 
     main_fill = filled(cfg.sequence_fill, pred_pooled, pred_tokens)
-    true_fill = filled(cfg.sequence_fill, picked.pooled, true_heads)
+    true_fill = full.__getitem__ if full is not None else filled(cfg.sequence_fill, picked.pooled, true_heads)
     mean_fill = filled(cfg.sequence_fill, mean_pooled, None)
     # Each row: (name, pooled (n, P), sequence of clip i).
     rows = [
         ("mapper", pred_pooled, main_fill),
         *((f"mapper_fill_{name}", pred_pooled, filled(name, pred_pooled, pred_tokens)) for name in fills[1:]),
-        ("true_prompt", picked.pooled, lambda i: full[i] if full is not None else true_fill(i)),
+        ("true_prompt", picked.pooled, true_fill),
         ("baseline_mean", np.repeat(mean_pooled, len(clips), axis=0), lambda i: mean_fill(0)),
     ]
     n = len(clips)
