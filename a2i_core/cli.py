@@ -16,13 +16,13 @@ from typing import Annotated, Literal
 
 import typer
 
-from a2i_core import workspace as ws
-from a2i_core.errors import A2IError, first_line, setup_logging
-from a2i_core.examples import MAX_EXAMPLES, ExampleMaker, folder_examples, project_examples
-from a2i_core.generate import Sound, SoundToImage, expand_inputs, output_names, pick_device
-from a2i_core.params import DType as DTypeName
-from a2i_core.params import RenderParams, check_device, load_params
-from a2i_core.render import RenderSettings, SequenceFill, save_png
+from a2i_core.core.errors import A2IError, first_line, setup_logging
+from a2i_core.core.params import DType as DTypeName
+from a2i_core.core.params import RenderParams, check_device, load_params
+from a2i_core.diffusion.render import RenderSettings, SequenceFill, save_png
+from a2i_core.offline import workspace as ws
+from a2i_core.serve.examples import MAX_EXAMPLES, ExampleMaker, folder_examples, project_examples
+from a2i_core.serve.generate import Sound, SoundToImage, expand_inputs, output_names, pick_device
 
 # No rich markup: help texts hold "[default: ...]", which markup would read as a style tag and drop.
 log = logging.getLogger(__name__)
@@ -258,7 +258,7 @@ def web_app(
 ) -> None:
     """Start the web app: upload, record or pick an example sound, get images, their nearest prompts and a download."""
     setup_logging()
-    from a2i_core.app import parse_auth, serve
+    from a2i_core.serve.app import parse_auth, serve
 
     try:
         _check_runtime(device, dtype)
@@ -276,10 +276,10 @@ def web_app(
 
 
 def _example_maker(project: Path, folder: Path | None, none: bool, host: str = "127.0.0.1") -> ExampleMaker | None:
-    """What writes the app's example sounds at start (see a2i_core.examples); None for none. Checked before the
+    """What writes the app's example sounds at start (see a2i_core.serve.examples); None for none. Checked before the
     models load, so a mistyped folder costs no wait. The project's own clips only on the loopback: a ``host`` that
     other machines reach gets them only as an explicit --examples DIR (the project's data may be private)."""
-    from a2i_core.app import is_loopback
+    from a2i_core.serve.app import is_loopback
 
     if folder is not None and none:
         raise A2IError("--examples and --no-examples: give one or the other")

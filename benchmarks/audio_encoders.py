@@ -6,7 +6,7 @@ Each encoder is the real architecture with random weights (VGGish: torchvggish's
 its ``ClapFeatureExtractor``; AST: the default ``ASTConfig``, 86 M parameters, with the default
 ``ASTFeatureExtractor``), saved to a temporary folder and loaded back through ``load_audio_encoder``. Each runs in a
 fresh process, so its peak resident memory is its own: it decodes every file at the encoder's rate
-(``a2i_core.audio.decode``; CLAP through 16 kHz to 48 kHz) and embeds the waveforms with ``embed_waves`` (batches
+(``core.audio_io.decode``; CLAP through 16 kHz to 48 kHz) and embeds the waveforms with ``embed_waves`` (batches
 of 64 windows for VGGish, 8 for CLAP and AST), after one untimed warm-up file. clips/s and audio s/s count decode
 and embed together; torch keeps its default thread count.
 
@@ -31,13 +31,13 @@ import torch
 from cells import run_cell  # benchmarks/cells.py, beside this script
 from embed_audio import RATES, make_files  # the same mixed-rate, mono and stereo files as the embed_audio benchmark
 
-from a2i_core.audio import decode
-from a2i_core.audio_encoder import WEIGHTS_FILE, load_audio_encoder
-from a2i_core.audio_features import embed_waves
-from a2i_core.devices import resolve_device
-from a2i_core.errors import quiet_hf_libraries
-from a2i_core.hf_audio import TINY_CLAP_FE, save_tiny_ast, save_tiny_clap
-from a2i_core.tiny import tiny_vggish_weights
+from a2i_core.audio.clap_ast import TINY_CLAP_FE, save_tiny_ast, save_tiny_clap
+from a2i_core.audio.encoder import WEIGHTS_FILE, load_audio_encoder
+from a2i_core.audio.features import embed_waves
+from a2i_core.core.audio_io import decode
+from a2i_core.core.devices import resolve_device
+from a2i_core.core.errors import quiet_hf_libraries
+from a2i_core.offline.tiny import tiny_vggish_weights
 
 ENCODERS = ("vggish", "clap", "ast")
 BATCH_SIZE = {"vggish": 64, "clap": 8, "ast": 8}

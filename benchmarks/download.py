@@ -26,9 +26,9 @@ import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.media_server, run from anywhere
 
-from a2i_core.audio import ffmpeg_binary  # noqa: E402
-from a2i_core.download import download_clips  # noqa: E402
-from a2i_core.params import load_params  # noqa: E402
+from a2i_core.core.audio_io import ffmpeg_binary  # noqa: E402
+from a2i_core.core.params import load_params  # noqa: E402
+from a2i_core.data.download import download_clips  # noqa: E402
 from tests.media_server import MediaServer  # noqa: E402
 
 FORMATS = [("wav", 16_000, 1), ("flac", 44_100, 2), ("mp3", 22_050, 2), ("ogg", 48_000, 1), ("wav", 8_000, 2)]

@@ -1,7 +1,7 @@
 """embed_text throughput: encoder calls per unique prompt, and prompts/s by batch size.
 
-Runs the stage's own code (a2i_core.text.embed_prompts) on a prompt list with many duplicates. On CPU it uses
-the tiny SD3 built in code; `--model` names any SD3 (a Hub id or local directory) for a GPU run.
+Runs the stage's own code (``diffusion.prompt_embeddings.embed_prompts``) on a prompt list with many duplicates.
+On CPU it uses the tiny SD3 built in code; `--model` names any SD3 (a Hub id or local directory) for a GPU run.
 
     python benchmarks/embed_text.py --tiny          # seconds; what the tests run
     python benchmarks/embed_text.py --model stabilityai/stable-diffusion-3-medium-diffusers --device cuda
@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from a2i_core.devices import resolve_device, resolve_dtype
-from a2i_core.encoders import prepare_sd3
-from a2i_core.sd3 import load_sd3
-from a2i_core.text import embed_prompts
+from a2i_core.core.devices import resolve_device, resolve_dtype
+from a2i_core.diffusion.prepare import prepare_sd3
+from a2i_core.diffusion.prompt_embeddings import embed_prompts
+from a2i_core.diffusion.sd3 import load_sd3
 
 NOUNS = ["dog", "church bell", "car engine", "rainy street", "drum kit", "ticking clock", "police car siren",
          "bird singing in a tree", "crowd", "train", "waterfall", "violin", "thunderstorm", "cat", "baby", "guitar"]

@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from a2i_core.audio import decode, write_wav
-from a2i_core.audio_features import clip_means, embed_waves
-from a2i_core.generate import SoundToImage, pick_device
-from a2i_core.mapper import predict
-from a2i_core.render import RenderSettings, render
-from a2i_core.sources.synthetic import clip_specs, synthesize
+from a2i_core.audio.features import clip_means, embed_waves
+from a2i_core.core.audio_io import decode, write_wav
+from a2i_core.data.sources.synthetic import clip_specs, synthesize
+from a2i_core.diffusion.render import RenderSettings, render
+from a2i_core.mapper.model import predict
+from a2i_core.serve.generate import SoundToImage, pick_device
 
 # The render benchmark's model builders and GPU sync, shared rather than copied.
 _spec = importlib.util.spec_from_file_location("render_benchmark", Path(__file__).with_name("render.py"))
@@ -59,7 +59,7 @@ def time_one(generator: SoundToImage, clip: Path, settings: RenderSettings, devi
 
 
 def demo_generator(project: Path, device: torch.device) -> tuple[SoundToImage, RenderSettings]:
-    from a2i_core.params import load_params
+    from a2i_core.core.params import load_params
 
     r = load_params(project / "params.yaml").render
     generator = SoundToImage.from_pretrained(project / "models/mapper", project / "models/vggish",
@@ -71,12 +71,12 @@ def sd3_medium_generator(device: torch.device, steps: int, size: int,
                          tiny: bool = False) -> tuple[SoundToImage, RenderSettings]:
     """The inference object of `a2i generate` with SD3 Medium's architecture (or the tiny SD3), VGGish and a mapper,
     all randomly initialised."""
-    from a2i_core.artifact import MapperArtifact
-    from a2i_core.audio_encoder import AudioEncoder
-    from a2i_core.mapper import AudioToSD3Mapper, MapperConfig
-    from a2i_core.provenance import Provenance
-    from a2i_core.tiny import tiny_vggish_weights
-    from a2i_core.vggish import load_vggish
+    from a2i_core.audio.encoder import AudioEncoder
+    from a2i_core.audio.vggish import load_vggish
+    from a2i_core.core.provenance import Provenance
+    from a2i_core.mapper.artifact import MapperArtifact
+    from a2i_core.mapper.model import AudioToSD3Mapper, MapperConfig
+    from a2i_core.offline.tiny import tiny_vggish_weights
 
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     if tiny:

@@ -1,7 +1,7 @@
 """Importing AudioSet's released embeddings: records/s and peak memory, for 10 and 100 TFRecord files.
 
 Synthetic release files in the official layout (SequenceExamples: video_id, start/end, labels, one 128-byte
-embedding per second, 10 s each), written by a2i_core.tfrecord; ``--candidates`` of the records, spread evenly over
+embedding per second, 10 s each), written by ``audio.tfrecord``; ``--candidates`` of the records, spread evenly over
 the files, are candidates at every size, so that only the number of files changes. Three paths, each
 in a fresh process per size: (a) framing and both CRC checks only (``read_records``), (b) also decoding each
 SequenceExample to a segment (``read_segments``), (c) the whole import into audio feature shards
@@ -29,9 +29,10 @@ import numpy as np
 import pandas as pd
 from cells import resident_mib, run_cell  # benchmarks/cells.py, beside this script
 
-from a2i_core import shards, tfrecord
-from a2i_core.candidates import CANDIDATES_KIND, candidates_table
-from a2i_core.release import import_release, read_segments, release_files, wanted_segments
+from a2i_core.audio import tfrecord
+from a2i_core.audio.audioset_release import import_release, read_segments, release_files, wanted_segments
+from a2i_core.core import shards
+from a2i_core.core.candidates import CANDIDATES_KIND, candidates_table
 
 RATIO_LIMIT = 1.2
 SLACK_MIB = 8.0

@@ -1,7 +1,7 @@
 """Rendering throughput: a stock SD3 pipeline call against the render stage's path, side by side.
 
 (a) stock: ``StableDiffusion3Pipeline(prompt=...)`` with its text encoders, eager, fp16, one image per call;
-(b) a2i: ``a2i_core.render.render`` as the render stage runs it: precomputed embeddings (no text encoders),
+(b) a2i: ``a2i_core.diffusion.render.render`` as the render stage runs it: precomputed embeddings (no text encoders),
     bf16, batched, SDPA attention; eager, then (with ``--compile``) with the transformer and VAE decoder compiled.
 Rows are printed as they are measured, so a failure in compilation keeps the eager figures.
 
@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from a2i_core.devices import resolve_device
-from a2i_core.errors import quiet_hf_libraries
-from a2i_core.render import RenderSettings, compile_for_speed, render
+from a2i_core.core.devices import resolve_device
+from a2i_core.core.errors import quiet_hf_libraries
+from a2i_core.diffusion.render import RenderSettings, compile_for_speed, render
 
 TFLOP_PER_IMAGE = 499.0  # SD3 Medium, 1024², 28 steps with guidance (DESIGN.md)
 # Dense bf16 tensor-core peaks from the vendors' data sheets, matched against torch.cuda.get_device_name.
@@ -47,7 +47,7 @@ def sd3_medium_on(device: torch.device, dtype: torch.dtype):
     )
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
-    from a2i_core.tiny import clip_tokenizer, t5_tokenizer
+    from a2i_core.offline.tiny import clip_tokenizer, t5_tokenizer
 
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
@@ -84,7 +84,7 @@ def tiny_sd3(directory: Path, dtype: torch.dtype):
     quiet_hf_libraries()
     from diffusers import StableDiffusion3Pipeline
 
-    from a2i_core.tiny import save_tiny_sd3
+    from a2i_core.offline.tiny import save_tiny_sd3
 
     save_tiny_sd3(directory)
     return StableDiffusion3Pipeline.from_pretrained(directory, dtype=dtype)

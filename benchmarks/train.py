@@ -29,11 +29,11 @@ import pandas as pd
 import torch
 from cells import resident_mib, run_cell  # benchmarks/cells.py, beside this script
 
-from a2i_core.devices import resolve_device
-from a2i_core.pairs import Pairs, join_pairs
-from a2i_core.params import MapperParams, TrainParams
-from a2i_core.provenance import Provenance
-from a2i_core.train import Split, mapper_config, train_mapper
+from a2i_core.core.devices import resolve_device
+from a2i_core.core.params import MapperParams, TrainParams
+from a2i_core.core.provenance import Provenance
+from a2i_core.mapper.pairs import Pairs, join_pairs
+from a2i_core.mapper.train import Split, mapper_config, train_mapper
 
 RATIO_LIMIT = 2.0
 GATHER_BATCHES = 200

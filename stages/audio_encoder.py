@@ -2,10 +2,10 @@
 
 A stage of its own: changing the audio encoder reruns embed_audio and what follows, never SD3's stage."""
 
-from a2i_core.errors import exit_cleanly, setup_logging
-from a2i_core.params import load_params
-from a2i_core.prepare_audio import prepare_audio_encoder
-from a2i_core.stage import stage_paths
+from a2i_core.audio.prepare import prepare_audio_encoder
+from a2i_core.core.errors import exit_cleanly, setup_logging
+from a2i_core.core.params import load_params
+from a2i_core.core.stage import stage_paths
 
 
 @exit_cleanly

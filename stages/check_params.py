@@ -5,9 +5,9 @@ would change no stage's inputs and ``dvc repro`` would say that all is up to dat
 file, so DVC runs it on any change, and it stops with one line naming the bad key.
 """
 
-from a2i_core.errors import exit_cleanly, setup_logging
-from a2i_core.params import load_params
-from a2i_core.stage import stage_paths
+from a2i_core.core.errors import exit_cleanly, setup_logging
+from a2i_core.core.params import load_params
+from a2i_core.core.stage import stage_paths
 
 
 @exit_cleanly

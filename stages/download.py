@@ -1,9 +1,9 @@
 """download: every candidate clip as 16 kHz mono audio plus its manifest; a rerun fetches only what is missing."""
 
-from a2i_core.errors import exit_cleanly, setup_logging
-from a2i_core.params import load_params
+from a2i_core.core.errors import exit_cleanly, setup_logging
+from a2i_core.core.params import load_params
+from a2i_core.core.stage import stage_paths
 from a2i_core.pipeline.download import download
-from a2i_core.stage import stage_paths
 
 
 @exit_cleanly

@@ -1,10 +1,10 @@
 """embed_text: SD3 text embeddings, once per unique prompt (and the empty prompt); spreads over GPUs under torchrun."""
 
-from a2i_core.distributed import close_world, init_world
-from a2i_core.errors import exit_cleanly, setup_logging
-from a2i_core.params import load_params
+from a2i_core.core.distributed import close_world, init_world
+from a2i_core.core.errors import exit_cleanly, setup_logging
+from a2i_core.core.params import load_params
+from a2i_core.core.stage import stage_paths
 from a2i_core.pipeline.embed_text import embed_text
-from a2i_core.stage import stage_paths
 
 
 @exit_cleanly

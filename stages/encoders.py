@@ -1,10 +1,10 @@
 """encoders: the frozen SD3 and CLIP that params name, materialised under models/ (tiny ones are built and, on the
 offline profile, fitted)."""
 
-from a2i_core.errors import exit_cleanly, setup_logging
-from a2i_core.params import load_params
+from a2i_core.core.errors import exit_cleanly, setup_logging
+from a2i_core.core.params import load_params
+from a2i_core.core.stage import stage_paths
 from a2i_core.pipeline.encoders import prepare_encoders
-from a2i_core.stage import stage_paths
 
 
 @exit_cleanly

@@ -1,9 +1,9 @@
 """eval_set@NAME: the trained mapper on an extra evaluation set; ESC-50 per official fold (and their mean, spread)."""
 
-from a2i_core.errors import A2IError, exit_cleanly, setup_logging
-from a2i_core.params import load_params
+from a2i_core.core.errors import A2IError, exit_cleanly, setup_logging
+from a2i_core.core.params import load_params
+from a2i_core.core.stage import stage_paths
 from a2i_core.pipeline.eval_set import eval_set
-from a2i_core.stage import stage_paths
 
 
 @exit_cleanly

@@ -1,9 +1,9 @@
 """evaluate: the mapper on held-out pairs (test, held-out classes) beside the mean-embedding baseline."""
 
-from a2i_core.errors import exit_cleanly, setup_logging
-from a2i_core.params import load_params
+from a2i_core.core.errors import exit_cleanly, setup_logging
+from a2i_core.core.params import load_params
+from a2i_core.core.stage import stage_paths
 from a2i_core.pipeline.evaluate import evaluate
-from a2i_core.stage import stage_paths
 
 
 @exit_cleanly

@@ -1,9 +1,9 @@
 """image_eval: CLIP score and zero-shot class accuracy of every rendered row."""
 
-from a2i_core.errors import exit_cleanly, setup_logging
-from a2i_core.params import load_params
+from a2i_core.core.errors import exit_cleanly, setup_logging
+from a2i_core.core.params import load_params
+from a2i_core.core.stage import stage_paths
 from a2i_core.pipeline.image_eval import image_eval
-from a2i_core.stage import stage_paths
 
 
 @exit_cleanly

@@ -1,9 +1,9 @@
 """ingest: source metadata -> the candidates table (one row per clip and label) and metrics/data.json."""
 
-from a2i_core.errors import exit_cleanly, setup_logging
-from a2i_core.params import load_params
+from a2i_core.core.errors import exit_cleanly, setup_logging
+from a2i_core.core.params import load_params
+from a2i_core.core.stage import stage_paths
 from a2i_core.pipeline.ingest import ingest
-from a2i_core.stage import stage_paths
 
 
 @exit_cleanly

@@ -3,11 +3,11 @@
 Spreads over GPUs under torchrun; every image is the same however it is run.
 """
 
-from a2i_core.distributed import close_world, init_world
-from a2i_core.errors import exit_cleanly, setup_logging
-from a2i_core.params import load_params
+from a2i_core.core.distributed import close_world, init_world
+from a2i_core.core.errors import exit_cleanly, setup_logging
+from a2i_core.core.params import load_params
+from a2i_core.core.stage import stage_paths
 from a2i_core.pipeline.render import render_rows
-from a2i_core.stage import stage_paths
 
 
 @exit_cleanly

@@ -1,9 +1,9 @@
 """train: fit the mapper on the train split, early-stopped on val -> the mapper artifact, metrics and curves."""
 
-from a2i_core.errors import exit_cleanly, setup_logging
-from a2i_core.params import load_params
+from a2i_core.core.errors import exit_cleanly, setup_logging
+from a2i_core.core.params import load_params
+from a2i_core.core.stage import stage_paths
 from a2i_core.pipeline.train import train
-from a2i_core.stage import stage_paths
 
 
 @exit_cleanly

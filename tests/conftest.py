@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from a2i_core.encoders import prepare_sd3
-from a2i_core.params import merge_overlay, params_from_dict, read_yaml
-from a2i_core.prepare_audio import prepare_vggish
+from a2i_core.audio.prepare import prepare_vggish
+from a2i_core.core.params import merge_overlay, params_from_dict, read_yaml
+from a2i_core.diffusion.prepare import prepare_sd3
 
 ROOT = Path(__file__).resolve().parent.parent
 OFFLINE_PROFILE = ROOT / "profiles" / "offline.yaml"
@@ -73,7 +73,7 @@ def demo_workspace(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]
 
     Returns the workspace and what the run printed. Tests that change the workspace must work on a copy.
     """
-    from a2i_core.workspace import tool_env
+    from a2i_core.offline.workspace import tool_env
 
     tmp = tmp_path_factory.mktemp("demo")
     profile = YAML(typ="safe", pure=True).load(OFFLINE_PROFILE.read_text())

@@ -26,15 +26,23 @@ import pytest
 import torch
 from PIL import Image
 
-from a2i_core.app import MAX_IMAGES, SoundRefused, _make_examples, build_app, check_sound, exposure_warning, parse_auth
-from a2i_core.audio import write_wav
-from a2i_core.errors import A2IError
-from a2i_core.examples import project_examples
-from a2i_core.generate import SoundToImage
-from a2i_core.params import load_params
-from a2i_core.render import RenderSettings, SequenceFill
-from a2i_core.sources.synthetic import clip_specs, synthesize
-from a2i_core.workspace import tool_env
+from a2i_core.core.audio_io import write_wav
+from a2i_core.core.errors import A2IError
+from a2i_core.core.params import load_params
+from a2i_core.data.sources.synthetic import clip_specs, synthesize
+from a2i_core.diffusion.render import RenderSettings, SequenceFill
+from a2i_core.offline.workspace import tool_env
+from a2i_core.serve.app import (
+    MAX_IMAGES,
+    SoundRefused,
+    _make_examples,
+    build_app,
+    check_sound,
+    exposure_warning,
+    parse_auth,
+)
+from a2i_core.serve.examples import project_examples
+from a2i_core.serve.generate import SoundToImage
 from tests.test_examples import hostile_folder, shown_name
 
 pytestmark = pytest.mark.e2e
@@ -542,9 +550,9 @@ def test_examples_that_fail_in_any_way_never_stop_the_start(tmp_path, caplog):
     def broken(out: Path):
         raise ValueError("Parquet magic bytes not found in footer.\nEither the file is corrupted")
 
-    with caplog.at_level(logging.WARNING, logger="a2i_core.app"):
+    with caplog.at_level(logging.WARNING, logger="a2i_core.serve.app"):
         assert _make_examples(broken, tmp_path) == []
-    (line,) = [r.getMessage() for r in caplog.records if r.name == "a2i_core.app"]
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "a2i_core.serve.app"]
     assert line == "no example sounds: ValueError: Parquet magic bytes not found in footer."
 
 

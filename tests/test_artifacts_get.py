@@ -21,10 +21,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from a2i_core.artifact import CARD_NAME, FILES, PROMPT_SEQUENCES_NAME, MapperArtifact
-from a2i_core.errors import A2IError
-from a2i_core.mapper import AudioToSD3Mapper
-from a2i_core.workspace import tool_env
+from a2i_core.core.errors import A2IError
+from a2i_core.mapper.artifact import CARD_NAME, FILES, PROMPT_SEQUENCES_NAME, MapperArtifact
+from a2i_core.mapper.model import AudioToSD3Mapper
+from a2i_core.offline.workspace import tool_env
 from tests.conftest import ROOT
 from tests.test_mapper import PROVENANCE
 from tests.test_remote import BUCKET, _env, _run, s3  # noqa: F401 (s3: the moto S3 server fixture)
@@ -77,7 +77,7 @@ def _offline_env(cache: Path) -> dict[str, str]:
 
 SAME_WEIGHTS = """
 import sys, torch
-from a2i_core.artifact import MapperArtifact
+from a2i_core.mapper.artifact import MapperArtifact
 folder = MapperArtifact.load(sys.argv[1])
 for location in sys.argv[2:]:
     hub = MapperArtifact.load(location)
@@ -127,7 +127,7 @@ def test_a2i_generate_takes_a_hub_id(demo_workspace, tmp_path):
 
 
 def _small_artifact() -> MapperArtifact:
-    from a2i_core.mapper import MapperConfig
+    from a2i_core.mapper.model import MapperConfig
 
     mapper = AudioToSD3Mapper(MapperConfig(in_dim=8, pooled_dim=4, hidden=[16], dropout=[0.1], provenance=PROVENANCE))
     return MapperArtifact(mapper, np.zeros(4, np.float32), np.zeros((3, 2), np.float32), ["a"], np.ones((1, 4),

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from a2i_core.audio import AudioError, decode, write_wav
+from a2i_core.core.audio_io import AudioError, decode, write_wav
 
 
 def test_decode_resamples_and_downmixes(tmp_path):

@@ -13,15 +13,15 @@ import pytest
 import torch
 from ruamel.yaml import YAML
 
-from a2i_core.artifact import MapperArtifact
-from a2i_core.audio import SAMPLE_RATE, decode, write_wav
-from a2i_core.audio_encoder import load_audio_encoder
-from a2i_core.audio_features import embed_clips, embed_path, embed_waves, load_audio_embeddings
-from a2i_core.errors import A2IError
-from a2i_core.params import AudioEncoderParams, ParamsError, merge_overlay, params_from_dict
-from a2i_core.prepare_audio import prepare_audio_encoder
-from a2i_core.provenance import Provenance
-from a2i_core.workspace import tool_env
+from a2i_core.audio.encoder import load_audio_encoder
+from a2i_core.audio.features import embed_clips, embed_path, embed_waves, load_audio_embeddings
+from a2i_core.audio.prepare import prepare_audio_encoder
+from a2i_core.core.audio_io import SAMPLE_RATE, decode, write_wav
+from a2i_core.core.errors import A2IError
+from a2i_core.core.params import AudioEncoderParams, ParamsError, merge_overlay, params_from_dict
+from a2i_core.core.provenance import Provenance
+from a2i_core.mapper.artifact import MapperArtifact
+from a2i_core.offline.workspace import tool_env
 from tests.conftest import ROOT
 
 CPU = torch.device("cpu")
@@ -175,12 +175,12 @@ def test_the_demo_with_clap_reruns_embed_audio_and_after_and_generate_follows(de
 ])
 def test_a_checkpoint_that_is_neither_a_folder_nor_a_hub_id_is_never_looked_up(tmp_path, monkeypatch, checkpoint,
                                                                                 message):
-    import a2i_core.encoders
+    import a2i_core.diffusion.prepare
 
     def no_hub(*args, **kwargs):
         raise AssertionError("looked up on the Hub")
 
-    monkeypatch.setattr(a2i_core.encoders, "hub_revision", no_hub)
+    monkeypatch.setattr(a2i_core.diffusion.prepare, "hub_revision", no_hub)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(A2IError, match=message):
         prepare_audio_encoder(_params("clap", checkpoint), tmp_path / "out")
@@ -188,12 +188,12 @@ def test_a_checkpoint_that_is_neither_a_folder_nor_a_hub_id_is_never_looked_up(t
 
 
 def test_a_hub_id_is_pinned_to_the_commit_its_revision_names(tmp_path, monkeypatch):
-    import a2i_core.encoders
+    import a2i_core.diffusion.prepare
 
     asked = []
-    monkeypatch.setattr(a2i_core.encoders, "hub_revision",
+    monkeypatch.setattr(a2i_core.diffusion.prepare, "hub_revision",
                         lambda repo, revision: asked.append((repo, revision)) or "c0ffee")
-    record = a2i_core.encoders.prepare_pretrained("laion/clap-htsat-unfused@refs/pr/5", tmp_path / "out",
+    record = a2i_core.diffusion.prepare.prepare_pretrained("laion/clap-htsat-unfused@refs/pr/5", tmp_path / "out",
                                                   "config.json", lambda d: None)
     assert asked == [("laion/clap-htsat-unfused", "refs/pr/5")]
     assert record == {"model": "laion/clap-htsat-unfused", "revision": "c0ffee"}

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from a2i_core import shards
-from a2i_core.audio import write_wav
-from a2i_core.audio_encoder import load_audio_encoder
-from a2i_core.audio_features import AUDIO_KIND, embed_clips, embed_waves, load_audio_embeddings
-from a2i_core.vggish import LogMelFrontend
+from a2i_core.audio.encoder import load_audio_encoder
+from a2i_core.audio.features import AUDIO_KIND, embed_clips, embed_waves, load_audio_embeddings
+from a2i_core.audio.vggish import LogMelFrontend
+from a2i_core.core import shards
+from a2i_core.core.audio_io import write_wav
 
 
 def test_clips_are_embedded_per_frame_and_mean_pooled(tmp_path, tiny_vggish_dir):
@@ -57,13 +57,12 @@ def _clips(tmp_path, n: int, seconds: float):
 
 
 def test_rerun_keeps_finished_shards_and_recomputes_changed_ones(tmp_path, tiny_vggish_dir, monkeypatch):
-    from a2i_core import audio_features
-
+    from a2i_core.audio import features
     encoder = load_audio_encoder(tiny_vggish_dir, postprocess=False)
     clips = _clips(tmp_path, 6, 1.0)
     out, cpu = tmp_path / "features", torch.device("cpu")
     calls = []
-    original = audio_features.embed_waves
+    original = features.embed_waves
 
     def interrupt_on_second_shard(*args, **kwargs):
         calls.append(1)
@@ -71,11 +70,11 @@ def test_rerun_keeps_finished_shards_and_recomputes_changed_ones(tmp_path, tiny_
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(audio_features, "embed_waves", interrupt_on_second_shard)
+    monkeypatch.setattr(features, "embed_waves", interrupt_on_second_shard)
     with pytest.raises(KeyboardInterrupt):
         embed_clips(encoder, clips, out, batch_size=2, shard_rows=2, device=cpu)
     assert [p.name for p in shards.shard_paths(out)] == ["part-00000.parquet"]
-    monkeypatch.setattr(audio_features, "embed_waves", original)
+    monkeypatch.setattr(features, "embed_waves", original)
     assert embed_clips(encoder, clips, out, 2, 2, cpu)["shards_kept"] == 1
     assert embed_clips(encoder, clips, out, 2, 2, cpu)["clips"] == 0  # all kept
     write_wav(clips[3][1], np.zeros(16000, np.float32) + 0.01)
@@ -98,8 +97,8 @@ def test_a_killed_run_resumes_with_only_unfinished_shards(tmp_path, tiny_vggish_
     out = tmp_path / "features"
     script = (
         "import sys, torch; from pathlib import Path\n"
-        "from a2i_core.audio_features import embed_clips\n"
-        "from a2i_core.audio_encoder import load_audio_encoder\n"
+        "from a2i_core.audio.features import embed_clips\n"
+        "from a2i_core.audio.encoder import load_audio_encoder\n"
         f"enc = load_audio_encoder({str(tiny_vggish_dir)!r}, postprocess=False)\n"
         f"clips = [(p.stem, p) for p in sorted(Path({str(tmp_path / 'audio')!r}).glob('*.wav'))]\n"
         f"embed_clips(enc, clips, {str(out)!r}, 2, 2, torch.device('cpu'))\n"
@@ -119,10 +118,10 @@ def test_a_killed_run_resumes_with_only_unfinished_shards(tmp_path, tiny_vggish_
 
 
 def test_packed_and_file_clips_give_the_same_embeddings(tmp_path, tiny_vggish_dir, raw_params):
-    from a2i_core.download import download_clips
-    from a2i_core.ingest import build_candidates
-    from a2i_core.manifest import clip_sources
-    from a2i_core.params import params_from_dict
+    from a2i_core.core.manifest import clip_sources
+    from a2i_core.core.params import params_from_dict
+    from a2i_core.data.download import download_clips
+    from a2i_core.data.ingest import build_candidates
     from tests.conftest import offline
 
     raw_params["data"]["synthetic"].update(classes=["siren", "rain"], clips_per_class=3, max_seconds=1.5)

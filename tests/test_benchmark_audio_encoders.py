@@ -4,7 +4,7 @@ import re
 import subprocess
 import sys
 
-from a2i_core.workspace import tool_env
+from a2i_core.offline.workspace import tool_env
 from tests.conftest import ROOT
 
 

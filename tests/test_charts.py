@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from a2i_core.charts import BOTTOM, HEIGHT, LEFT, RIGHT, TOP, WIDTH, bar_chart, line_chart, write_chart
+from a2i_core.core.charts import BOTTOM, HEIGHT, LEFT, RIGHT, TOP, WIDTH, bar_chart, line_chart, write_chart
 
 SVG = "{http://www.w3.org/2000/svg}"
 NAN, INF = float("nan"), float("inf")

@@ -13,7 +13,7 @@ import torch
 import typer
 
 from a2i_core.cli import app
-from a2i_core.devices import resolve_dtype
+from a2i_core.core.devices import resolve_dtype
 
 COMMANDS = ["generate", "app", "demo"]
 

@@ -6,8 +6,8 @@ import logging
 import os
 import subprocess
 
-from a2i_core import workspace as ws
 from a2i_core.cli import _dvc_command
+from a2i_core.offline import workspace as ws
 from tests.conftest import OFFLINE_PROFILE, ROOT
 
 BARE_PATH = "/usr/local/bin:/usr/bin:/bin"  # a shell where .venv was never activated
@@ -32,11 +32,11 @@ def test_a_new_demo_says_when_it_replaced_edited_params_and_keeps_them(tmp_path,
     edited = params.read_text().replace("lr: 0.001", "lr: 0.0005")
     assert edited != params.read_text()
     params.write_text(edited)
-    with caplog.at_level(logging.WARNING, logger="a2i_core.workspace"):
+    with caplog.at_level(logging.WARNING, logger="a2i_core.offline.workspace"):
         ws.prepare(workspace, [OFFLINE_PROFILE], ROOT)
     assert (workspace / ws.EDITED_PARAMS).read_text() == edited and "lr: 0.001" in params.read_text()
     assert "differed from a fresh merge" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="a2i_core.workspace"):
+    with caplog.at_level(logging.WARNING, logger="a2i_core.offline.workspace"):
         ws.prepare(workspace, [OFFLINE_PROFILE], ROOT)  # nothing edited since: nothing said
     assert not caplog.records

@@ -14,10 +14,10 @@ import torch
 from PIL import Image
 from ruamel.yaml import YAML
 
-from a2i_core import shards
-from a2i_core.audio_features import AUDIO_KIND
-from a2i_core.text import TEXT_KIND
-from a2i_core.workspace import tool_env
+from a2i_core.audio.features import AUDIO_KIND
+from a2i_core.core import shards
+from a2i_core.diffusion.prompt_embeddings import TEXT_KIND
+from a2i_core.offline.workspace import tool_env
 
 pytestmark = pytest.mark.e2e
 OUTPUTS = {"embed_audio": "data/features/audio", "embed_text": "data/features/text", "render": "metrics/images"}

@@ -3,13 +3,14 @@ import dataclasses
 import pandas as pd
 import pytest
 
-from a2i_core import download, fetchers, shards
-from a2i_core.candidates import CANDIDATES_KIND, candidates_table
-from a2i_core.download import download_clips
-from a2i_core.errors import A2IError
-from a2i_core.ingest import build_candidates
-from a2i_core.manifest import check_clip_id, load_manifest
-from a2i_core.params import params_from_dict
+from a2i_core.core import shards
+from a2i_core.core.candidates import CANDIDATES_KIND, candidates_table
+from a2i_core.core.errors import A2IError
+from a2i_core.core.manifest import check_clip_id, load_manifest
+from a2i_core.core.params import params_from_dict
+from a2i_core.data import download, fetch_clip
+from a2i_core.data.download import download_clips
+from a2i_core.data.ingest import build_candidates
 from a2i_core.pipeline.download import download as pipeline_download
 from tests.conftest import offline
 
@@ -35,15 +36,15 @@ def test_rerun_only_fetches_what_is_missing(tmp_path, candidates, monkeypatch):
     download_clips(candidates, tmp_path, CFG)
     (tmp_path / "siren_0001.wav").unlink()
     fetched = []
-    original = fetchers.FETCHERS["synthetic"]
-    monkeypatch.setitem(fetchers.FETCHERS, "synthetic", lambda clip, out, cfg: fetched.append(out.name) or
+    original = fetch_clip.FETCHERS["synthetic"]
+    monkeypatch.setitem(fetch_clip.FETCHERS, "synthetic", lambda clip, out, cfg: fetched.append(out.name) or
                         original(clip, out, cfg))
     download_clips(candidates, tmp_path, CFG)
     assert fetched == ["siren_0001.wav"]
 
 
 def test_interrupted_download_keeps_finished_clips(tmp_path, candidates, monkeypatch):
-    original = fetchers.FETCHERS["synthetic"]
+    original = fetch_clip.FETCHERS["synthetic"]
     calls = []
 
     def flaky(clip, out, cfg):
@@ -52,12 +53,12 @@ def test_interrupted_download_keeps_finished_clips(tmp_path, candidates, monkeyp
             raise KeyboardInterrupt
         return original(clip, out, cfg)
 
-    monkeypatch.setitem(fetchers.FETCHERS, "synthetic", flaky)
+    monkeypatch.setitem(fetch_clip.FETCHERS, "synthetic", flaky)
     one_worker = dataclasses.replace(CFG, workers=1)
     with pytest.raises(KeyboardInterrupt):
         download_clips(candidates, tmp_path, one_worker)
     assert len(load_manifest(tmp_path)) == 2  # the two finished clips are recorded
-    monkeypatch.setitem(fetchers.FETCHERS, "synthetic", original)
+    monkeypatch.setitem(fetch_clip.FETCHERS, "synthetic", original)
     assert download_clips(candidates, tmp_path, CFG) == {"ok": 8}
 
 
@@ -88,7 +89,7 @@ def test_the_rate_limit_is_for_network_fetches_only(tmp_path, candidates):
         patch.setattr(download, "RateLimit", Spy)
         assert download_clips(candidates, tmp_path, limited) == {"ok": 8}
     assert calls == []  # synthetic clips never waited
-    assert set(fetchers.NETWORK_SOURCES) == {"audioset", "audiocaps"}
+    assert set(fetch_clip.NETWORK_SOURCES) == {"audioset", "audiocaps"}
 
 
 def test_audioset_clips_are_not_downloaded_when_features_come_from_the_release(tmp_path, candidates):

@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from a2i_core import fetchers
-from a2i_core.audio import decode, ffmpeg_binary
-from a2i_core.download import download_clips
-from a2i_core.manifest import load_manifest
-from a2i_core.params import DownloadParams
+from a2i_core.core.audio_io import decode, ffmpeg_binary
+from a2i_core.core.manifest import load_manifest
+from a2i_core.core.params import DownloadParams
+from a2i_core.data import fetch_clip
+from a2i_core.data.download import download_clips
 from tests.conftest import offline
 from tests.media_server import MediaServer
 
@@ -80,7 +80,7 @@ def test_a_killed_run_resumes_without_redoing_finished_clips(server, tmp_path):
     candidates = _candidates({f"manyclips{i:02d}": (0.0, 3.0) for i in range(10)})
     candidates.to_parquet(tmp_path / "candidates.parquet")
     script = (
-        "import pandas as pd; from a2i_core.download import download_clips; from a2i_core.params import "
+        "import pandas as pd; from a2i_core.data.download import download_clips; from a2i_core.core.params import "
         "DownloadParams\n"
         f"cfg = DownloadParams(url_template={server.url + '{ytid}.m4a'!r}, workers=1, max_attempts=1, "
         "backoff_seconds=0, requests_per_second=4, cookies=None, pack_size=0)\n"
@@ -99,16 +99,16 @@ def test_a_killed_run_resumes_without_redoing_finished_clips(server, tmp_path):
         assert np.isfinite(decode(tmp_path / "audio" / f"{name}.wav")).all()
 
     fetched = []
-    original = fetchers.FETCHERS["audioset"]
+    original = fetch_clip.FETCHERS["audioset"]
 
     def counting(clip, out, cfg):
         fetched.append(clip["clip_id"])
         return original(clip, out, cfg)
 
-    fetchers.FETCHERS["audioset"] = counting
+    fetch_clip.FETCHERS["audioset"] = counting
     try:
         counts = download_clips(candidates, tmp_path / "audio", _cfg(server))
     finally:
-        fetchers.FETCHERS["audioset"] = original
+        fetch_clip.FETCHERS["audioset"] = original
     assert counts == {"ok": 10} and not set(fetched) & set(finished)
     assert not [p for p in (tmp_path / "audio").iterdir() if p.name.startswith(".")]

@@ -3,14 +3,14 @@ import json
 import pytest
 import torch
 
-from a2i_core.audio_encoder import load_audio_encoder
-from a2i_core.encoders import prepare_sd3
-from a2i_core.errors import A2IError
-from a2i_core.fetch import fetch_file, sha256_file
-from a2i_core.hub import model_identity, sd3_source
-from a2i_core.params import AudioEncoderParams
-from a2i_core.prepare_audio import prepare_vggish
-from a2i_core.sd3 import load_sd3
+from a2i_core.audio.encoder import load_audio_encoder
+from a2i_core.audio.prepare import prepare_vggish
+from a2i_core.core.errors import A2IError
+from a2i_core.core.fetch_file import fetch_file, sha256_file
+from a2i_core.core.hub import model_identity, sd3_source
+from a2i_core.core.params import AudioEncoderParams
+from a2i_core.diffusion.prepare import prepare_sd3
+from a2i_core.diffusion.sd3 import load_sd3
 from tests.conftest import offline
 
 

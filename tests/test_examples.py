@@ -13,13 +13,13 @@ import pyarrow as pa
 import pytest
 import soundfile as sf
 
-from a2i_core import shards
-from a2i_core.audio import SAMPLE_RATE, decode, write_wav
-from a2i_core.candidates import CANDIDATES_KIND
-from a2i_core.errors import A2IError
-from a2i_core.examples import EXAMPLE_SECONDS, MAX_EXAMPLES, Example, folder_examples, project_examples
-from a2i_core.manifest import save_manifest
-from a2i_core.packs import PACK_DIR, PACK_KIND, encode_flac
+from a2i_core.core import shards
+from a2i_core.core.audio_io import SAMPLE_RATE, decode, write_wav
+from a2i_core.core.candidates import CANDIDATES_KIND
+from a2i_core.core.errors import A2IError
+from a2i_core.core.manifest import save_manifest
+from a2i_core.core.packs import PACK_DIR, PACK_KIND, encode_flac
+from a2i_core.serve.examples import EXAMPLE_SECONDS, MAX_EXAMPLES, Example, folder_examples, project_examples
 
 
 def _tone(seconds: float, hz: float = 440.0) -> np.ndarray:
@@ -70,7 +70,7 @@ def _wav(path: Path) -> np.ndarray:
 
 
 def _skips(caplog) -> str:
-    return "\n".join(r.getMessage() for r in caplog.records if r.name == "a2i_core.examples")
+    return "\n".join(r.getMessage() for r in caplog.records if r.name == "a2i_core.serve.examples")
 
 
 def test_one_test_clip_per_class_from_wavs_and_packs(tmp_path, caplog):
@@ -83,7 +83,7 @@ def test_one_test_clip_per_class_from_wavs_and_packs(tmp_path, caplog):
              "x_1": _tone(1), "both_1": _tone(2, 200), "gone_1": None}
     project = _project(tmp_path / "p", clips, audio, packed={"pad": _tone(1), "bell_1": _tone(1.5, 700)})
     out = tmp_path / "app" / "examples"
-    with caplog.at_level(logging.INFO, logger="a2i_core.examples"):
+    with caplog.at_level(logging.INFO, logger="a2i_core.serve.examples"):
         examples = _project_examples(project, out)
     # Classes by name; a clip labelled twice serves one class only; classes with no test audio are not offered.
     assert [e.label for e in examples] == ["a/../../x", "bark", "bell", "dog", "siren"]
@@ -107,7 +107,7 @@ def test_at_most_eight_classes_and_a_path_outside_the_audio_folder_is_refused(tm
               "seconds": 1.0}
     project = _project(tmp_path / "p", clips, {c: _tone(1, 200 + 50 * i) for i, (c, _, _) in enumerate(clips)},
                        rows={"class00_1": escape})
-    with caplog.at_level(logging.INFO, logger="a2i_core.examples"):
+    with caplog.at_level(logging.INFO, logger="a2i_core.serve.examples"):
         examples = _project_examples(project, tmp_path / "out")
     assert [e.label for e in examples] == labels[1:MAX_EXAMPLES + 1]
     log = _skips(caplog)
@@ -121,7 +121,7 @@ def test_a_damaged_pack_skips_its_clips_with_a_reason(tmp_path, caplog):
     project = _project(tmp_path / "p", clips, {"dog_1": _tone(1)}, packed={"bell_1": _tone(1, 700)})
     pack = project / "data" / "audio" / PACK_DIR / "pack-00000.parquet"
     pack.write_bytes(b"PAR1 not really a pack " * 10)
-    with caplog.at_level(logging.INFO, logger="a2i_core.examples"):
+    with caplog.at_level(logging.INFO, logger="a2i_core.serve.examples"):
         examples = _project_examples(project, tmp_path / "out")
     assert [e.label for e in examples] == ["dog"]
     (line,) = [line for line in _skips(caplog).splitlines() if line.startswith("example skipped: bell (bell_1): ")]
@@ -141,7 +141,7 @@ def test_a_project_without_usable_data_offers_none_and_says_why(tmp_path, caplog
         (data / "candidates.parquet").write_bytes(b"PAR1 not really")
     elif damage == "not candidates":
         os.replace(data / "audio" / "manifest.parquet", data / "candidates.parquet")
-    with caplog.at_level(logging.INFO, logger="a2i_core.examples"):
+    with caplog.at_level(logging.INFO, logger="a2i_core.serve.examples"):
         assert _project_examples(project, tmp_path / "out") == []
     assert "no example sounds from the project: " in _skips(caplog)
     assert not (tmp_path / "out").exists()
@@ -185,7 +185,7 @@ def test_a_hostile_folder_is_skipped_entry_by_entry_with_reasons(tmp_path, caplo
     expected = hostile_folder(tmp_path / "mine")
     out = tmp_path / "app" / "examples"
     start = time.monotonic()
-    with caplog.at_level(logging.INFO, logger="a2i_core.examples"):
+    with caplog.at_level(logging.INFO, logger="a2i_core.serve.examples"):
         examples = folder_examples(tmp_path / "mine", out)
     assert time.monotonic() - start < 30  # the pipe, above all, did not block
     offered = sorted(name for name, outcome in expected.items() if outcome is None)
@@ -206,7 +206,7 @@ def test_a_folder_offers_its_first_eight_sounds_under_distinct_names(tmp_path, c
     sf.write(folder / "a.flac", _tone(1, 600), SAMPLE_RATE)  # same stem: its own file, not a.wav's
     for i in range(MAX_EXAMPLES + 1):
         write_wav(folder / f"s{i}.wav", _tone(1, 200 + 40 * i))
-    with caplog.at_level(logging.INFO, logger="a2i_core.examples"):
+    with caplog.at_level(logging.INFO, logger="a2i_core.serve.examples"):
         examples = folder_examples(folder, tmp_path / "out")
     assert [e.label for e in examples] == ["a.flac", "a.wav"] + [f"s{i}.wav" for i in range(MAX_EXAMPLES - 2)]
     assert len({e.path for e in examples}) == MAX_EXAMPLES

@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from a2i_core.files import atomic_dir, atomic_path
+from a2i_core.core.files import atomic_dir, atomic_path
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):
@@ -40,7 +40,7 @@ def test_outputs_get_the_usual_permissions(tmp_path):
 
 
 def test_replace_dir_never_leaves_the_path_missing(tmp_path):
-    from a2i_core.files import replace_dir
+    from a2i_core.core.files import replace_dir
 
     target = tmp_path / "out"
     target.mkdir()
@@ -67,8 +67,8 @@ def test_replace_dir_never_leaves_the_path_missing(tmp_path):
 def test_a_reader_never_sees_a_missing_or_mixed_mapper_while_it_is_rewritten(tmp_path):
     # Two artifacts that differ in every file; a reader loading in a loop while a writer alternates them must
     # always get one of the two whole, never an error or a mix.
-    from a2i_core.artifact import MapperArtifact
-    from a2i_core.mapper import AudioToSD3Mapper, MapperConfig
+    from a2i_core.mapper.artifact import MapperArtifact
+    from a2i_core.mapper.model import AudioToSD3Mapper, MapperConfig
     from tests.test_mapper import PROVENANCE
 
     def artifact(width: int) -> MapperArtifact:

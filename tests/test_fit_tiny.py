@@ -14,15 +14,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from a2i_core import tiny
-from a2i_core.clip_score import ClipScorer, zero_shot_correct
-from a2i_core.fit_tiny import fit_tiny_clip, fit_tiny_sd3
-from a2i_core.ingest import prompt_for
-from a2i_core.pictures import picture, picture_array
-from a2i_core.render import RenderSettings, SequenceFill, render
-from a2i_core.sd3 import load_sd3
-from a2i_core.sources.synthetic import SOUND_CLASSES
-from a2i_core.text import load_guidance, load_sequences, load_text_features
+from a2i_core.data.ingest import prompt_for
+from a2i_core.data.sources.synthetic import SOUND_CLASSES
+from a2i_core.diffusion.image_scores import ClipScorer, zero_shot_correct
+from a2i_core.diffusion.prompt_embeddings import load_guidance, load_sequences, load_text_features
+from a2i_core.diffusion.render import RenderSettings, SequenceFill, render
+from a2i_core.diffusion.sd3 import load_sd3
+from a2i_core.offline import tiny
+from a2i_core.offline.fit import fit_tiny_clip, fit_tiny_sd3
+from a2i_core.offline.pictures import picture, picture_array
 from tests.conftest import offline
 
 CPU = torch.device("cpu")

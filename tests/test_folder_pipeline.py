@@ -10,11 +10,11 @@ import pytest
 import soundfile as sf
 from ruamel.yaml import YAML
 
-from a2i_core.audio import ffmpeg_binary
-from a2i_core.audio_features import load_audio_embeddings
-from a2i_core.manifest import load_manifest
-from a2i_core.sources.synthetic import clip_specs, synthesize
-from a2i_core.workspace import prepare, tool_env
+from a2i_core.audio.features import load_audio_embeddings
+from a2i_core.core.audio_io import ffmpeg_binary
+from a2i_core.core.manifest import load_manifest
+from a2i_core.data.sources.synthetic import clip_specs, synthesize
+from a2i_core.offline.workspace import prepare, tool_env
 from tests.conftest import OFFLINE_PROFILE
 
 pytestmark = pytest.mark.e2e

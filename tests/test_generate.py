@@ -15,13 +15,13 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from a2i_core.artifact import PROMPT_SEQUENCES_NAME, MapperArtifact
-from a2i_core.audio import ffmpeg_binary
-from a2i_core.errors import A2IError
-from a2i_core.generate import SoundToImage, image_seeds, output_names
-from a2i_core.sources.synthetic import clip_specs, synthesize
-from a2i_core.text import load_sequences
-from a2i_core.workspace import tool_env
+from a2i_core.core.audio_io import ffmpeg_binary
+from a2i_core.core.errors import A2IError
+from a2i_core.data.sources.synthetic import clip_specs, synthesize
+from a2i_core.diffusion.prompt_embeddings import load_sequences
+from a2i_core.mapper.artifact import PROMPT_SEQUENCES_NAME, MapperArtifact
+from a2i_core.offline.workspace import tool_env
+from a2i_core.serve.generate import SoundToImage, image_seeds, output_names
 
 pytestmark = pytest.mark.e2e
 FORMATS = [("dog", "mp3", 44100, 2), ("bell", "ogg", 22050, 1), ("siren", "flac", 48000, 2), ("clock", "wav", 8000, 1)]
@@ -124,9 +124,9 @@ def test_image_k_of_a_sound_takes_seed_plus_k(monkeypatch):
     """One rule, image_seeds, for `a2i generate --images-per-sound` (SoundToImage.render) and the app's Images."""
     from types import SimpleNamespace
 
-    from a2i_core import generate
-    from a2i_core.generate import Sound
-    from a2i_core.render import RenderSettings, SequenceFill
+    from a2i_core.diffusion.render import RenderSettings, SequenceFill
+    from a2i_core.serve import generate
+    from a2i_core.serve.generate import Sound
 
     assert image_seeds(7, 3) == [7, 8, 9] and image_seeds(0, 1) == [0] and image_seeds(5, 0) == []
     asked = {}
@@ -196,7 +196,7 @@ def test_artifact_round_trips_and_other_weights_are_refused(demo_workspace, tmp_
 
 
 def test_another_sd3_is_refused_naming_both(demo_workspace, tmp_path):
-    from a2i_core.encoders import prepare_sd3
+    from a2i_core.diffusion.prepare import prepare_sd3
 
     ws = demo_workspace[0]
     prepare_sd3(str(ws / "models/sd3"), tmp_path / "sd3")  # the same weights, pinned as another local model

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from a2i_core.errors import A2IError
-from a2i_core.hf_audio import (
+from a2i_core.audio.clap_ast import (
     ASTFrontend,
     ClapFrontend,
     HFAudioEncoder,
@@ -21,6 +20,7 @@ from a2i_core.hf_audio import (
     save_tiny_ast,
     save_tiny_clap,
 )
+from a2i_core.core.errors import A2IError
 
 CLAP_RATE, AST_RATE = 48_000, 16_000
 CLAP_WINDOW = 480_000  # 10 s

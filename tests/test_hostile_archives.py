@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from a2i_core.errors import A2IError
-from a2i_core.names import safe_id
-from a2i_core.params import ArchiveParams
-from a2i_core.sources import local
-from a2i_core.sources.archive import extracted
+from a2i_core.core.errors import A2IError
+from a2i_core.core.names import safe_id
+from a2i_core.core.params import ArchiveParams
+from a2i_core.data.sources import local
+from a2i_core.data.sources.archive import extracted
 from tests.media_server import MediaServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -166,7 +166,7 @@ def test_esc50_over_http_skips_rows_that_leave_audio_and_bad_folds(tmp_path, cac
     served = tmp_path / "served"
     served.mkdir()
     esc50_zip(served / "ESC-50-master.zip", ESC50_HEADER + GOOD_ROWS + hostile)
-    with MediaServer(served) as server, caplog.at_level(logging.WARNING, logger="a2i_core.sources.local"):
+    with MediaServer(served) as server, caplog.at_level(logging.WARNING, logger="a2i_core.data.sources.local"):
         frame, skipped = local.esc50_rows(server.url + "ESC-50-master.zip", LIMITS)
     assert skipped == {"path_outside_root": 2, "bad_fold": 1, "bad_target": 1}
     assert sorted(frame["label"]) == ["chirping_birds", "dog"] and sorted(frame["fold"]) == [1, 5]
@@ -182,7 +182,7 @@ def test_esc50_names_that_climb_out_are_skipped_links_kept_and_warnings_capped(t
     (root / "audio" / "link.wav").symlink_to(tmp_path / "secret.wav")
     bad = "".join(f"../x{i}.wav,1,0,dog,True,{i},A\n" for i in range(15))
     (root / "meta" / "esc50.csv").write_text(ESC50_HEADER + GOOD_ROWS + "link.wav,1,0,dog,True,9,A\n" + bad)
-    with caplog.at_level(logging.WARNING, logger="a2i_core.sources.local"):
+    with caplog.at_level(logging.WARNING, logger="a2i_core.data.sources.local"):
         frame, skipped = local.esc50_rows(str(root), LIMITS)
     # A link in the user's own copy is theirs to make (DVC's symlink cache makes them): only names are checked.
     assert skipped == {"path_outside_root": 15} and len(frame) == 3
@@ -262,7 +262,7 @@ def test_a_folder_of_links_is_the_users_own_data(folder, tmp_path):
 
 
 def test_an_interrupted_extraction_leaves_nothing_that_looks_complete(user, cache, monkeypatch):
-    from a2i_core.sources import archive as archive_module
+    from a2i_core.data.sources import archive as archive_module
 
     archive = make_zip(user / "data.zip", [("a.txt", b"one"), ("b.txt", b"two")])
     copy, calls = archive_module._copy_file, []

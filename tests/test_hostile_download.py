@@ -21,16 +21,17 @@ import pandas as pd
 import pytest
 from ruamel.yaml import YAML
 
-from a2i_core import download, fetchers, packs, shards
-from a2i_core.audio import decode, ffmpeg_dir, write_wav
-from a2i_core.candidates import CANDIDATES_KIND, candidates_table
-from a2i_core.download import download_clips
-from a2i_core.errors import A2IError
-from a2i_core.fetchers import disk_error
-from a2i_core.ingest import build_candidates
-from a2i_core.manifest import clip_sources, load_manifest
-from a2i_core.packs import PackWriter
-from a2i_core.params import params_from_dict
+from a2i_core.core import packs, shards
+from a2i_core.core.audio_io import decode, ffmpeg_dir, write_wav
+from a2i_core.core.candidates import CANDIDATES_KIND, candidates_table
+from a2i_core.core.errors import A2IError
+from a2i_core.core.manifest import clip_sources, load_manifest
+from a2i_core.core.packs import PackWriter
+from a2i_core.core.params import params_from_dict
+from a2i_core.data import download, fetch_clip
+from a2i_core.data.download import download_clips
+from a2i_core.data.fetch_clip import disk_error
+from a2i_core.data.ingest import build_candidates
 from tests.conftest import ROOT, offline
 from tests.media_server import MediaServer
 from tests.test_download_youtube import _media
@@ -100,9 +101,9 @@ def _counting(monkeypatch, fail: dict[str, BaseException] | None = None, seconds
         if clip["clip_id"] in (fail or {}):
             raise fail[clip["clip_id"]]
         time.sleep(seconds)
-        return fetchers.fetch_synthetic(clip, out, cfg)
+        return fetch_clip.fetch_synthetic(clip, out, cfg)
 
-    monkeypatch.setitem(fetchers.FETCHERS, "synthetic", fetch)
+    monkeypatch.setitem(fetch_clip.FETCHERS, "synthetic", fetch)
     return fetched
 
 
@@ -254,12 +255,12 @@ def test_a_manifest_that_cannot_be_saved_is_said_on_the_same_line(tmp_path, synt
                                      "ffmpeg: Read-only file system", "[Errno 13] Permission denied: 'x.part'"])
 def test_yt_dlp_reporting_a_disk_problem_is_fatal_not_unavailable(tmp_path, message):
     err = disk_error(message, tmp_path)
-    assert isinstance(err, OSError) and err.errno in fetchers.DISK_ERRNOS
+    assert isinstance(err, OSError) and err.errno in fetch_clip.DISK_ERRNOS
 
 
 def test_ffmpeg_failing_on_a_full_disk_is_told_from_a_bad_clip(tmp_path):
     # yt-dlp says only "ffmpeg exited with code 1" (ffmpeg's own message went to stderr): a probe write tells.
-    script = ("import resource, sys; from pathlib import Path; from a2i_core.fetchers import disk_error\n"
+    script = ("import resource, sys; from pathlib import Path; from a2i_core.data.fetch_clip import disk_error\n"
               f"resource.setrlimit(resource.RLIMIT_FSIZE, ({SIZE_LIMIT}, resource.RLIM_INFINITY))\n"
               f"err = disk_error('ffmpeg exited with code 1', Path({str(tmp_path)!r}))\nprint(err.errno)\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path)}
@@ -299,9 +300,9 @@ def test_clips_running_when_a_job_fails_finish_and_are_recorded(tmp_path, synthe
         if clip["clip_id"] == ids[0]:
             raise RuntimeError("boom")
         time.sleep(0.3)  # still running when the first one fails
-        return fetchers.fetch_synthetic(clip, out, cfg)
+        return fetch_clip.fetch_synthetic(clip, out, cfg)
 
-    monkeypatch.setitem(fetchers.FETCHERS, "synthetic", fetch)
+    monkeypatch.setitem(fetch_clip.FETCHERS, "synthetic", fetch)
     with pytest.raises(A2IError, match="RuntimeError: boom"):
         download_clips(synthetic, tmp_path, dataclasses.replace(SYNTHETIC, workers=4))
     assert sorted(fetched) == ids[:4]  # nothing started after the failure
@@ -313,7 +314,7 @@ def test_clips_running_when_a_job_fails_finish_and_are_recorded(tmp_path, synthe
 def test_bad_clip_ids_are_skipped_and_reported_once(tmp_path, synthetic, caplog):
     bad = ["../etc/passwd", "a b", "ok\n", "x" * 81, 42, "$(reboot)", ""]
     frame = pd.concat([synthetic, pd.DataFrame([{**synthetic.iloc[0].to_dict(), "clip_id": b} for b in bad])])
-    with caplog.at_level(logging.WARNING, logger="a2i_core.download"):
+    with caplog.at_level(logging.WARNING, logger="a2i_core.data.download"):
         counts = download_clips(frame, tmp_path, SYNTHETIC)
     assert counts == {"invalid-id": 7, "ok": 12}
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -327,7 +328,7 @@ def test_bad_clip_ids_are_skipped_and_reported_once(tmp_path, synthetic, caplog)
 def test_failure_reasons_hide_credentials_in_urls(tmp_path, synthetic, monkeypatch):
     ids = sorted(synthetic["clip_id"].unique())
     url = "https://user:hunter2@example.com/watch?v=x&sig=s3cr3t"
-    _counting(monkeypatch, fail={ids[0]: fetchers.ClipFailure("unavailable", f"HTTP Error 404 for {url}")})
+    _counting(monkeypatch, fail={ids[0]: fetch_clip.ClipFailure("unavailable", f"HTTP Error 404 for {url}")})
     download_clips(synthetic, tmp_path, SYNTHETIC)
     reason = load_manifest(tmp_path).set_index("clip_id").loc[ids[0], "reason"]
     assert "hunter2" not in reason and "s3cr3t" not in reason and "example.com/watch" in reason

@@ -20,11 +20,11 @@ import pytest
 import soundfile as sf
 from ruamel.yaml import YAML
 
-from a2i_core import shards
-from a2i_core.candidates import CANDIDATES_KIND, candidates_table
-from a2i_core.download import download_clips
-from a2i_core.manifest import CLIP_ID, load_manifest
-from a2i_core.workspace import tool_env
+from a2i_core.core import shards
+from a2i_core.core.candidates import CANDIDATES_KIND, candidates_table
+from a2i_core.core.manifest import CLIP_ID, load_manifest
+from a2i_core.data.download import download_clips
+from a2i_core.offline.workspace import tool_env
 from tests.conftest import ROOT, offline
 from tests.media_server import MediaServer
 from tests.test_download_youtube import _media

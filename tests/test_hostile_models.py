@@ -20,14 +20,14 @@ import soundfile as sf
 import torch
 from safetensors.torch import save_file
 
-from a2i_core import mapper as mapper_module
-from a2i_core.errors import A2IError
-from a2i_core.fetch import fetch_file, local_copy, sha256_file
-from a2i_core.mapper import AudioToSD3Mapper, MapperConfig
-from a2i_core.prepare_audio import prepare_vggish
-from a2i_core.provenance import Provenance
-from a2i_core.tiny import tiny_vggish_pca, tiny_vggish_weights
-from a2i_core.workspace import tool_env
+from a2i_core.audio.prepare import prepare_vggish
+from a2i_core.core.errors import A2IError
+from a2i_core.core.fetch_file import fetch_file, local_copy, sha256_file
+from a2i_core.core.provenance import Provenance
+from a2i_core.mapper import model as mapper_module
+from a2i_core.mapper.model import AudioToSD3Mapper, MapperConfig
+from a2i_core.offline.tiny import tiny_vggish_pca, tiny_vggish_weights
+from a2i_core.offline.workspace import tool_env
 from tests.conftest import offline
 from tests.media_server import MediaServer
 from tests.test_mapper import PROVENANCE
@@ -303,7 +303,7 @@ def test_the_metadata_cache_names_hold_no_secret(server, tmp_path, monkeypatch):
 
 
 def test_a_tampered_artifact_fails_in_one_line(tmp_path):
-    from a2i_core.artifact import MapperArtifact
+    from a2i_core.mapper.artifact import MapperArtifact
 
     mapper = AudioToSD3Mapper(MapperConfig(in_dim=8, pooled_dim=4, hidden=[16], dropout=[0.1], provenance=PROVENANCE))
     artifact = MapperArtifact(mapper, np.zeros(4, np.float32), np.zeros((3, 2), np.float32), ["a", "b"],
@@ -328,7 +328,7 @@ def test_a_tampered_artifact_fails_in_one_line(tmp_path):
 
 def test_a_mapper_too_large_for_its_caps_is_one_line_at_train():
     # Before: the default hidden sizes with 256 of SD3's 4096-wide tokens were a ValueError traceback in train.
-    from a2i_core.train import mapper_config
+    from a2i_core.mapper.train import mapper_config
 
     params = offline("mapper", target="pooled+tokens")
     provenance = Provenance(encoder_sha256="ab" * 32, postprocess=False, frontend="f", diffusion_model="tiny",

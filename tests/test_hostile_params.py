@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from a2i_core import workspace as ws
-from a2i_core.params import ParamsError, params_from_dict
-from a2i_core.workspace import tool_env
+from a2i_core.core.params import ParamsError, params_from_dict
+from a2i_core.offline import workspace as ws
+from a2i_core.offline.workspace import tool_env
 from tests.conftest import OFFLINE_PROFILE, ROOT
 
 

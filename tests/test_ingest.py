@@ -1,6 +1,6 @@
-from a2i_core.candidates import assign_split, data_counts
-from a2i_core.ingest import build_candidates
-from a2i_core.params import params_from_dict
+from a2i_core.core.candidates import assign_split, data_counts
+from a2i_core.core.params import params_from_dict
+from a2i_core.data.ingest import build_candidates
 
 
 def test_split_is_stable_and_near_the_fractions():

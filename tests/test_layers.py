@@ -10,9 +10,9 @@ import sys
 from tests.conftest import ROOT
 from tests.test_dvc_deps import imported_modules, module_file
 
-PIPELINE_ONLY = ("a2i_core.ingest", "a2i_core.sources", "a2i_core.download", "a2i_core.fetchers", "a2i_core.manifest",
-                 "a2i_core.pairs", "a2i_core.evaluate", "a2i_core.candidates", "a2i_core.pipeline", "a2i_core.train",
-                 "a2i_core.encoders", "a2i_core.prepare_audio", "a2i_core.tiny")
+PIPELINE_ONLY = ("a2i_core.data.ingest", "a2i_core.data.sources", "a2i_core.data.download", "a2i_core.data.fetch_clip", "a2i_core.core.manifest",
+                 "a2i_core.mapper.pairs", "a2i_core.mapper.evaluate", "a2i_core.core.candidates", "a2i_core.pipeline", "a2i_core.mapper.train",
+                 "a2i_core.diffusion.prepare", "a2i_core.audio.prepare", "a2i_core.offline.tiny")
 
 
 def _loaded_after(statement: str) -> list[str]:
@@ -23,8 +23,8 @@ def _loaded_after(statement: str) -> list[str]:
 
 
 def test_the_inference_path_loads_no_pipeline_module():
-    loaded = _loaded_after("import a2i_core.generate, a2i_core.artifact, a2i_core.app, a2i_core.cli")
-    assert "a2i_core.generate" in loaded and "a2i_core.mapper" in loaded
+    loaded = _loaded_after("import a2i_core.serve.generate, a2i_core.mapper.artifact, a2i_core.serve.app, a2i_core.cli")
+    assert "a2i_core.serve.generate" in loaded and "a2i_core.mapper.model" in loaded
     assert [m for m in loaded if m.startswith(PIPELINE_ONLY)] == []
 
 
@@ -59,9 +59,9 @@ def test_no_import_cycles():
 
 
 def test_data_acquisition_and_tables_know_no_model_framework():
-    for name in ("a2i_core.shards", "a2i_core.candidates", "a2i_core.ingest", "a2i_core.download", "a2i_core.fetchers",
-                 "a2i_core.manifest", "a2i_core.packs", "a2i_core.audio", "a2i_core.sources.audioset",
-                 "a2i_core.sources.local", "a2i_core.sources.synthetic", "a2i_core.params"):
+    for name in ("a2i_core.core.shards", "a2i_core.core.candidates", "a2i_core.data.ingest", "a2i_core.data.download", "a2i_core.data.fetch_clip",
+                 "a2i_core.core.manifest", "a2i_core.core.packs", "a2i_core.core.audio_io", "a2i_core.data.sources.audioset",
+                 "a2i_core.data.sources.local", "a2i_core.data.sources.synthetic", "a2i_core.core.params"):
         frameworks = {m for m in imported_modules(module_file(name)) if m.split(".")[0] in ("torch", "diffusers",
                                                                                             "transformers")}
         assert not frameworks, f"{name} imports {sorted(frameworks)}"

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from a2i_core import shards
-from a2i_core.audio import AudioError, decode, decode_stream, ffmpeg_binary, write_wav
-from a2i_core.audio_encoder import load_audio_encoder
-from a2i_core.audio_features import AUDIO_KIND, embed_clips, embed_path, embed_waves
-from a2i_core.vggish import EXAMPLE_FRAMES, HOP, MIN_SAMPLES, LogMelFrontend
+from a2i_core.audio.encoder import load_audio_encoder
+from a2i_core.audio.features import AUDIO_KIND, embed_clips, embed_path, embed_waves
+from a2i_core.audio.vggish import EXAMPLE_FRAMES, HOP, MIN_SAMPLES, LogMelFrontend
+from a2i_core.core import shards
+from a2i_core.core.audio_io import AudioError, decode, decode_stream, ffmpeg_binary, write_wav
 
 CPU = torch.device("cpu")
 STEP = EXAMPLE_FRAMES * HOP  # 15360 samples between examples

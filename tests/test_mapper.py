@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from a2i_core.errors import A2IError
-from a2i_core.mapper import AudioToSD3Mapper, MapperConfig
-from a2i_core.provenance import Provenance
+from a2i_core.core.errors import A2IError
+from a2i_core.core.provenance import Provenance
+from a2i_core.mapper.model import AudioToSD3Mapper, MapperConfig
 
 PROVENANCE = Provenance(encoder_sha256="ab" * 32, postprocess=True, frontend="f", diffusion_model="tiny",
                         sequence_shape=(109, 32))

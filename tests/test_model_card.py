@@ -18,10 +18,10 @@ import pytest
 from huggingface_hub import ModelCard
 from ruamel.yaml import YAML
 
-from a2i_core.artifact import CARD_NAME, MapperArtifact
-from a2i_core.mapper import AudioToSD3Mapper, MapperConfig
-from a2i_core.model_card import MAX_LABELS, MAX_TEXT, DataSummary, TrainingSummary, base_model, md, model_card
-from a2i_core.workspace import tool_env
+from a2i_core.mapper.artifact import CARD_NAME, MapperArtifact
+from a2i_core.mapper.model import AudioToSD3Mapper, MapperConfig
+from a2i_core.mapper.model_card import MAX_LABELS, MAX_TEXT, DataSummary, TrainingSummary, base_model, md, model_card
+from a2i_core.offline.workspace import tool_env
 from tests.conftest import offline
 from tests.test_mapper import PROVENANCE
 

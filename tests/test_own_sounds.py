@@ -9,9 +9,9 @@ import subprocess
 
 import pytest
 
-from a2i_core.audio import ffmpeg_binary, write_wav
-from a2i_core.sources.synthetic import clip_specs, synthesize
-from a2i_core.workspace import tool_env
+from a2i_core.core.audio_io import ffmpeg_binary, write_wav
+from a2i_core.data.sources.synthetic import clip_specs, synthesize
+from a2i_core.offline.workspace import tool_env
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.e2e

@@ -1,7 +1,7 @@
 import pytest
 
-from a2i_core.ingest import build_candidates
-from a2i_core.params import ParamsError, load_params, merge_overlay, params_from_dict, read_yaml
+from a2i_core.core.params import ParamsError, load_params, merge_overlay, params_from_dict, read_yaml
+from a2i_core.data.ingest import build_candidates
 from tests.conftest import OFFLINE_PROFILE, ROOT
 
 

@@ -19,14 +19,14 @@ import pytest
 from PIL import Image
 from ruamel.yaml import YAML
 
-from a2i_core import shards
-from a2i_core.audio_features import load_audio_embeddings
-from a2i_core.candidates import CANDIDATES_KIND
-from a2i_core.manifest import load_manifest
-from a2i_core.mapper import AudioToSD3Mapper
-from a2i_core.render import SHEET_CELL, SHEET_LABEL_WIDTH
-from a2i_core.text import load_guidance, load_text_features
-from a2i_core.workspace import tool_env
+from a2i_core.audio.features import load_audio_embeddings
+from a2i_core.core import shards
+from a2i_core.core.candidates import CANDIDATES_KIND
+from a2i_core.core.manifest import load_manifest
+from a2i_core.diffusion.prompt_embeddings import load_guidance, load_text_features
+from a2i_core.diffusion.render import SHEET_CELL, SHEET_LABEL_WIDTH
+from a2i_core.mapper.model import AudioToSD3Mapper
+from a2i_core.offline.workspace import tool_env
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -192,8 +192,8 @@ def test_variants_run_as_experiments(workspace):
 @pytest.fixture(scope="module")
 def esc50_copy(tmp_path_factory) -> Path:
     """A small ESC-50 copy in the official layout: 4 categories x 5 folds, sounds made by the synthetic classes."""
-    from a2i_core.audio import write_wav
-    from a2i_core.sources.synthetic import clip_specs, synthesize
+    from a2i_core.core.audio_io import write_wav
+    from a2i_core.data.sources.synthetic import clip_specs, synthesize
 
     root = tmp_path_factory.mktemp("esc50")
     (root / "meta").mkdir()
@@ -226,9 +226,9 @@ def test_esc50_eval_set_by_official_folds(workspace, esc50_copy):
 def test_an_eval_set_runs_without_t5_through_the_pipeline_functions(workspace, esc50_copy, tmp_path):
     # The eval set calls the main stages' own functions: with diffusion.use_t5 false its text features are made
     # exactly as embed_text makes them (CLIP only, T5's part zeros), in diffusion.dtype, on diffusion.device.
-    from a2i_core.params import load_params
+    from a2i_core.core.params import load_params
+    from a2i_core.diffusion.prompt_embeddings import load_guidance
     from a2i_core.pipeline.eval_set import eval_set
-    from a2i_core.text import load_guidance
 
     ws, _ = workspace
     raw = YAML(typ="safe", pure=True).load((ws / "params.yaml").read_text())

@@ -14,14 +14,15 @@ import pandas as pd
 import pytest
 from ruamel.yaml import YAML
 
-from a2i_core import provenance, shards, tfrecord
-from a2i_core.audio_encoder import encoder_for
-from a2i_core.audio_features import AUDIO_KIND, load_audio_embeddings
-from a2i_core.candidates import CANDIDATES_KIND, candidates_table
-from a2i_core.errors import A2IError
-from a2i_core.provenance import RELEASE_AUDIO, RELEASE_NOTE, Provenance, ProvenanceError
-from a2i_core.release import import_release
-from a2i_core.tfrecord import SequenceExample
+from a2i_core.audio import tfrecord
+from a2i_core.audio.audioset_release import import_release
+from a2i_core.audio.encoder import encoder_for
+from a2i_core.audio.features import AUDIO_KIND, load_audio_embeddings
+from a2i_core.audio.tfrecord import SequenceExample
+from a2i_core.core import provenance, shards
+from a2i_core.core.candidates import CANDIDATES_KIND, candidates_table
+from a2i_core.core.errors import A2IError
+from a2i_core.core.provenance import RELEASE_AUDIO, RELEASE_NOTE, Provenance, ProvenanceError
 from tests.conftest import ROOT
 
 # (video id, start s, seconds of embeddings): two files in subfolders; "notcand" is in the release only,

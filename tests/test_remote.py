@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from a2i_core.workspace import tool_env
+from a2i_core.offline.workspace import tool_env
 
 pytestmark = pytest.mark.e2e
 BUCKET = "a2i-team"

@@ -1,9 +1,9 @@
 import numpy as np
 import torch
 
-from a2i_core.render import RenderSettings, compile_for_speed, render
-from a2i_core.sd3 import load_sd3
-from a2i_core.text import encode
+from a2i_core.diffusion.prompt_embeddings import encode
+from a2i_core.diffusion.render import RenderSettings, compile_for_speed, render
+from a2i_core.diffusion.sd3 import load_sd3
 
 
 def test_images_depend_on_seed_not_on_batching(tiny_sd3_dir):
@@ -71,7 +71,7 @@ def test_render_from_stored_embeddings_equals_the_pipelines_own_prompt_call(tiny
     # prompt, and the stored empty prompt as the negative. It must draw what diffusers draws from the prompt itself.
     from diffusers import StableDiffusion3Pipeline
 
-    from a2i_core.text import embed_prompts, load_guidance, load_sequences, load_text_features
+    from a2i_core.diffusion.prompt_embeddings import embed_prompts, load_guidance, load_sequences, load_text_features
 
     prompts, cpu = ["an image of a barking dog", "an image of a ticking clock"], torch.device("cpu")
     embed_prompts(load_sd3(tiny_sd3_dir, "text", cpu), prompts, tmp_path, tokens=4, max_sequence_length=32,

@@ -14,12 +14,13 @@ import torch
 from PIL import Image
 from ruamel.yaml import YAML
 
-from a2i_core import shards, text
-from a2i_core.distributed import World
-from a2i_core.params import load_params
-from a2i_core.render import RenderSettings, plan_batches, png_text, render, render_iter
-from a2i_core.sd3 import load_sd3
-from a2i_core.text import GUIDANCE_FILE, TEXT_KIND, embed_prompts, encode
+from a2i_core.core import shards
+from a2i_core.core.distributed import World
+from a2i_core.core.params import load_params
+from a2i_core.diffusion import prompt_embeddings
+from a2i_core.diffusion.prompt_embeddings import GUIDANCE_FILE, TEXT_KIND, embed_prompts, encode
+from a2i_core.diffusion.render import RenderSettings, plan_batches, png_text, render, render_iter
+from a2i_core.diffusion.sd3 import load_sd3
 
 CPU = torch.device("cpu")
 PROMPTS = [f"an image of a {word}" for word in ("dog", "bell", "siren", "rain", "drum")]  # 6 with the empty one
@@ -39,7 +40,7 @@ def image_pipe(tiny_sd3_dir):
 @pytest.fixture
 def encode_calls(monkeypatch) -> list[list[str]]:
     """The batches embed_prompts encodes; set ``interrupt_at`` on the list to raise KeyboardInterrupt on that call."""
-    original = text.encode
+    original = prompt_embeddings.encode
 
     class Calls(list):
         interrupt_at: int | None = None
@@ -52,7 +53,7 @@ def encode_calls(monkeypatch) -> list[list[str]]:
             raise KeyboardInterrupt
         return original(pipe, prompts, *args, **kwargs)
 
-    monkeypatch.setattr(text, "encode", counting)
+    monkeypatch.setattr(prompt_embeddings, "encode", counting)
     return calls
 
 
@@ -99,7 +100,7 @@ def test_embed_prompts_resumes_by_shard(tmp_path, text_pipe, encode_calls):
     encode_calls.clear()
     stats = embed_prompts(text_pipe, PROMPTS, out, **{**EMBED, "max_sequence_length": 9})
     assert stats["shards_kept"] == 0 and len(encode_calls) == 3
-    assert text.load_guidance(out)[1].shape == (77 + 9, 32)
+    assert prompt_embeddings.load_guidance(out)[1].shape == (77 + 9, 32)
 
     embed_prompts(text_pipe, PROMPTS[:2], out, **EMBED)
     assert len(shards.shard_paths(out)) == 2  # shards beyond the plan are removed
@@ -108,7 +109,7 @@ def test_embed_prompts_resumes_by_shard(tmp_path, text_pipe, encode_calls):
 def test_embed_text_stage_keeps_its_finished_shards(tmp_path, tiny_sd3_dir, encode_calls):
     import pyarrow as pa
 
-    from a2i_core.candidates import CANDIDATES_KIND
+    from a2i_core.core.candidates import CANDIDATES_KIND
     from a2i_core.pipeline.embed_text import embed_text
     from tests.conftest import offline
 

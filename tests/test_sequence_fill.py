@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from a2i_core.errors import A2IError
-from a2i_core.render import SequenceFill, fill_sequence, nearest_prompt_weights
+from a2i_core.core.errors import A2IError
+from a2i_core.diffusion.render import SequenceFill, fill_sequence, nearest_prompt_weights
 
 RNG = np.random.default_rng(0)
 BANK_POOLED = RNG.normal(size=(5, 16)).astype(np.float32)  # (K, P)
@@ -66,7 +66,7 @@ def test_nearest_prompts_without_sequences_and_unknown_fills_are_one_line():
 
 
 def test_params_refuse_a_bad_k_or_temperature(raw_params):
-    from a2i_core.params import ParamsError, params_from_dict
+    from a2i_core.core.params import ParamsError, params_from_dict
 
     assert params_from_dict(raw_params).render.nearest_k >= 1
     for key, value, message in [("nearest_k", 0, r"render\.nearest_k: must be >= 1"),

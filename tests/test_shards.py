@@ -2,7 +2,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from a2i_core import shards
+from a2i_core.core import shards
 
 
 def test_fixed_and_nested_lists_roundtrip(tmp_path):

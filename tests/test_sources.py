@@ -7,11 +7,11 @@ import os
 
 import pytest
 
-from a2i_core.candidates import data_counts
-from a2i_core.errors import A2IError
-from a2i_core.ingest import build_candidates
-from a2i_core.params import params_from_dict
-from a2i_core.sources.audioset import readable_name
+from a2i_core.core.candidates import data_counts
+from a2i_core.core.errors import A2IError
+from a2i_core.core.params import params_from_dict
+from a2i_core.data.ingest import build_candidates
+from a2i_core.data.sources.audioset import readable_name
 
 SEGMENTS = """\
 # Segments csv created Sun Mar  5 10:54:31 2017
@@ -145,8 +145,8 @@ def test_folder_labels_from_subfolders_or_csv(raw_params, tmp_path):
 @pytest.mark.network
 @pytest.mark.skipif(os.environ.get("A2I_NETWORK_TESTS") != "1", reason="needs the network: set A2I_NETWORK_TESTS=1")
 def test_the_real_audioset_class_list(tmp_path, monkeypatch):
-    from a2i_core.fetch import local_copy
-    from a2i_core.sources.audioset import read_class_labels
+    from a2i_core.core.fetch_file import local_copy
+    from a2i_core.data.sources.audioset import read_class_labels
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     url = "http://storage.googleapis.com/us_audioset/youtube_corpus/v1/csv/class_labels_indices.csv"

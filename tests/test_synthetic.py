@@ -1,6 +1,6 @@
 import numpy as np
 
-from a2i_core.sources.synthetic import SAMPLE_RATE, SOUND_CLASSES, clip_specs, synthesize
+from a2i_core.data.sources.synthetic import SAMPLE_RATE, SOUND_CLASSES, clip_specs, synthesize
 
 
 def _spectrum(wave: np.ndarray) -> np.ndarray:

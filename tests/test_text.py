@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from a2i_core import shards
-from a2i_core.sd3 import load_sd3
-from a2i_core.text import TEXT_KIND, embed_prompts, encode, load_guidance, load_text_features
+from a2i_core.core import shards
+from a2i_core.diffusion.prompt_embeddings import TEXT_KIND, embed_prompts, encode, load_guidance, load_text_features
+from a2i_core.diffusion.sd3 import load_sd3
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def test_one_encoder_call_per_unique_prompt(tmp_path, text_pipe):
 
 
 def test_without_t5_its_part_is_zeros_and_clip_part_unchanged(tmp_path, tiny_sd3_dir, text_pipe):
-    from a2i_core.sd3 import joint_attention_dim
+    from a2i_core.diffusion.sd3 import joint_attention_dim
 
     no_t5 = load_sd3(tiny_sd3_dir, "text", torch.device("cpu"), use_t5=False)
     assert no_t5.text_encoder_3 is None and no_t5.tokenizer_3 is None

@@ -2,10 +2,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from a2i_core.evaluate import evaluate_predictions, true_prompt_ranks
-from a2i_core.mapper import predict
-from a2i_core.params import MapperParams, TrainParams
-from a2i_core.train import Split, combined_loss, mapper_config, train_mapper
+from a2i_core.core.params import MapperParams, TrainParams
+from a2i_core.mapper.evaluate import evaluate_predictions, true_prompt_ranks
+from a2i_core.mapper.model import predict
+from a2i_core.mapper.train import Split, combined_loss, mapper_config, train_mapper
 from tests.conftest import offline
 from tests.test_mapper import PROVENANCE
 

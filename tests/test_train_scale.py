@@ -9,17 +9,18 @@ import pyarrow as pa
 import pytest
 import torch
 
-from a2i_core import shards, train
-from a2i_core.audio_features import AUDIO_KIND
-from a2i_core.mapper import pad_frames
-from a2i_core.pairs import ClipFrames, Pairs, join_pairs, load_frames
-from a2i_core.train import Split, mapper_config, train_mapper
+from a2i_core.audio.features import AUDIO_KIND
+from a2i_core.core import shards
+from a2i_core.mapper import train
+from a2i_core.mapper.model import pad_frames
+from a2i_core.mapper.pairs import ClipFrames, Pairs, join_pairs, load_frames
+from a2i_core.mapper.train import Split, mapper_config, train_mapper
 from tests.conftest import offline
 from tests.test_mapper import PROVENANCE
 
 CPU = torch.device("cpu")
 # (train_loss, val_loss) per epoch of test_training_from_the_index_is_training_on_per_pair_rows, from the training
-# loop as it was before pairs were indexed (a2i_core/train.py at 7452ed3, with its Tensors), on the same data.
+# loop as it was before pairs were indexed (a2i_core/mapper/train.py at 7452ed3, with its Tensors), on the same data.
 BEFORE_INDEXING = {
     "mean": [(1.7934658105556782, 1.7304668426513672), (1.7088244572663918, 1.653739094734192),
              (1.6439114949642084, 1.5795978307724)],

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from a2i_core.vggish import (
+from a2i_core.audio.vggish import (
     EXAMPLE_FRAMES,
     HOP,
     MIN_SAMPLES,
@@ -70,7 +70,7 @@ def _reference_model(weights):
 
 
 def _test_waves():
-    from a2i_core.sources.synthetic import clip_specs, synthesize
+    from a2i_core.data.sources.synthetic import clip_specs, synthesize
 
     rng = np.random.default_rng(0)
     noise = [(rng.standard_normal(n) * 0.1).astype(np.float32) for n in (15600, 16000, 48123, 160000)]
@@ -100,7 +100,7 @@ def test_batched_frontend_matches_one_clip_at_a_time():
 def test_embeddings_and_postprocess_match_torchvggish(tiny_vggish_dir):
     from torchvggish import torchvggish as tv
 
-    from a2i_core.audio_encoder import load_audio_encoder
+    from a2i_core.audio.encoder import load_audio_encoder
 
     encoder = load_audio_encoder(tiny_vggish_dir, postprocess=True)
     reference = _reference_model(encoder.model.state_dict())

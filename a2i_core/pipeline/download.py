@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from a2i_core import shards
-from a2i_core.candidates import CANDIDATES_KIND, RELEASED_SOURCE
-from a2i_core.download import download_clips
-from a2i_core.files import write_json
-from a2i_core.params import DownloadParams
+from a2i_core.core import shards
+from a2i_core.core.candidates import CANDIDATES_KIND, RELEASED_SOURCE
+from a2i_core.core.files import write_json
+from a2i_core.core.params import DownloadParams
+from a2i_core.data.download import download_clips
 
 log = logging.getLogger(__name__)
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from a2i_core.audio_encoder import load_audio_encoder
-from a2i_core.audio_features import embed_clips
-from a2i_core.distributed import SOLO, World
-from a2i_core.errors import A2IError
-from a2i_core.manifest import clip_sources
-from a2i_core.params import AudioEncoderParams
-from a2i_core.release import import_release
+from a2i_core.audio.audioset_release import import_release
+from a2i_core.audio.encoder import load_audio_encoder
+from a2i_core.audio.features import embed_clips
+from a2i_core.core.distributed import SOLO, World
+from a2i_core.core.errors import A2IError
+from a2i_core.core.manifest import clip_sources
+from a2i_core.core.params import AudioEncoderParams
 
 
 def embed_audio(cfg: AudioEncoderParams, audio: Path, vggish: Path, features: Path, world: World = SOLO,

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from a2i_core import shards
-from a2i_core.candidates import CANDIDATES_KIND
-from a2i_core.devices import resolve_dtype
-from a2i_core.distributed import SOLO, World
-from a2i_core.files import write_json
-from a2i_core.hub import model_identity
-from a2i_core.params import DiffusionParams
-from a2i_core.sd3 import joint_attention_dim, load_sd3
-from a2i_core.text import embed_prompts
+from a2i_core.core import shards
+from a2i_core.core.candidates import CANDIDATES_KIND
+from a2i_core.core.devices import resolve_dtype
+from a2i_core.core.distributed import SOLO, World
+from a2i_core.core.files import write_json
+from a2i_core.core.hub import model_identity
+from a2i_core.core.params import DiffusionParams
+from a2i_core.diffusion.prompt_embeddings import embed_prompts
+from a2i_core.diffusion.sd3 import joint_attention_dim, load_sd3
 
 
 def embed_text(cfg: DiffusionParams, candidates: Path, sd3: Path, features: Path, metrics: Path | None = None,

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from a2i_core import tiny
-from a2i_core.encoders import prepare_clip, prepare_sd3
-from a2i_core.fit_tiny import fit_tiny_clip, fit_tiny_sd3
-from a2i_core.params import DataParams, DiffusionParams, EvaluateParams
-from a2i_core.sources.synthetic import class_prompt
+from a2i_core.core.params import DataParams, DiffusionParams, EvaluateParams
+from a2i_core.data.sources.synthetic import class_prompt
+from a2i_core.diffusion.prepare import prepare_clip, prepare_sd3
+from a2i_core.offline import tiny
+from a2i_core.offline.fit import fit_tiny_clip, fit_tiny_sd3
 
 
 def prepare_encoders(diffusion: DiffusionParams, evaluate: EvaluateParams, data: DataParams, sd3: Path,

@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from a2i_core.audio_encoder import encoder_for
-from a2i_core.distributed import SOLO
-from a2i_core.evaluate import SET_HEADLINE, SUMMARY_KEYS, headline, mapper_metrics
-from a2i_core.files import write_json
-from a2i_core.hub import model_identity
-from a2i_core.mapper import AudioToSD3Mapper
-from a2i_core.pairs import Pairs, load_pairs_for
-from a2i_core.params import Params
+from a2i_core.audio.encoder import encoder_for
+from a2i_core.core.distributed import SOLO
+from a2i_core.core.files import write_json
+from a2i_core.core.hub import model_identity
+from a2i_core.core.params import Params
+from a2i_core.mapper.evaluate import SET_HEADLINE, SUMMARY_KEYS, headline, mapper_metrics
+from a2i_core.mapper.model import AudioToSD3Mapper
+from a2i_core.mapper.pairs import Pairs, load_pairs_for
 from a2i_core.pipeline.download import download
 from a2i_core.pipeline.embed_audio import embed_audio
 from a2i_core.pipeline.embed_text import embed_text

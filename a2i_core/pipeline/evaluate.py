@@ -13,9 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from a2i_core.candidates import HELDOUT
-from a2i_core.charts import bar_chart, write_chart
-from a2i_core.evaluate import (
+from a2i_core.core.candidates import HELDOUT
+from a2i_core.core.charts import bar_chart, write_chart
+from a2i_core.core.files import atomic_path, write_json
+from a2i_core.core.params import TrainParams
+from a2i_core.mapper.evaluate import (
     HELDOUT_HEADLINE,
     SUMMARY_KEYS,
     TEST_HEADLINE,
@@ -23,10 +25,8 @@ from a2i_core.evaluate import (
     headline,
     mapper_metrics,
 )
-from a2i_core.files import atomic_path, write_json
-from a2i_core.mapper import AudioToSD3Mapper
-from a2i_core.pairs import load_pairs_for
-from a2i_core.params import TrainParams
+from a2i_core.mapper.model import AudioToSD3Mapper
+from a2i_core.mapper.pairs import load_pairs_for
 
 
 def evaluate(params: TrainParams, mapper_dir: Path, candidates: Path, audio_features: Path, text_features: Path,

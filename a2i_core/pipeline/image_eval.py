@@ -14,12 +14,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from a2i_core.candidates import HELDOUT
-from a2i_core.clip_score import ClipScorer, clip_scores, zero_shot_correct
-from a2i_core.devices import resolve_device
-from a2i_core.files import atomic_path, write_json
-from a2i_core.params import EvaluateParams
-from a2i_core.text import load_text_features
+from a2i_core.core.candidates import HELDOUT
+from a2i_core.core.devices import resolve_device
+from a2i_core.core.files import atomic_path, write_json
+from a2i_core.core.params import EvaluateParams
+from a2i_core.diffusion.image_scores import ClipScorer, clip_scores, zero_shot_correct
+from a2i_core.diffusion.prompt_embeddings import load_text_features
 
 
 def image_eval(cfg: EvaluateParams, images: Path, index: Path, text_features: Path, clip: Path, metrics: Path,

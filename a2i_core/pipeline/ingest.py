@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from a2i_core import shards
-from a2i_core.candidates import CANDIDATES_KIND, candidates_table, data_counts
-from a2i_core.files import write_json
-from a2i_core.ingest import build_candidates
-from a2i_core.params import DataParams
+from a2i_core.core import shards
+from a2i_core.core.candidates import CANDIDATES_KIND, candidates_table, data_counts
+from a2i_core.core.files import write_json
+from a2i_core.core.params import DataParams
+from a2i_core.data.ingest import build_candidates
 
 
 def ingest(data: DataParams, candidates: Path, metrics: Path, split: str | None = None) -> pd.DataFrame:

@@ -22,17 +22,15 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from a2i_core.artifact import MapperArtifact
-from a2i_core.candidates import HELDOUT
-from a2i_core.devices import resolve_dtype
-from a2i_core.distributed import SOLO, World
-from a2i_core.files import atomic_path, replace_dir, write_json
-from a2i_core.hub import model_identity
-from a2i_core.mapper import predict
-from a2i_core.names import safe_name
-from a2i_core.pairs import load_pairs_for, load_token_targets
-from a2i_core.params import RenderParams
-from a2i_core.render import (
+from a2i_core.core.candidates import HELDOUT
+from a2i_core.core.devices import resolve_dtype
+from a2i_core.core.distributed import SOLO, World
+from a2i_core.core.files import atomic_path, replace_dir, write_json
+from a2i_core.core.hub import model_identity
+from a2i_core.core.names import safe_name
+from a2i_core.core.params import RenderParams
+from a2i_core.diffusion.prompt_embeddings import load_guidance, load_sequences
+from a2i_core.diffusion.render import (
     FILLS,
     SHEET_CELL,
     RenderSettings,
@@ -46,8 +44,10 @@ from a2i_core.render import (
     render_iter,
     save_png,
 )
-from a2i_core.sd3 import load_sd3
-from a2i_core.text import load_guidance, load_sequences
+from a2i_core.diffusion.sd3 import load_sd3
+from a2i_core.mapper.artifact import MapperArtifact
+from a2i_core.mapper.model import predict
+from a2i_core.mapper.pairs import load_pairs_for, load_token_targets
 
 log = logging.getLogger(__name__)
 

@@ -7,19 +7,19 @@ from pathlib import Path
 
 from dvclive import Live
 
-from a2i_core import shards
-from a2i_core.artifact import MapperArtifact
-from a2i_core.candidates import CANDIDATES_KIND
-from a2i_core.charts import line_chart, write_chart
-from a2i_core.devices import resolve_device
-from a2i_core.errors import A2IError
-from a2i_core.files import write_json
-from a2i_core.model_card import DataSummary, TrainingSummary, model_card
-from a2i_core.pairs import load_pairs
-from a2i_core.params import MapperParams, TrainParams
-from a2i_core.provenance import Provenance
-from a2i_core.text import load_guidance, load_sequences
-from a2i_core.train import Split, mapper_config, train_mapper
+from a2i_core.core import shards
+from a2i_core.core.candidates import CANDIDATES_KIND
+from a2i_core.core.charts import line_chart, write_chart
+from a2i_core.core.devices import resolve_device
+from a2i_core.core.errors import A2IError
+from a2i_core.core.files import write_json
+from a2i_core.core.params import MapperParams, TrainParams
+from a2i_core.core.provenance import Provenance
+from a2i_core.diffusion.prompt_embeddings import load_guidance, load_sequences
+from a2i_core.mapper.artifact import MapperArtifact
+from a2i_core.mapper.model_card import DataSummary, TrainingSummary, model_card
+from a2i_core.mapper.pairs import load_pairs
+from a2i_core.mapper.train import Split, mapper_config, train_mapper
 
 
 def train(mapper: MapperParams, params: TrainParams, candidates: Path, audio_features: Path, text_features: Path,

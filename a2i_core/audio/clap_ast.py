@@ -1,0 +1,434 @@
+"""CLAP's audio tower and AST through transformers: tiny builders, batched torch frontends, and the loaded encoder.
+
+The feature extractors are numpy, one clip at a time, and CLAP's crops long audio at random; the frontends here
+compute the same model inputs in torch, batched, on any device, and never at random. Their parity with the
+extractors is tested window by window.
+
+Window rule (a pure function of the waveform's length, so streaming can reproduce it): a waveform at the
+encoder's sample rate is cut into consecutive windows, window k starting at ``k * stride``. Every full window is
+kept; the remaining tail is kept if it is at least half a window long, or if it is the only window (a clip
+shorter than one window). A tail is padded as the extractor pads a short clip: CLAP repeats it (``repeatpad``,
+or the extractor's ``padding``) then zero-pads the waveform; AST zero-pads the fbank frames.
+
+- CLAP: window = stride = the extractor's ``nb_max_samples`` (10 s at 48 kHz, 1001 centred frames).
+- AST: window = the samples of ``max_length`` frames (400 + 1023 * 160 = 164080 at 16 kHz), stride =
+  ``max_length * 160`` (10.24 s), so consecutive windows continue one frame grid with no frame lost or repeated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from a2i_core.core.audio_io import SAMPLE_RATE as AUDIO_SAMPLE_RATE
+from a2i_core.core.errors import A2IError, first_line, quiet_hf_libraries
+from a2i_core.core.fetch_file import sha256_file
+
+if TYPE_CHECKING:
+    from transformers import ASTFeatureExtractor, ClapFeatureExtractor
+
+CLAP_SAMPLE_RATE = 48_000  # HTSAT's 480-sample hop is 10 ms only at 48 kHz
+AST_SAMPLE_RATE = 16_000  # the extractor's 400 / 160 / 512 frame, hop and FFT are fixed in samples
+WEIGHTS_FILE = "model.safetensors"
+# Some Hub repos (laion/clap-htsat-unfused among them) hold only this: read by torch's safe unpickler, as transformers
+# reads it, never run.
+PICKLE_WEIGHTS_FILE = "pytorch_model.bin"
+CONFIG_FILE = "config.json"
+EXTRACTOR_FILE = "preprocessor_config.json"
+CLAP_MODEL_TYPES = ("clap", "clap_audio_model")
+AST_MODEL_TYPE = "audio-spectrogram-transformer"
+CLAP_PADDINGS = ("repeatpad", "repeat", "pad")
+# AST's kaldi-style fbank, as ASTFeatureExtractor computes it without torchaudio.
+AST_FRAME, AST_HOP, AST_FFT = 400, 160, 512
+AST_PREEMPHASIS = 0.97
+AST_MEL_FLOOR = 1.192092955078125e-07  # float32 epsilon, as kaldi
+AST_MIN_HZ = 20
+CLAP_MEL_FLOOR = 1e-10  # -100 dB
+WINDOWS_PER_FFT = 16  # windows transformed at once: bounds the float64 STFT's memory (~30 MB a CLAP window)
+
+TINY_CLAP_AUDIO = dict(
+    num_mel_bins=64, spec_size=256,  # freq_ratio 4: the 1001 x 64 mel image fits 1024 x 64
+    patch_size=16, patch_stride=[16, 16], window_size=8, patch_embeds_hidden_size=16, depths=[1, 1],
+    num_attention_heads=[2, 2],
+    hidden_size=32,  # must be patch_embeds_hidden_size * 2 ** (len(depths) - 1): the projection's input width
+    projection_dim=24, enable_fusion=False, num_classes=8)
+TINY_CLAP_TEXT = dict(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                      max_position_embeddings=40, projection_dim=24, bos_token_id=0, eos_token_id=2, pad_token_id=1)
+TINY_CLAP_FE = dict(frequency_min=50, truncation="rand_trunc")  # laion's unfused checkpoints' settings
+TINY_AST = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, patch_size=16,
+                frequency_stride=16, time_stride=16, num_mel_bins=128, max_length=1024)
+
+
+@contextmanager
+def _empty_mel_filters_expected() -> Iterator[None]:
+    # AST's 128 kaldi bands on a 257-bin FFT leave the lowest filter empty, as in the original; transformers warns
+    # about it each time an AST extractor or filter bank is built.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="At least one mel filter has all zero values", category=UserWarning)
+        yield
+
+
+# ---------------------------------------------------------------- tiny models, saved as the Hub holds them
+
+def save_tiny_clap(directory: str | Path, seed: int = 0, fused: bool = False) -> None:
+    """A tiny whole ``ClapModel`` and its ``ClapFeatureExtractor``, saved like laion/clap-htsat-unfused (``fused``:
+    like laion/clap-htsat-fused, truncation 'fusion'). The caller's torch RNG state is left as it was."""
+    quiet_hf_libraries()
+    from transformers import ClapConfig, ClapFeatureExtractor, ClapModel
+
+    audio = {**TINY_CLAP_AUDIO, "enable_fusion": fused, "fusion_type": "aff_2d" if fused else None}
+    config = ClapConfig(text_config=TINY_CLAP_TEXT, audio_config=audio,
+                        projection_dim=TINY_CLAP_AUDIO["projection_dim"])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = ClapModel(config)
+    model.save_pretrained(str(directory))  # transformers 5 writes safetensors only
+    extractor = {**TINY_CLAP_FE, "truncation": "fusion"} if fused else TINY_CLAP_FE
+    ClapFeatureExtractor(**extractor).save_pretrained(str(directory))
+
+
+def save_tiny_ast(directory: str | Path, seed: int = 0, num_labels: int = 5) -> None:
+    """A tiny ``ASTForAudioClassification`` and a default ``ASTFeatureExtractor``, saved like MIT/ast-finetuned-*.
+    The caller's torch RNG state is left as it was."""
+    quiet_hf_libraries()
+    from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = ASTForAudioClassification(ASTConfig(**TINY_AST, num_labels=num_labels))
+    model.save_pretrained(str(directory))
+    with _empty_mel_filters_expected():
+        ASTFeatureExtractor().save_pretrained(str(directory))
+
+
+# ---------------------------------------------------------------- windows
+
+def window_spans(n_samples: int, window: int, stride: int) -> list[tuple[int, int]]:
+    """(start, size) of each window of a waveform of ``n_samples``, by the module's window rule."""
+    full = 0 if n_samples < window else (n_samples - window) // stride + 1
+    spans = [(k * stride, window) for k in range(full)]
+    tail = n_samples - full * stride
+    if (full == 0 and n_samples > 0) or (full > 0 and 2 * tail >= window):
+        spans.append((full * stride, tail))
+    return spans
+
+
+def _check_waves(waves: list[torch.Tensor]) -> None:
+    for i, wave in enumerate(waves):
+        if wave.ndim != 1 or wave.numel() == 0:
+            raise A2IError(f"audio waveform {i} has shape {tuple(wave.shape)}: expected a non-empty mono waveform")
+
+
+class ClapFrontend(nn.Module):
+    """48 kHz waveforms -> ClapFeatureExtractor's log-mel (dB) windows, (n, 1, 1001, 64) (4 equal channels when the
+    extractor's truncation is 'fusion', as the extractor stacks them for a clip no longer than a window).
+
+    The STFT is float64 like the extractor's: decibels down to -100 dB magnify float32 FFT rounding in quiet bands.
+    """
+
+    def __init__(self, extractor: ClapFeatureExtractor) -> None:
+        super().__init__()
+        from transformers.audio_utils import window_function
+
+        if extractor.padding not in CLAP_PADDINGS:
+            raise A2IError(f"CLAP feature extractor padding {extractor.padding!r} is none of {CLAP_PADDINGS}")
+        self.window_samples = int(extractor.nb_max_samples)
+        self.hop = int(extractor.hop_length)
+        self.fft = int(extractor.fft_window_size)
+        self.padding = extractor.padding
+        fusion = extractor.truncation == "fusion"
+        self.channels = 4 if fusion else 1
+        # The extractor takes kaldi/htk filters for 'fusion' and librosa's slaney ones otherwise.
+        filters = extractor.mel_filters if fusion else extractor.mel_filters_slaney
+        self.register_buffer("window", torch.from_numpy(window_function(self.fft, "hann")))  # periodic, float64
+        self.register_buffer("mel", torch.from_numpy(filters))  # (fft / 2 + 1, mels) float64
+        self.description = (
+            f"clap-logmel-v1-{extractor.sampling_rate / 1000:g}k-{extractor.feature_size}mel-"
+            f"{extractor.frequency_min:g}-{extractor.frequency_max:g}hz-{'htk' if fusion else 'slaney'}-"
+            f"fft{self.fft}-hop{self.hop}-{extractor.max_length_s:g}s-{self.padding}")
+
+    def window_count(self, n_samples: int) -> int:
+        return len(window_spans(n_samples, self.window_samples, self.window_samples))
+
+    def batch(self, waves: list[torch.Tensor]) -> tuple[torch.Tensor, list[int]]:
+        """Model inputs for every window of every waveform: ((sum n_i, 1 or 4, 1001, mels) float32, [n_i])."""
+        _check_waves(waves)
+        rows, counts = [], []
+        for wave in waves:
+            wave = wave.to(self.window.device, self.window.dtype)
+            spans = window_spans(wave.numel(), self.window_samples, self.window_samples)
+            rows += [self._padded(wave[start : start + size]) for start, size in spans]
+            counts.append(len(spans))
+        windows = torch.stack(rows)  # (W, window_samples) float64
+        mel = torch.cat([self._log_mel(part) for part in windows.split(WINDOWS_PER_FFT)])  # (W, frames, mels)
+        return mel.float()[:, None].expand(-1, self.channels, -1, -1), counts
+
+    def _padded(self, segment: torch.Tensor) -> torch.Tensor:
+        # The extractor's padding of a clip shorter than a window: 'repeatpad' tiles it a whole number of times
+        # and zero-pads the rest, 'repeat' tiles it to the end, 'pad' zero-pads.
+        size, n = segment.numel(), self.window_samples
+        if size == n:
+            return segment
+        kept = {"repeatpad": (n // size) * size, "repeat": n, "pad": size}[self.padding]
+        position = torch.arange(n, device=segment.device)
+        return torch.where(position < kept, segment[position % size], 0.0)
+
+    def _log_mel(self, windows: torch.Tensor) -> torch.Tensor:
+        half = self.fft // 2
+        padded = nn.functional.pad(windows[:, None], (half, half), mode="reflect")[:, 0]  # centred STFT
+        frames = padded.unfold(1, self.fft, self.hop)  # (w, 1 + window_samples // hop, fft)
+        power = torch.fft.rfft(frames * self.window).abs() ** 2  # (w, frames, fft / 2 + 1)
+        mel = torch.clamp(power @ self.mel, min=CLAP_MEL_FLOOR)  # (w, frames, mels)
+        return 10.0 * torch.log10(mel)  # the extractor ignores top_db: no dynamic-range clipping
+
+
+class ASTFrontend(nn.Module):
+    """16 kHz waveforms -> ASTFeatureExtractor's normalised kaldi fbank windows, (n, max_length, mel bins).
+
+    Reproduces the extractor's numpy path (the one it takes without torchaudio), float64 like it.
+    """
+
+    def __init__(self, extractor: ASTFeatureExtractor) -> None:
+        super().__init__()
+        from transformers.audio_utils import mel_filter_bank, window_function
+
+        self.max_length = int(extractor.max_length)
+        self.window_samples = AST_FRAME + (self.max_length - 1) * AST_HOP
+        self.stride = self.max_length * AST_HOP
+        self.normalize = bool(extractor.do_normalize)
+        self.mean, self.std = float(extractor.mean), float(extractor.std)
+        # Built here rather than taken from the extractor: it only holds filters when torchaudio is absent.
+        with _empty_mel_filters_expected():
+            filters = mel_filter_bank(
+                num_frequency_bins=AST_FFT // 2 + 1, num_mel_filters=extractor.num_mel_bins, min_frequency=AST_MIN_HZ,
+                max_frequency=extractor.sampling_rate // 2, sampling_rate=extractor.sampling_rate, norm=None,
+                mel_scale="kaldi", triangularize_in_mel_space=True)
+        self.register_buffer("window", torch.from_numpy(window_function(AST_FRAME, "hann", periodic=False)))
+        self.register_buffer("mel", torch.from_numpy(filters))  # (257, mel bins) float64
+        norm = f"mean{self.mean:.7g}-std{self.std:.7g}" if self.normalize else "unnormalised"
+        self.description = (f"ast-fbank-v1-{extractor.sampling_rate / 1000:g}k-{extractor.num_mel_bins}mel-"
+                            f"hop{AST_HOP}-{self.max_length}frames-zeropad-{norm}")
+
+    def window_count(self, n_samples: int) -> int:
+        return len(window_spans(n_samples, self.window_samples, self.stride))
+
+    def batch(self, waves: list[torch.Tensor]) -> tuple[torch.Tensor, list[int]]:
+        """Model inputs for every window of every waveform: ((sum n_i, max_length, mel bins) float32, [n_i])."""
+        _check_waves(waves)
+        rows, frames, counts = [], [], []
+        for wave in waves:
+            wave = wave.to(self.window.device, self.window.dtype)
+            spans = window_spans(wave.numel(), self.window_samples, self.stride)
+            for start, size in spans:
+                rows.append(nn.functional.pad(wave[start : start + size], (0, self.window_samples - size)))
+                frames.append(max(0, 1 + (size - AST_FRAME) // AST_HOP))  # the extractor's frames of this window
+            counts.append(len(spans))
+        windows = torch.stack(rows)  # (W, window_samples) float64
+        fbank = torch.cat([self._fbank(part) for part in windows.split(WINDOWS_PER_FFT)])  # (W, max_length, mels)
+        # Frames past a short window's end are zero log-mel, as the extractor pads the fbank (before normalising).
+        frames_held = torch.tensor(frames, device=fbank.device)[:, None]  # (W, 1)
+        present = torch.arange(self.max_length, device=fbank.device) < frames_held  # (W, max_length)
+        fbank = torch.where(present[..., None], fbank, 0.0).float()
+        if self.normalize:  # in float32, the extractor's order of operations
+            fbank = (fbank - self.mean) / (self.std * 2)
+        return fbank, counts
+
+    def _fbank(self, windows: torch.Tensor) -> torch.Tensor:
+        frames = windows.unfold(1, AST_FRAME, AST_HOP)  # (w, max_length, 400), no centring
+        frames = frames - frames.mean(-1, keepdim=True)  # kaldi's per-frame DC removal
+        frames = torch.cat([frames[..., :1] * (1 - AST_PREEMPHASIS),
+                            frames[..., 1:] - AST_PREEMPHASIS * frames[..., :-1]], -1)
+        power = torch.fft.rfft(frames * self.window, n=AST_FFT).abs() ** 2  # (w, max_length, 257)
+        return torch.log(torch.clamp(power @ self.mel, min=AST_MEL_FLOOR))  # (w, max_length, mels)
+
+
+# ---------------------------------------------------------------- the encoder
+
+@dataclass
+class HFAudioEncoder:
+    """A frozen CLAP audio tower (``kind`` 'clap') or AST (``kind`` 'ast') with its feature extractor."""
+
+    kind: str
+    model: nn.Module
+    extractor: Any  # ClapFeatureExtractor or ASTFeatureExtractor
+    weights_sha256: str
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.extractor.sampling_rate)
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.projection_dim if self.kind == "clap" else self.model.config.hidden_size)
+
+    @property
+    def step(self) -> int:
+        """Samples between the starts of consecutive windows."""
+        return int(self.extractor.nb_max_samples) if self.kind == "clap" else int(self.extractor.max_length) * AST_HOP
+
+    @property
+    def overlap(self) -> int:
+        """Samples a window reads past the next one's start (AST's last frame: 240; CLAP: none)."""
+        return 0 if self.kind == "clap" else AST_FRAME - AST_HOP
+
+    @property
+    def min_samples(self) -> int:
+        """A whole window: anything shorter is padded."""
+        return self.step + self.overlap
+
+    def keeps_tail(self, samples: int) -> bool:
+        """What is left after the last whole window makes one more window when at least half a window long (the
+        module's window rule)."""
+        return 2 * samples >= self.min_samples
+
+    def to(self, device: torch.device | str) -> HFAudioEncoder:
+        self.model.to(device)
+        return self
+
+    def frontend(self, device: torch.device | str = "cpu") -> ClapFrontend | ASTFrontend:
+        frontend = ClapFrontend(self.extractor) if self.kind == "clap" else ASTFrontend(self.extractor)
+        return frontend.to(device)
+
+    def place(self, device: torch.device) -> ClapFrontend | ASTFrontend:
+        """Move the model to ``device``; the frontend to feed ``embed`` with, there too."""
+        return self.to(device).frontend(device)
+
+    @torch.no_grad()
+    def embed(self, inputs: torch.Tensor) -> torch.Tensor:
+        """One embedding per window of the frontend's output: (n_windows, dim)."""
+        if self.kind == "ast":
+            return self.model(input_values=inputs).pooler_output  # (n, hidden): mean of the CLS and distil tokens
+        # Never 'longer': a window is at most 10 s, and a fused model then uses its global branch only, as the
+        # original CLAP does (the extractor's random is_longer flag is a training-time trick).
+        is_longer = torch.zeros(inputs.shape[0], 1, dtype=torch.bool, device=inputs.device)
+        embeds = self.model(input_features=inputs, is_longer=is_longer).audio_embeds  # (n, projection_dim)
+        return nn.functional.normalize(embeds, dim=-1)  # as ClapModel.get_audio_features
+
+    def provenance(self) -> dict[str, Any]:
+        """The audio part of a provenance record: what makes these features these features."""
+        frontend = self.frontend("cpu").description
+        if self.sample_rate != AUDIO_SAMPLE_RATE:  # see core.audio_io.decode: through the pipeline's 16 kHz first
+            frontend += f"; audio decoded at {AUDIO_SAMPLE_RATE // 1000} kHz, then resampled"
+        return {"encoder_sha256": self.weights_sha256, "postprocess": False, "frontend": frontend}
+
+
+def load_hf_audio_encoder(directory: str | Path, shown_as: str | Path | None = None) -> HFAudioEncoder:
+    """CLAP's audio tower or AST from a ``save_pretrained`` folder (safetensors only), in eval mode on the CPU, once
+    its model and feature extractor are checked against each other; messages name it ``shown_as`` if given."""
+    directory = Path(directory)
+    shown = Path(shown_as) if shown_as is not None else directory
+    config = _read_json(directory / CONFIG_FILE, shown)
+    model_type = config.get("model_type")
+    if model_type in CLAP_MODEL_TYPES:
+        kind = "clap"
+    elif model_type == AST_MODEL_TYPE:
+        kind = "ast"
+    else:
+        raise A2IError(f"{shown}: holds a {model_type!r} model, not CLAP ({CLAP_MODEL_TYPES[0]}) or AST "
+                       f"({AST_MODEL_TYPE})")
+    weights = next((directory / name for name in (WEIGHTS_FILE, PICKLE_WEIGHTS_FILE) if (directory / name).is_file()),
+                   None)
+    if weights is None:
+        raise A2IError(f"{shown}: no {WEIGHTS_FILE} or {PICKLE_WEIGHTS_FILE} (sharded weights are not loaded)")
+    quiet_hf_libraries()
+    extractor = _load_extractor(directory, shown, kind)
+    model = _load_model(directory, shown, kind, weights)
+    (_check_clap if kind == "clap" else _check_ast)(model.config, extractor, shown)
+    return HFAudioEncoder(kind, model.eval(), extractor, encoder_digest(weights, directory / CONFIG_FILE))
+
+
+def encoder_digest(weights: Path, config: Path) -> str:
+    """sha256 of the weights file's sha256 and config.json's: a config edit (heads, activation, epsilon) changes
+    the numbers without changing any tensor, so it must change the record too."""
+    return hashlib.sha256(f"{sha256_file(weights)} {sha256_file(config)}".encode()).hexdigest()
+
+
+def _read_json(path: Path, shown: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise A2IError(f"{shown}: no {path.name} (not a transformers model folder)")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise A2IError(f"{shown}: {path.name} is not readable JSON ({first_line(err)})") from None
+    if not isinstance(data, dict):
+        raise A2IError(f"{shown}: {path.name} holds a {type(data).__name__}, not a JSON object")
+    return data
+
+
+def _load_extractor(directory: Path, shown: Path, kind: str) -> Any:
+    from transformers import ASTFeatureExtractor, ClapFeatureExtractor
+
+    cls = ClapFeatureExtractor if kind == "clap" else ASTFeatureExtractor
+    declared = _read_json(directory / EXTRACTOR_FILE, shown).get("feature_extractor_type", cls.__name__)
+    if declared != cls.__name__:
+        raise A2IError(f"{shown}: {EXTRACTOR_FILE} is a {declared}, but the model needs a {cls.__name__}")
+    try:
+        with _empty_mel_filters_expected():
+            return cls.from_pretrained(str(directory))
+    except Exception as err:  # bad values surface as many exception types
+        raise A2IError(f"{shown}: cannot load the {cls.__name__} ({first_line(err)})") from None
+
+
+def _load_model(directory: Path, shown: Path, kind: str, weights: Path) -> nn.Module:
+    from transformers import ASTModel, ClapAudioModelWithProjection
+
+    # A whole ClapModel (as the Hub holds CLAP) or an AST classifier loads into the audio tower / the backbone.
+    cls = ClapAudioModelWithProjection if kind == "clap" else ASTModel
+    try:
+        model, info = cls.from_pretrained(str(directory), use_safetensors=weights.name == WEIGHTS_FILE,
+                                          weights_only=True, output_loading_info=True)
+    except Exception as err:  # a damaged file, a shape mismatch: many exception types
+        reason = first_line(err)
+        if "weights_only" in reason:  # torch's advice to unpickle unsafely: never the advice for a file from outside
+            reason = f"{weights.name} is not a plain tensor state dict (refused by the safe loader)"
+        raise A2IError(f"{shown}: cannot load the {kind.upper()} model ({reason})") from None
+    if info["missing_keys"]:
+        # transformers would silently initialise them at random: never embed with a partly random encoder.
+        missing = sorted(info["missing_keys"])
+        raise A2IError(f"{shown}: {weights.name} lacks {len(missing)} of the {kind.upper()} model's weights "
+                       f"(e.g. {missing[0]})")
+    return model
+
+
+def _check_clap(config: Any, extractor: Any, shown: Path) -> None:
+    fusion = extractor.truncation == "fusion"
+    if extractor.truncation not in ("fusion", "rand_trunc"):
+        raise A2IError(f"{shown}: CLAP feature extractor truncation {extractor.truncation!r} is neither 'fusion' nor "
+                       "'rand_trunc'")
+    if fusion != bool(config.enable_fusion):
+        raise A2IError(f"{shown}: CLAP feature extractor truncation {extractor.truncation!r} does not fit a "
+                       f"{'fused' if config.enable_fusion else 'unfused'} model (enable_fusion {config.enable_fusion})")
+    if extractor.sampling_rate != CLAP_SAMPLE_RATE:
+        raise A2IError(f"{shown}: CLAP feature extractor sampling_rate {extractor.sampling_rate}, expected "
+                       f"{CLAP_SAMPLE_RATE}")
+    if extractor.feature_size != config.num_mel_bins:
+        raise A2IError(f"{shown}: CLAP feature extractor has {extractor.feature_size} mel bins, the model "
+                       f"{config.num_mel_bins}")
+    if extractor.padding not in CLAP_PADDINGS:
+        raise A2IError(f"{shown}: CLAP feature extractor padding {extractor.padding!r} is none of {CLAP_PADDINGS}")
+    # HTSAT folds the mel image into spec_size x spec_size; a longer window is refused by the model at run time.
+    frames = 1 + int(extractor.nb_max_samples) // extractor.hop_length
+    most = config.spec_size * (config.spec_size // config.num_mel_bins)
+    if frames > most:
+        raise A2IError(f"{shown}: CLAP feature extractor windows of {frames} frames exceed the model's {most}")
+
+
+def _check_ast(config: Any, extractor: Any, shown: Path) -> None:
+    if extractor.sampling_rate != AST_SAMPLE_RATE:
+        raise A2IError(f"{shown}: AST feature extractor sampling_rate {extractor.sampling_rate}, expected "
+                       f"{AST_SAMPLE_RATE}")
+    if extractor.num_mel_bins != config.num_mel_bins:
+        raise A2IError(f"{shown}: AST feature extractor has {extractor.num_mel_bins} mel bins, the model "
+                       f"{config.num_mel_bins}")
+    if extractor.max_length != config.max_length:
+        raise A2IError(f"{shown}: AST feature extractor max_length {extractor.max_length} frames, the model's "
+                       f"{config.max_length}")

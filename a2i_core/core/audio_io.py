@@ -1,0 +1,172 @@
+"""Decoding and writing audio. Everything downstream sees 16 kHz mono float32 in [-1, 1].
+
+Decoding goes through ffmpeg (any format it reads, resampled once, here); the binary is the system's
+or the one the imageio-ffmpeg wheel carries.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import ffmpeg
+import numpy as np
+import soundfile as sf
+
+from a2i_core.core.errors import A2IError
+from a2i_core.core.files import atomic_path, cache_root
+from a2i_core.core.packs import PackedClip
+
+SAMPLE_RATE = 16_000
+# What a folder of recordings is searched for (a folder source, `a2i generate DIR`): formats ffmpeg decodes.
+AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".wma", ".aiff", ".aif", ".webm",
+                  ".mp4", ".mkv", ".caf", ".au"}
+STREAM_CHUNK_SAMPLES = 1 << 16  # 4.1 s at 16 kHz, 256 KiB: few reads, little memory
+
+
+class AudioError(A2IError):
+    pass
+
+
+@functools.cache
+def ffmpeg_binary() -> str:
+    system = shutil.which("ffmpeg")
+    if system:
+        return system
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+@functools.cache
+def ffmpeg_dir() -> str:
+    """A directory whose ``ffmpeg`` is ffmpeg_binary(): what yt-dlp's ``ffmpeg_location`` wants."""
+    binary = Path(ffmpeg_binary())
+    if binary.name == "ffmpeg":
+        return str(binary.parent)
+    link_dir = cache_root() / "ffmpeg-bin"
+    link_dir.mkdir(parents=True, exist_ok=True)
+    link = link_dir / "ffmpeg"
+    if not link.exists() or link.resolve() != binary.resolve():
+        tmp = link_dir / f".ffmpeg.{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(binary)
+        os.replace(tmp, link)
+    return str(link_dir)
+
+
+def _downmix(sample_rate: int) -> str:
+    # One resampling step that also averages the channels, as VGGish's reference does: ffmpeg's default
+    # stereo-to-mono matrix is (L + R) / sqrt(2), 41 % louder than the mean. An encoder at another rate (CLAP: 48
+    # kHz) gets the 16 kHz audio resampled again: the pipeline stores its clips at 16 kHz, so a user's file must
+    # lose the same band above 8 kHz as the training clips did.
+    chain = f"aresample={SAMPLE_RATE}:rematrix_maxval=1.0,aformat=sample_fmts=flt:channel_layouts=mono"
+    return chain if sample_rate == SAMPLE_RATE else f"{chain},{_upsample(sample_rate)}"
+
+
+def _upsample(sample_rate: int) -> str:
+    return f"aresample={sample_rate},aformat=sample_fmts=flt"
+
+
+def resample(wave: np.ndarray, sample_rate: int) -> np.ndarray:
+    """A 16 kHz mono waveform at ``sample_rate``, by the same ffmpeg step ``decode`` takes after reaching 16 kHz."""
+    if sample_rate == SAMPLE_RATE:
+        return wave
+    argv = (ffmpeg.input("pipe:", format="f32le", ar=SAMPLE_RATE, ac=1)
+            .output("pipe:", format="f32le", acodec="pcm_f32le", af=_upsample(sample_rate))
+            .global_args("-hide_banner", "-loglevel", "error").compile(cmd=ffmpeg_binary()))
+    done = subprocess.run(argv, input=np.ascontiguousarray(wave, np.float32).tobytes(), capture_output=True)
+    if done.returncode != 0:
+        raise AudioError(f"cannot resample to {sample_rate} Hz ({done.stderr.decode(errors='replace').strip()})")
+    return np.frombuffer(done.stdout, np.float32).copy()
+
+
+def decode(path: str | Path | PackedClip, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Decode any audio file (or a packed clip) to mono float32 at ``sample_rate``; AudioError if that fails."""
+    if isinstance(path, PackedClip):
+        import pyarrow as pa  # loaded already: PackedClip reads with it
+
+        try:  # packs hold 16 kHz mono FLAC written by the download stage: no resampling, no ffmpeg
+            wave, rate = sf.read(io.BytesIO(path.read()), dtype="float32")
+        except (OSError, RuntimeError, IndexError, ValueError, pa.ArrowException) as err:  # a damaged pack too
+            raise AudioError(f"{path.pack} row {path.row}: cannot read packed clip ({err})") from None
+        if rate != SAMPLE_RATE or wave.ndim != 1:
+            raise AudioError(f"{path.pack} row {path.row}: packed clip is {rate} Hz, {wave.ndim}-D")
+        return resample(wave, sample_rate)
+    return np.concatenate(list(decode_stream(path, sample_rate)))  # one tight array, as before streaming existed
+
+
+def decode_stream(path: str | Path, sample_rate: int = SAMPLE_RATE,
+                  chunk_samples: int = STREAM_CHUNK_SAMPLES) -> Iterator[np.ndarray]:
+    """Decode a file as ``decode`` does, yielding mono float32 chunks of ``chunk_samples`` (the last one shorter).
+
+    One ffmpeg process is read as it decodes, so memory holds one chunk whatever the recording's length. A missing
+    file raises AudioError here; a file ffmpeg cannot decode, or one with no samples, raises it from the iteration
+    (after the chunks decoded before the failure). Closing the iterator early (``break``, ``close()``, dropping it)
+    kills and reaps ffmpeg.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: no such file")
+    if chunk_samples < 1:
+        raise ValueError(f"chunk_samples must be positive, got {chunk_samples}")
+    return _stream(path, sample_rate, chunk_samples)
+
+
+def _stream(path: Path, sample_rate: int, chunk_samples: int) -> Iterator[np.ndarray]:
+    argv = (
+        # Local files only, whatever the file turns out to be (a playlist, a concat list): ffmpeg's demuxers already
+        # keep nested URLs to their parent's protocols, and this says so for every one of them.
+        ffmpeg.input(str(path), protocol_whitelist="file")
+        .output("pipe:", format="f32le", acodec="pcm_f32le", ac=1, ar=sample_rate, vn=None, af=_downmix(sample_rate))
+        .global_args("-nostdin", "-hide_banner", "-loglevel", "error")
+        .compile(cmd=ffmpeg_binary())
+    )
+    chunk_bytes = 4 * chunk_samples
+    # stderr goes to a file, not a pipe: nobody reads it until ffmpeg ends, and a full pipe would block ffmpeg
+    # while we block on its stdout.
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors)
+        assert proc.stdout is not None
+        total = 0
+        try:
+            while True:
+                buffer = bytearray(chunk_bytes)
+                view, filled = memoryview(buffer), 0
+                while filled < chunk_bytes:  # a pipe read may return less than asked before EOF
+                    got = proc.stdout.readinto(view[filled:])
+                    if not got:
+                        break
+                    filled += got
+                view.release()
+                usable = filled - filled % 4  # ffmpeg writes whole samples; a stray tail byte is not one
+                if usable:
+                    total += usable // 4
+                    del buffer[usable:]
+                    yield np.frombuffer(buffer, dtype=np.float32)  # (samples,), writable: it owns its bytearray
+                if filled < chunk_bytes:
+                    break
+            if proc.wait() != 0:
+                # Only the end: a long damaged file can log an error per packet, and the last line says why it stopped.
+                errors.seek(max(0, errors.seek(0, os.SEEK_END) - 4096))
+                lines = errors.read().decode(errors="replace").strip().splitlines()
+                raise AudioError(f"{path}: cannot decode audio ({lines[-1] if lines else 'ffmpeg failed'})")
+            if total == 0:
+                raise AudioError(f"{path}: no audio samples")
+        finally:  # also on GeneratorExit: a consumer that stops early must not leave ffmpeg running or a zombie
+            if proc.poll() is None:
+                proc.kill()
+            proc.stdout.close()
+            proc.wait()
+
+
+def write_wav(path: str | Path, wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+    """Write 16-bit PCM WAV atomically."""
+    with atomic_path(path) as tmp:
+        sf.write(tmp, wave, sample_rate, subtype="PCM_16", format="WAV")

@@ -1,0 +1,345 @@
+"""params.yaml as one validated, typed object.
+
+Every stage reads its settings from here and nowhere else. Loading fails with one line that names the
+offending key: an unknown key, a missing key, a value of the wrong type or out of range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from ruamel.yaml import YAML
+
+from a2i_core.core.typed import ParamsError, check, typed_from_dict
+
+__all__ = ["ParamsError", "check", "typed_from_dict"]  # re-exported: every reader of params meets them here
+
+
+@dataclass(frozen=True)
+class SyntheticParams:
+    classes: list[str]
+    clips_per_class: int
+    min_seconds: float
+    max_seconds: float
+
+    def __post_init__(self) -> None:
+        # Class names are checked by the synthetic source itself (ingest): params knows nothing of sources.
+        check(len(self.classes) >= 2, "classes", "needs at least 2 classes")
+        check(len(set(self.classes)) == len(self.classes), "classes", "lists a class twice")
+        check(self.clips_per_class >= 3, "clips_per_class", "must be >= 3 (train, val and test need clips)")
+        check(0.1 <= self.min_seconds <= self.max_seconds, "min_seconds", "must be >= 0.1 and <= max_seconds")
+        check(self.max_seconds <= 30, "max_seconds", "must be <= 30")
+
+
+@dataclass(frozen=True)
+class AudiosetParams:
+    segments: list[str]  # segment CSVs: URLs or local paths (balanced_train_segments.csv, eval_segments.csv, ...)
+    class_labels: str  # class_labels_indices.csv
+    qa_counts: str  # qa_true_counts.csv
+    ontology: str  # ontology.json
+    min_label_quality: float  # num_true / num_rated
+    excluded_restrictions: list[str]  # ontology restrictions that drop a label
+    include: list[str]  # mids or display names; empty keeps all
+    exclude: list[str]
+    max_pairs_per_class: int  # 0: no cap
+
+    def __post_init__(self) -> None:
+        check(len(self.segments) >= 1, "segments", "needs at least one segment file")
+        check(0 <= self.min_label_quality <= 1, "min_label_quality", "must be in [0, 1]")
+        check(self.max_pairs_per_class >= 0, "max_pairs_per_class", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class Esc50Params:
+    root: str  # a local copy (meta/esc50.csv, audio/) or the official archive's URL (.zip)
+
+
+@dataclass(frozen=True)
+class AudiocapsParams:
+    csv: list[str]  # audiocap_id,youtube_id,start_time,caption files: URLs or local paths
+
+
+@dataclass(frozen=True)
+class FolderParams:
+    root: str  # any directory of audio files
+    labels_csv: str | None = None  # file,label rows; without it, labels are the files' subfolder names
+
+
+@dataclass(frozen=True)
+class ArchiveParams:
+    """Caps on what an archive a source ships as (ESC-50's zip) may expand to: a zip bomb stops at them."""
+
+    max_mb: int  # total size of the extracted files
+    max_files: int
+
+    def __post_init__(self) -> None:
+        check(self.max_mb >= 1, "max_mb", "must be >= 1")
+        check(self.max_files >= 1, "max_files", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class DataParams:
+    source: Literal["synthetic", "audioset", "esc50", "audiocaps", "folder"]
+    prompt_template: str
+    val_fraction: float
+    test_fraction: float
+    seed: int
+    archives: ArchiveParams
+    heldout_classes: list[str] = dataclasses.field(default_factory=list)  # labels kept out of training entirely: the
+    # "heldout" split tests generalisation
+    synthetic: SyntheticParams | None = None
+    audioset: AudiosetParams | None = None
+    esc50: Esc50Params | None = None
+    audiocaps: AudiocapsParams | None = None
+    folder: FolderParams | None = None
+
+    def __post_init__(self) -> None:
+        check("{name}" in self.prompt_template, "prompt_template", "must contain {name}")
+        try:
+            self.prompt_template.format(name="x")
+        except (IndexError, KeyError, ValueError) as err:
+            check(False, "prompt_template", f"{{name}} is its only field; write {{{{ and }}}} for braces ({err!r})")
+        check(0 < self.val_fraction < 1, "val_fraction", "must be in (0, 1)")
+        check(0 < self.test_fraction < 1, "test_fraction", "must be in (0, 1)")
+        check(self.val_fraction + self.test_fraction < 1, "test_fraction", "val + test must leave a train split")
+        check(getattr(self, self.source) is not None, self.source, f"section required when source is {self.source!r}")
+
+
+@dataclass(frozen=True)
+class DownloadParams:
+    url_template: str  # where a YouTube id's media is; tests point it at a local server
+    workers: int
+    max_attempts: int  # for retryable failures (HTTP 429, network), with exponential backoff and jitter
+    backoff_seconds: float
+    requests_per_second: float  # a global rate limit over all workers; 0 for none
+    pack_size: int  # 0: one WAV file per clip; N: N clips per Parquet pack (for millions of clips)
+    cookies: str | None = None  # a Netscape cookies file for yt-dlp
+
+    def __post_init__(self) -> None:
+        check(self.pack_size >= 0, "pack_size", "must be >= 0")
+        check(self.cookies is None or self.cookies.strip() != "", "cookies", "must be a file's path, or null")
+        check("{ytid}" in self.url_template, "url_template", "must contain {ytid}")
+        check(self.workers >= 1, "workers", "must be >= 1")
+        check(self.max_attempts >= 1, "max_attempts", "must be >= 1")
+        check(self.backoff_seconds >= 0, "backoff_seconds", "must be >= 0")
+        check(self.requests_per_second >= 0, "requests_per_second", "must be >= 0")
+
+
+Device = str  # "auto", "cpu", "cuda", "cuda:1", ...
+DType = Literal["auto", "float32", "float16", "bfloat16"]  # auto: bfloat16 on a GPU, float32 on the CPU
+
+
+def check_device(device: str) -> None:
+    check(device in ("auto", "cpu") or device.startswith("cuda") or device == "mps", "device",
+           f"unknown device {device!r} (auto, cpu, cuda, cuda:N, mps)")
+
+
+@dataclass(frozen=True)
+class AudioEncoderParams:
+    model: Literal["vggish", "clap", "ast"]
+    weights: str  # vggish: "tiny", a URL or a local path to torchvggish's state dict
+    postprocess: bool  # vggish only: AudioSet's PCA + 8-bit quantisation
+    batch_size: int  # windows per forward pass (VGGish: 0.96 s examples; CLAP: 10 s, AST: 10.24 s)
+    shard_rows: int
+    decode_workers: int  # ffmpeg decodes running ahead of the network
+    device: Device
+    weights_sha256: str | None = None  # required for a URL
+    pca: str | None = None  # only read when postprocess is true
+    pca_sha256: str | None = None
+    # AudioSet's released embeddings (a directory of its *.tfrecord files, searched recursively): with it, no audio is
+    # downloaded and embed_audio imports these for the candidates' clips instead of running VGGish.
+    release: str | None = None
+    checkpoint: str | None = None  # clap, ast: "tiny", a Hub id (pinned by the audio_encoder stage) or a local folder
+
+    def __post_init__(self) -> None:
+        vggish = self.model == "vggish"
+        check(vggish or self.checkpoint is not None, "checkpoint", f"required when model is {self.model}")
+        check(not vggish or self.checkpoint is None, "checkpoint", "only read for model clap or ast (vggish reads "
+              "weights)")
+        check(vggish or not self.postprocess, "postprocess", "VGGish's PCA: only for model vggish")
+        check(vggish or self.release is None, "release", "AudioSet's released embeddings are VGGish's: only for "
+              "model vggish")
+        check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        check(self.shard_rows >= 1, "shard_rows", "must be >= 1")
+        check(self.decode_workers >= 1, "decode_workers", "must be >= 1")
+        check(not self.postprocess or self.pca is not None, "pca", "required when postprocess is true")
+        for location_key, key in (("weights", "weights_sha256"), ("pca", "pca_sha256")):
+            digest, location = getattr(self, key), getattr(self, location_key)
+            check(digest is None or (8 <= len(digest) <= 64 and all(c in "0123456789abcdef" for c in digest)), key,
+                   "must be a lowercase hex sha256 or a prefix of at least 8 digits")
+            # Whoever can change what a URL serves could match a short prefix; a local file is the user's own.
+            check(location is None or "://" not in location or (digest is not None and len(digest) == 64), key,
+                   f"{location_key} is a URL, so its full sha256 (64 hex digits) is required")
+        check_device(self.device)
+
+
+@dataclass(frozen=True)
+class DiffusionParams:
+    model: str  # "tiny", a Hub id or a local diffusers directory
+    tokens: int  # first N sequence tokens stored per prompt
+    max_sequence_length: int  # T5 tokens
+    use_t5: bool  # false: T5 is never loaded and its part of the sequence is zeros, as in diffusers
+    store_sequence: bool  # also store every prompt's whole sequence (large: 333 x 4096 float16 each for SD3)
+    batch_size: int
+    shard_rows: int
+    device: Device
+    dtype: DType
+
+    def __post_init__(self) -> None:
+        check(self.tokens >= 1, "tokens", "must be >= 1")
+        check(1 <= self.max_sequence_length <= 512, "max_sequence_length", "must be in [1, 512]")
+        check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        check(self.shard_rows >= 1, "shard_rows", "must be >= 1")
+        check_device(self.device)
+
+
+@dataclass(frozen=True)
+class MapperParams:
+    target: Literal["pooled", "pooled+tokens"]  # +tokens: also the first diffusion.tokens sequence tokens
+    input: Literal["mean", "frames"]  # the clip's mean VGGish vector, or a small transformer over its frames
+    hidden: list[int]
+    dropout: list[float]
+    frames_width: int  # the frame transformer's width (input: frames)
+    frames_layers: int
+    max_frames: int  # longer clips use their first max_frames frames (0.96 s each)
+
+    def __post_init__(self) -> None:
+        check(self.frames_width >= 8 and self.frames_width % 4 == 0, "frames_width", "must be a multiple of 4, >= 8")
+        check(self.frames_layers >= 1, "frames_layers", "must be >= 1")
+        check(self.max_frames >= 1, "max_frames", "must be >= 1")
+        check(len(self.hidden) >= 1, "hidden", "needs at least one layer")
+        check(all(h >= 1 for h in self.hidden), "hidden", "sizes must be >= 1")
+        check(len(self.dropout) == len(self.hidden), "dropout", "needs one value per hidden layer")
+        check(all(0 <= p < 1 for p in self.dropout), "dropout", "values must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    lr: float
+    batch_size: int
+    epochs: int
+    patience: int
+    w_cos: float
+    w_mse: float
+    seed: int
+    device: Device
+
+    def __post_init__(self) -> None:
+        check(self.lr > 0, "lr", "must be > 0")
+        check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        check(self.epochs >= 1, "epochs", "must be >= 1")
+        check(self.patience >= 1, "patience", "must be >= 1")
+        check(self.w_cos >= 0 and self.w_mse >= 0 and self.w_cos + self.w_mse > 0, "w_cos",
+               "loss weights must be >= 0 and not both 0")
+        check_device(self.device)
+
+
+@dataclass(frozen=True)
+class RenderParams:
+    clips_per_class: int
+    steps: int
+    guidance: float
+    size: int
+    seed: int
+    batch_size: int
+    sequence_fill: Literal["empty_prompt", "zeros", "nearest_prompts"]  # the positions the mapper does not predict
+    nearest_k: int  # nearest_prompts: how many of the closest prompts are mixed
+    nearest_temperature: float  # nearest_prompts: the softmax temperature over their cosines
+    compile: bool  # torch.compile the transformer and VAE decoder (pays off for many images on a GPU)
+    device: Device
+    dtype: DType
+
+    def __post_init__(self) -> None:
+        check(self.clips_per_class >= 1, "clips_per_class", "must be >= 1")
+        check(self.steps >= 1, "steps", "must be >= 1")
+        check(self.guidance >= 0, "guidance", "must be >= 0")
+        check(self.size >= 16 and self.size % 16 == 0, "size", "must be a multiple of 16")
+        check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        check(self.nearest_k >= 1, "nearest_k", "must be >= 1")
+        check(self.nearest_temperature > 0, "nearest_temperature", "must be > 0")
+        check_device(self.device)
+
+
+@dataclass(frozen=True)
+class EvalSetParams:
+    """An extra evaluation set: its source, evaluated whole (ESC-50: per official fold)."""
+
+    source: Literal["esc50", "audiocaps", "folder"]
+    esc50: Esc50Params | None = None
+    audiocaps: AudiocapsParams | None = None
+    folder: FolderParams | None = None
+
+    def __post_init__(self) -> None:
+        check(getattr(self, self.source) is not None, self.source, f"section required when source is {self.source!r}")
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    clip_model: str  # scores rendered images against prompts: "tiny", a Hub id or a local directory
+    device: Device
+
+    def __post_init__(self) -> None:
+        check_device(self.device)
+
+
+@dataclass(frozen=True)
+class Params:
+    # How dvc.yaml starts the stages that can spread over GPUs (embed_audio, embed_text, render):
+    # "python", or e.g. "torchrun --standalone --nproc-per-node 8" for one process per GPU.
+    launch: str
+    data: DataParams
+    download: DownloadParams
+    audio_encoder: AudioEncoderParams
+    diffusion: DiffusionParams
+    mapper: MapperParams
+    train: TrainParams
+    evaluate: EvaluateParams
+    render: RenderParams
+    eval_sets: dict[str, EvalSetParams]  # name -> set; each is a stage eval_set@name
+
+    def __post_init__(self) -> None:
+        for name in self.eval_sets:
+            check(re.fullmatch(r"[A-Za-z0-9_-]{1,40}", name) is not None, f"eval_sets.{name}",
+                   "names are letters, digits, '_' or '-'")
+        check(self.launch.split()[:1] in (["python"], ["python3"], ["torchrun"]), "launch",
+               "must start with python or torchrun")
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml; raise ParamsError naming the first bad key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: not found (run from the project root, or pass the params file)")
+    return params_from_dict(read_yaml(path), source=str(path))
+
+
+def merge_overlay(base: Any, overlay: Any) -> Any:
+    """``base`` with ``overlay``'s values in place of its own: mappings merge key by key, anything else replaces.
+
+    A profile (``profiles/offline.yaml``) is such an overlay on ``params.yaml``: it holds only what differs. An empty
+    mapping replaces (``eval_sets: {}`` drops the base's sets).
+    """
+    if not (isinstance(base, dict) and isinstance(overlay, dict)) or not overlay:
+        return overlay
+    merged = base.copy()
+    for key, value in overlay.items():
+        merged[key] = merge_overlay(base[key], value) if key in base else value
+    return merged
+
+
+def read_yaml(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: not found")
+    try:
+        return YAML(typ="safe", pure=True).load(path.read_text())
+    except Exception as err:  # ruamel raises many parser error types
+        raise ParamsError(f"{path}: not valid YAML: {err}".splitlines()[0]) from None
+
+
+def params_from_dict(raw: Any, source: str = "params") -> Params:
+    return typed_from_dict(Params, raw, source)

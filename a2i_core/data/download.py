@@ -1,0 +1,312 @@
+"""The download stage's body: every candidate clip as a 16 kHz mono WAV (or in a pack), a manifest row per clip.
+
+Workers fetch clips through :mod:`a2i_core.data.fetch_clip`; network fetches share a global rate limit, local ones go at
+disk speed. Rate-limited and network failures are retried with exponential backoff and jitter, here and on the next
+run; the others are final.
+
+Resumable: each clip file is written to a temporary name and renamed, the manifest is rewritten as clips
+finish, and a rerun skips clips whose file is there. Anything else (a full disk, a bug) is fatal: no queued clip
+starts, the finished ones are kept and recorded, and the stage ends with one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import random
+import shutil
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+import pandas as pd
+import soundfile as sf
+from tqdm import tqdm
+
+from a2i_core.core.audio_io import ffmpeg_dir
+from a2i_core.core.errors import A2IError
+from a2i_core.core.manifest import check_clip_id, load_manifest, save_manifest
+from a2i_core.core.packs import PACK_DIR, PackWriter, pack_clip_ids
+from a2i_core.core.params import DownloadParams
+from a2i_core.core.urls import redact_text
+from a2i_core.data.cookies import CookieCopies, private_cookies
+from a2i_core.data.fetch_clip import FETCHERS, NETWORK_SOURCES, RETRYABLE, ClipFailure, Fetcher
+
+log = logging.getLogger(__name__)
+STAGING = ".staging"  # with packs: finished clips' WAVs until their pack is written
+SHOWN_BAD_IDS = 5
+
+
+class RateLimit:
+    """At most ``per_second`` starts per second across all workers."""
+
+    def __init__(self, per_second: float) -> None:
+        self.interval = 1 / per_second if per_second > 0 else 0.0
+        self.next = time.monotonic()
+        self.lock = threading.Lock()
+
+    def wait(self) -> None:
+        if not self.interval:
+            return
+        with self.lock:
+            now = time.monotonic()
+            delay, self.next = max(0.0, self.next - now), max(now, self.next) + self.interval
+        time.sleep(delay)
+
+
+def fetch_with_retries(fetch: Fetcher, clip: pd.Series, out: Path, cfg: DownloadParams, limit: RateLimit | None,
+                       stop: threading.Event | None = None) -> dict:
+    """One clip's row in the manifest, after up to ``cfg.max_attempts`` tries; a set ``stop`` ends the backoff at
+    once (the row stays retryable, for the rerun)."""
+    clip_id = clip["clip_id"]
+    stop = stop or threading.Event()
+    for attempt in range(1, cfg.max_attempts + 1):
+        if limit is not None:
+            limit.wait()
+        try:
+            seconds = fetch(clip, out, cfg)
+            return {"clip_id": clip_id, "status": "ok", "reason": "", "path": out.name, "seconds": seconds}
+        except ClipFailure as failure:
+            status, reason = failure.status, str(failure)
+        except A2IError as err:
+            status, reason = "decode", str(err)
+        if status not in RETRYABLE or attempt == cfg.max_attempts:
+            break
+        # Exponential backoff with full jitter: workers that hit a 429 together do not retry together.
+        if stop.wait(random.uniform(0, cfg.backoff_seconds * 2 ** (attempt - 1))):
+            break
+    # yt-dlp's messages echo the URL, which may carry credentials or a signed query
+    return {"clip_id": clip_id, "status": status, "reason": redact_text(reason)[:500], "path": "", "seconds": 0.0}
+
+
+def fetch_all(jobs: list[tuple[Fetcher, pd.Series, Path]], cfg: DownloadParams, cookies: CookieCopies,
+              record: Callable[[dict], None]) -> None:
+    """Run ``jobs`` on ``cfg.workers`` threads, handing each finished clip's row to ``record``.
+
+    The first exception, from a job or from ``record``, stops everything: no job starts after it, the running ones
+    finish and are recorded, then it is raised.
+    """
+    limit, stop = RateLimit(cfg.requests_per_second), threading.Event()
+
+    def job(fetch: Fetcher, clip: pd.Series, out: Path) -> dict | None:
+        if stop.is_set():  # a worker can take the next job before the pool hears of a failure: check here
+            return None
+        try:  # yt-dlp rewrites its cookie file: each thread gets its own copy
+            return fetch_with_retries(fetch, clip, out, dataclasses.replace(cfg, cookies=cookies.path()),
+                                      limit if clip["source"] in NETWORK_SOURCES else None, stop)
+        except BaseException:
+            stop.set()
+            raise
+
+    pool = ThreadPoolExecutor(max_workers=cfg.workers)
+    futures = [pool.submit(job, *j) for j in jobs]
+    unrecorded = set(futures)
+    try:
+        for future in as_completed(futures):
+            unrecorded.discard(future)
+            if (row := future.result()) is not None:
+                record(row)
+    except BaseException:
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        for future in unrecorded:  # finished while we stopped: keep them if we can, their files are on disk anyway
+            if not future.cancelled() and future.exception() is None and future.result() is not None:
+                try:
+                    record(future.result())
+                except Exception:
+                    break
+        raise
+    pool.shutdown()
+
+
+def download_clips(candidates: pd.DataFrame, audio_dir: str | Path, cfg: DownloadParams, save_every: int = 50,
+                   skip_sources: frozenset[str] = frozenset()) -> dict[str, int]:
+    """Materialise every clip of ``candidates`` under ``audio_dir``; return counts by status.
+
+    Clips of ``skip_sources`` are not fetched, but what an earlier run fetched of them is kept (their features come
+    from elsewhere for now, and the audio dir is persistent). A fatal error raises A2IError (one line) after the
+    finished clips are recorded in the manifest.
+    """
+    with private_cookies(cfg.cookies) as cookies:  # a bad cookies file stops the stage here, before any clip
+        return _download(candidates, Path(audio_dir), cfg, cookies, save_every, skip_sources)
+
+
+def _download(candidates: pd.DataFrame, audio_dir: Path, cfg: DownloadParams, cookies: CookieCopies,
+              save_every: int, skip_sources: frozenset[str]) -> dict[str, int]:
+    audio_dir.mkdir(parents=True, exist_ok=True)
+    if ffmpeg_dir() not in os.environ.get("PATH", "").split(os.pathsep):  # yt-dlp finds ffmpeg on PATH only
+        os.environ["PATH"] = f"{ffmpeg_dir()}{os.pathsep}{os.environ.get('PATH', '')}"
+    clips, bad_ids = valid_clips(candidates)
+    rows = {r["clip_id"]: r for r in load_manifest(audio_dir).to_dict("records") if r["clip_id"] in clips.index}
+
+    def on_pack(packed: list[dict]) -> None:  # recorded before the pack's WAVs are deleted
+        rows.update({r["clip_id"]: r for r in packed})
+        save_manifest(audio_dir, rows)
+
+    packer = PackWriter(audio_dir, cfg.pack_size, on_pack) if cfg.pack_size else None
+    target_dir = audio_dir / STAGING if packer else audio_dir
+    todo: list[str] = []
+    counts: Counter = Counter()
+
+    def record(row: dict) -> None:
+        counts[row["status"]] += 1
+        if packer and row["status"] == "ok":
+            packer.add(row, target_dir / row["path"])
+        else:
+            rows[row["clip_id"]] = row
+        if row["status"] != "ok":
+            log.debug("%s: %s: %s", row["clip_id"], row["status"], row["reason"])
+        bar.set_postfix(ok=counts["ok"], failed=counts.total() - counts["ok"], refresh=False)
+        bar.update()
+        if counts.total() % save_every == 0:
+            save_manifest(audio_dir, rows)
+
+    try:
+        remove_leftovers(audio_dir)
+        remove_unrecorded_packs(audio_dir, rows)
+        adopt_staged(audio_dir, clips.index, rows, packer)
+        adopt_files(audio_dir, clips.index, rows)
+        todo = to_fetch(audio_dir, clips.index[~clips["source"].isin(skip_sources)], rows, packer)
+        target_dir.mkdir(exist_ok=True)
+        jobs = [(FETCHERS[clips.loc[c, "source"]], clips.loc[c], target_dir / f"{c}.wav") for c in todo]
+        with tqdm(total=len(todo), desc="download", unit="clip") as bar:
+            fetch_all(jobs, cfg, cookies, record)
+    except BaseException as err:
+        problems = keep_finished(audio_dir, rows, packer)
+        if not isinstance(err, Exception):  # Ctrl-C: progress is saved, the caller says so
+            raise
+        log.debug("download stopped", exc_info=err)
+        where = f" after {counts.total()} of {len(todo)} clips" if todo else ""
+        also = "".join(f"; {what} failed too: {why}" for what, why in problems)
+        raise A2IError(f"download stopped{where}: {describe(err)}{also} (finished clips are kept; rerun to resume)"
+                       ) from None
+    if problems := keep_finished(audio_dir, rows, packer):
+        said = "; ".join(f"{what} failed: {why}" for what, why in problems)
+        raise A2IError(f"download: {said} (the clips are on disk; rerun to record them)")
+    if packer:
+        shutil.rmtree(target_dir, ignore_errors=True)  # empty now: every clip is in a pack
+    return summary(rows, bad_ids)
+
+
+def to_fetch(audio_dir: Path, clip_ids: pd.Index, rows: dict[str, dict], packer: PackWriter | None) -> list[str]:
+    """The clips not done and not failed for good, in id order."""
+    done = {cid for cid, r in rows.items() if r["status"] == "ok" and (audio_dir / r["path"]).is_file()}
+    done |= packer.pending_ids() if packer else set()  # adopted, in the next pack
+    final = {cid for cid, r in rows.items() if r["status"] not in RETRYABLE | {"ok"}}
+    todo = [cid for cid in clip_ids if cid not in done and cid not in final]
+    log.info("%d clips: %d already done and %d failed for good (skipped), %d to fetch", len(clip_ids), len(done),
+             len(final), len(todo))
+    return todo
+
+
+def summary(rows: dict[str, dict], bad_ids: int) -> dict[str, int]:
+    """Counts by status (clips skipped for an invalid id too, though they have no manifest row); logged."""
+    totals = Counter(r["status"] for r in rows.values()) + Counter({"invalid-id": bad_ids})
+    lost = totals.total() - totals["ok"]
+    log.info("download: %d of %d clips ok; %d lost (%.1f %%): %s", totals["ok"], totals.total(), lost,
+             100 * lost / max(totals.total(), 1),
+             ", ".join(f"{k} {v}" for k, v in sorted(totals.items()) if k != "ok") or "none")
+    return {str(k): int(v) for k, v in sorted(totals.items())}
+
+
+def valid_clips(candidates: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The candidates with a usable clip id, one row per clip by id; and how many ids were not usable."""
+    def usable(clip_id: object) -> bool:
+        try:
+            check_clip_id(clip_id)  # type: ignore[arg-type]
+            return True
+        except A2IError:
+            return False
+
+    ok = candidates["clip_id"].map(usable).to_numpy(dtype=bool)
+    bad = candidates.loc[~ok, "clip_id"].drop_duplicates()
+    if len(bad):  # one line, however many: ids from a CSV can be anything, and millions of them
+        shown = ", ".join(repr(c)[:40] for c in bad.iloc[:SHOWN_BAD_IDS])
+        shown += ", ..." if len(bad) > SHOWN_BAD_IDS else ""
+        log.warning("%d candidate clips skipped: invalid clip id (1 to 80 letters, digits, '_' or '-'): %s",
+                    len(bad), shown)
+    clips = candidates[ok].drop_duplicates("clip_id").set_index("clip_id", drop=False).sort_index()
+    return clips, len(bad)
+
+
+def remove_leftovers(audio_dir: Path) -> None:
+    """A killed run's partial files (never whole clips: those are renamed into place complete)."""
+    for folder in (audio_dir, audio_dir / STAGING):
+        for leftover in [*folder.glob(".*.tmp"), *folder.glob(".dl-*")]:
+            if leftover.is_dir():
+                shutil.rmtree(leftover)
+            else:
+                leftover.unlink()
+
+
+def remove_unrecorded_packs(audio_dir: Path, rows: dict[str, dict]) -> None:
+    """Packs written just before a stopped run could record them: no manifest row points to them, and every clip
+    in them is still staged, to be packed again. Any other pack holds the only copy of its clips: it stays."""
+    recorded = {r["path"] for r in rows.values() if r["status"] == "ok"}
+    staged = {p.stem for p in (audio_dir / STAGING).glob("*.wav")}
+    for pack in sorted((audio_dir / PACK_DIR).glob("pack-*.parquet")):
+        if f"{PACK_DIR}/{pack.name}" not in recorded and set(pack_clip_ids(pack)) <= staged:
+            log.info("%s: never recorded, its clips are packed again", pack.name)
+            pack.unlink()
+
+
+def adopt_staged(audio_dir: Path, clip_ids: pd.Index, rows: dict[str, dict], packer: PackWriter | None) -> None:
+    """Finished clips a stopped run left in ``.staging`` (written whole, not yet packed): packed, not fetched again.
+
+    Without packs now, they move beside the other clips' files.
+    """
+    staging = audio_dir / STAGING
+    for wav in sorted(staging.glob("*.wav")):
+        if wav.stem not in clip_ids or rows.get(wav.stem, {}).get("status") == "ok":  # stale, or packed already
+            wav.unlink()
+        elif packer:
+            packer.add(clip_row(wav), wav)
+        else:
+            os.replace(wav, audio_dir / wav.name)
+    if not packer:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def adopt_files(audio_dir: Path, clip_ids: pd.Index, rows: dict[str, dict]) -> None:
+    """Clip files written before a stopped run could record them are ok; files of clips no longer wanted go."""
+    for wav in sorted(audio_dir.glob("*.wav")):
+        if wav.stem not in clip_ids:
+            log.info("%s: no longer a candidate, removed", wav.name)
+            wav.unlink()
+        elif rows.get(wav.stem, {}).get("status") != "ok":
+            rows[wav.stem] = clip_row(wav)
+
+
+def clip_row(wav: Path) -> dict:
+    return {"clip_id": wav.stem, "status": "ok", "reason": "", "path": wav.name,
+            "seconds": float(sf.info(wav).duration)}
+
+
+def keep_finished(audio_dir: Path, rows: dict[str, dict], packer: PackWriter | None) -> list[tuple[str, str]]:
+    """Pack what the packer holds and save the manifest; what failed and why (for a one-line error), not raised."""
+    problems = []
+    if packer:
+        try:
+            packer.flush()
+        except Exception as err:  # its clips stay in .staging, for the rerun
+            problems.append(("writing a pack", describe(err)))
+    try:
+        save_manifest(audio_dir, rows)
+    except Exception as err:
+        problems.append(("saving the manifest", describe(err)))
+    return problems
+
+
+def describe(err: BaseException) -> str:
+    """An exception as part of one line: what failed, where, why; URLs redacted."""
+    if isinstance(err, OSError) and err.errno is not None and err.filename:
+        text = f"{err.filename}: [Errno {err.errno}] {err.strerror}"
+    elif isinstance(err, (A2IError, OSError)):
+        text = str(err)
+    else:
+        text = f"{type(err).__name__}: {err}"
+    return redact_text(" ".join(text.split()))[:300]

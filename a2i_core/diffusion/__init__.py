@@ -1,0 +1,1 @@
+"""Stable Diffusion 3 as a frozen renderer: loading, prompt embeddings, rendering, and CLIP's image scores."""

@@ -1,0 +1,144 @@
+"""A self-contained DVC workspace for a profile (the demo, the end-to-end test).
+
+It holds a copy of the pipeline's code and, as its ``params.yaml``, the project's ``params.yaml`` with the profile
+(an overlay: only the keys that differ) merged in, in its own git repository,
+so running it never edits the project's ``params.yaml``, ``dvc.yaml`` or ``dvc.lock``. Stages run as
+``python -m stages.NAME`` from the workspace root, so the code DVC hashes is the code that runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ruamel.yaml import YAML
+
+from a2i_core.core.errors import A2IError
+from a2i_core.core.params import merge_overlay, params_from_dict, read_yaml
+
+PIPELINE_FILES = ("dvc.yaml", "stages", "a2i_core")
+log = logging.getLogger(__name__)
+EDITED_PARAMS = "params.yaml.edited"  # a workspace's params.yaml as it was before a new `a2i demo` rewrote it
+
+
+def project_root() -> Path:
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "dvc.yaml").is_file():
+        raise A2IError(f"{root}: no dvc.yaml here; run from a source checkout of a2i (pip install -e .)")
+    return root
+
+
+def _copy(src: Path, dest: Path) -> None:
+    if src.is_dir():
+        if dest.exists():
+            shutil.rmtree(dest)
+        shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    else:
+        shutil.copy2(src, dest)
+
+
+def tool_env() -> dict[str, str]:
+    """The environment for dvc and git: this interpreter's bin first, so stages run with our packages."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("GIT_AUTHOR_NAME", "a2i")
+    env.setdefault("GIT_AUTHOR_EMAIL", "a2i@localhost")
+    env.setdefault("GIT_COMMITTER_NAME", env["GIT_AUTHOR_NAME"])
+    env.setdefault("GIT_COMMITTER_EMAIL", env["GIT_AUTHOR_EMAIL"])
+    env["DVC_NO_ANALYTICS"] = "1"
+    return env
+
+
+def run(args: list[str], cwd: Path, capture: bool = False) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, cwd=cwd, env=tool_env(), text=True,
+                            stdout=subprocess.PIPE if capture else None,
+                            stderr=subprocess.STDOUT if capture else None)
+    if result.returncode != 0:
+        tail = (result.stdout or "").strip().splitlines()[-20:] if capture else []
+        raise A2IError(f"`{' '.join(args)}` failed in {cwd} (exit {result.returncode})" +
+                       ("\n" + "\n".join(tail) if tail else ""))
+    return result
+
+
+def dvc(*args: str) -> list[str]:
+    return [sys.executable, "-m", "dvc", *args]
+
+
+def write_profile(base: Path, profiles: Sequence[Path], out: Path) -> None:
+    """``base`` (params.yaml) with each overlay of ``profiles`` merged in, in order, validated, then written to
+    ``out``."""
+    merged = read_yaml(base)
+    for profile in profiles:
+        merged = merge_overlay(merged, read_yaml(profile))
+    names = " + ".join(str(p) for p in profiles)
+    params_from_dict(merged, source=f"{base} + {names}")
+    yaml = YAML()
+    yaml.width = 4096  # no folded URLs
+    with open(out, "w") as f:
+        f.write(f"# {base.name} with the overlays {', '.join(p.name for p in profiles)} merged in; a new `a2i demo` "
+                "writes it anew.\n")
+        yaml.dump(merged, f)
+
+
+def find_profile(name: str | Path, root: Path) -> Path:
+    """A profile file: the path itself, or a name of the project's own (``offline`` for profiles/offline.yaml)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    own = root / "profiles" / f"{name}.yaml"
+    if path.parent == Path(".") and own.is_file():
+        return own
+    known = ", ".join(sorted(p.stem for p in (root / "profiles").glob("*.yaml")))
+    raise A2IError(f"{name}: no such params profile (a YAML file, or one of the project's: {known})")
+
+
+def prepare(workspace: str | Path, profiles: Sequence[str | Path], root: Path | None = None) -> Path:
+    """Create or refresh ``workspace`` from the project at ``root`` with ``profiles`` merged into its params.yaml;
+    commit it."""
+    root = root or project_root()
+    workspace = Path(workspace).resolve()
+    found = [find_profile(p, root) for p in profiles]
+    workspace.mkdir(parents=True, exist_ok=True)
+    for name in PIPELINE_FILES:
+        _copy(root / name, workspace / name)
+    params = workspace / "params.yaml"
+    before = params.read_text() if params.is_file() else None
+    write_profile(root / "params.yaml", found, params)
+    if before is not None and before != params.read_text():
+        # A rerun writes params.yaml anew from the profiles: edits made there (or by `dvc exp run`) would be lost.
+        kept = params.with_name(EDITED_PARAMS)
+        kept.write_text(before)
+        log.warning("%s differed from a fresh merge of the profiles (your edits, or a changed profile): it is now "
+                    "the fresh merge, and the old one is kept in %s", params, kept)
+    # DVC git-ignores the outputs it tracks; render's staging folder is not one of them.
+    (workspace / ".gitignore").write_text("__pycache__/\nmetrics/.images.tmp/\n")
+    if not (workspace / ".git").exists():
+        run(["git", "init", "-q", "-b", "main"], workspace)
+    if not (workspace / ".dvc").exists():
+        run(dvc("init", "-q"), workspace)
+        run(dvc("config", "core.autostage", "true"), workspace)
+    commit(workspace, "a2i workspace: pipeline code and params")
+    return workspace
+
+
+# What a2i writes into a workspace, DVC's files included; anything else there (a cookies file, notes) is the
+# user's, and `git add -A` would commit it.
+MANAGED = (*PIPELINE_FILES, "params.yaml", "dvc.lock", ".gitignore", ".dvcignore", ".dvc/config", ".dvc/.gitignore",
+           "metrics")
+
+
+def commit(workspace: Path, message: str) -> None:
+    run(["git", "add", "-u"], workspace)  # what is tracked was added here, so it is a2i's
+    run(["git", "add", "-A", "--", *[name for name in MANAGED if (workspace / name).exists()]], workspace)
+    # DVC writes a .gitignore beside each output it tracks (data/, models/, ...).
+    ignores = run(["git", "ls-files", "-z", "--others", "--exclude-standard", "--", ":(glob)**/.gitignore"],
+                  workspace, capture=True).stdout.split("\0")
+    if any(ignores):
+        run(["git", "add", "--", *filter(None, ignores)], workspace)
+    if run(["git", "diff", "--cached", "--name-only"], workspace, capture=True).stdout.strip():
+        run(["git", "commit", "-q", "-m", message], workspace)

@@ -1,0 +1,180 @@
+"""Any sound to an image with a trained mapper: decode -> VGGish -> mapper -> SD3 (transformer + VAE only).
+
+Models are loaded once; many files are embedded in one batch and rendered in batches. The encoders are checked
+against the mapper's provenance: other VGGish weights, another postprocess setting or frontend, or another SD3
+are refused, since the mapper never saw such features (a mapper that learnt from AudioSet's released embeddings
+takes the local VGGish with the same PCA, with a note).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from a2i_core.audio.encoder import Encoder, encoder_for
+from a2i_core.audio.features import clip_means, embed_path
+from a2i_core.core.audio_io import AUDIO_SUFFIXES, SAMPLE_RATE
+from a2i_core.core.devices import resolve_device, resolve_dtype
+from a2i_core.core.errors import A2IError
+from a2i_core.core.hub import model_identity
+from a2i_core.diffusion.render import RenderSettings, SequenceFill, fill_sequence, render
+from a2i_core.diffusion.sd3 import load_sd3
+from a2i_core.mapper.artifact import MapperArtifact
+from a2i_core.mapper.model import pad_frames, predict
+
+log = logging.getLogger(__name__)
+SILENCE_RMS = 1e-4  # -80 dBFS: nothing for VGGish to hear
+MIN_HEARD_SAMPLES = 1600  # 0.1 s: shorter, repeating it to one VGGish example would be a tone of its own making
+WINDOW_NAMES = {"vggish": "VGGish example", "clap": "CLAP window", "ast": "AST window"}
+
+
+def image_seeds(first_seed: int, count: int) -> list[int]:
+    """The noise seeds of one sound's ``count`` images: image k takes ``first_seed + k`` (`a2i generate
+    --images-per-sound` and the app's "Images" alike, so an image can be made again from its seed)."""
+    return [first_seed + k for k in range(count)]
+
+
+def pick_device(name: str) -> torch.device:
+    """Like params' devices, but a missing GPU falls back to the CPU with a warning instead of stopping."""
+    try:
+        return resolve_device(name)
+    except A2IError:
+        log.warning("no %s device is visible: falling back to the CPU (slow for a real SD3)", name)
+        return torch.device("cpu")
+
+
+@dataclass
+class Sound:
+    path: Path
+    pooled: np.ndarray  # (P,)
+    tokens: np.ndarray | None  # (N, D)
+    nearest: list[tuple[str, float]]
+    images: list[Image.Image] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was done to it that the user should know
+
+
+class SoundToImage:
+    """Sound files to images: VGGish, the trained mapper and SD3's image side (no text encoders) on one device."""
+
+    def __init__(self, artifact: MapperArtifact, encoder: Encoder, pipe, device: torch.device,
+                 dtype: torch.dtype) -> None:
+        transformer, config = pipe.transformer.config, artifact.mapper.config
+        width = artifact.empty_sequence.shape[1]
+        if transformer.pooled_projection_dim != config.pooled_dim or transformer.joint_attention_dim != width:
+            raise A2IError(f"this SD3 takes pooled {transformer.pooled_projection_dim} / text "
+                           f"{transformer.joint_attention_dim} wide, the mapper gives {config.pooled_dim} / {width}")
+        self.artifact, self.encoder, self.pipe, self.device, self.dtype = artifact, encoder, pipe, device, dtype
+        self.frontend = encoder.place(device)
+
+    @classmethod
+    def from_pretrained(cls, mapper_dir: str | Path, vggish_dir: str | Path, sd3_dir: str | Path,
+                        device: torch.device, dtype: str = "bfloat16") -> SoundToImage:
+        """Load the three parts, checking that VGGish and SD3 are those whose features the mapper learnt from."""
+        artifact = MapperArtifact.load(mapper_dir)
+        provenance = artifact.mapper.config.provenance
+        encoder = encoder_for(provenance, vggish_dir)
+        provenance.check(str(sd3_dir), diffusion_model=model_identity(sd3_dir))
+        torch_dtype = resolve_dtype(dtype, device)
+        pipe = load_sd3(sd3_dir, "image", device, torch_dtype)
+        try:
+            return cls(artifact, encoder, pipe, device, torch_dtype)
+        except A2IError as err:
+            raise A2IError(f"{sd3_dir}: {err}") from None
+
+    @torch.inference_mode()
+    def sound(self, path: Path) -> Sound:
+        """Decode (a window at a time: memory does not grow with the recording), embed and map one file, with the
+        top-3 nearest prompts. A2IError when it cannot be heard."""
+        frames, samples, rms = embed_path(self.encoder, self.frontend, path, batch_size=64, device=self.device)
+        encoder = self.encoder
+        seconds = samples / encoder.sample_rate
+        if seconds * SAMPLE_RATE < MIN_HEARD_SAMPLES:
+            raise A2IError(f"{path}: {seconds:.4f} s is too short to hear (at least "
+                           f"{MIN_HEARD_SAMPLES / SAMPLE_RATE} s)")
+        if rms < SILENCE_RMS:
+            raise A2IError(f"{path}: silent (RMS below -80 dBFS): there is nothing to hear")
+        notes = []
+        if samples < encoder.min_samples:
+            notes.append(f"{seconds:.2f} s is shorter than one {encoder.min_samples / encoder.sample_rate:.3f} s "
+                         f"{WINDOW_NAMES[encoder.kind]}: padded to fill one, as in training")
+        mapper = self.artifact.mapper
+        if mapper.config.input == "frames":
+            x, mask = pad_frames([frames], mapper.config.max_frames)  # (1, T, D), (1, T)
+        else:
+            x, mask = clip_means([frames], frames.shape[1]), None  # (1, D)
+        pooled, tokens = predict(mapper, x, mask)
+        return Sound(path, pooled[0], None if tokens is None else tokens[0], self.artifact.nearest_prompts(pooled)[0],
+                     notes=notes)
+
+    def sounds(self, paths: list[Path]) -> list[Sound]:
+        """Every file as a Sound; one A2IError naming every file that cannot be heard."""
+        sounds, problems = [], []
+        for path in paths:
+            try:
+                sounds.append(self.sound(path))
+            except A2IError as err:
+                problems.append(str(err))
+        if problems:
+            raise A2IError("; ".join(problems))
+        return sounds
+
+    def render(self, sounds: list[Sound], settings: RenderSettings, images_per_sound: int,
+               fill: SequenceFill) -> float:
+        """Fill each Sound's images, with the seeds of ``image_seeds(settings.seed, images_per_sound)`` and the
+        sequence positions the mapper does not predict filled by ``fill``. Returns seconds."""
+        artifact = self.artifact
+        fills = fill.rows(np.stack([s.pooled for s in sounds]), artifact.empty_sequence, artifact.prompt_pooled,
+                          artifact.prompt_sequences)  # sound i's (L, D) fill
+        plan = [(i, seed) for i in range(len(sounds)) for seed in image_seeds(settings.seed, images_per_sound)]
+        pooled = np.stack([sounds[i].pooled for i, _ in plan]).astype(np.float32)
+
+        def sequences(indices: list[int]) -> np.ndarray:
+            return np.stack([fill_sequence(fills(plan[j][0]), sounds[plan[j][0]].tokens) for j in indices])
+
+        start = time.monotonic()
+        images = render(self.pipe, pooled, sequences, artifact.empty_pooled, artifact.empty_sequence, settings,
+                        self.device, self.dtype, seeds=[seed for _, seed in plan])
+        for j, image in images:
+            sounds[plan[j][0]].images.append(image)
+        return time.monotonic() - start
+
+
+def expand_inputs(paths: list[Path]) -> tuple[list[tuple[Path, str]], list[str]]:
+    """Files to render, each with the name its images take (a directory's files keep their path inside it), and
+    one problem line per argument that is neither an audio file nor a directory holding some."""
+    inputs, problems = [], []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+            if not found:
+                problems.append(f"{path}: a directory with no audio files ({', '.join(sorted(AUDIO_SUFFIXES))})")
+            inputs += [(p, p.relative_to(path).with_suffix("").as_posix()) for p in found]
+        elif path.is_file():
+            inputs.append((path, path.stem))
+        else:
+            problems.append(f"{path}: no such file or directory")
+    return inputs, problems
+
+
+def output_names(names: list[str], images_per_sound: int) -> list[list[str]]:
+    """PNG names for each input's images, all distinct: a repeated name gets -2, -3, ... (two files called s.ogg in
+    different folders must not overwrite each other)."""
+    taken: set[str] = set()
+    result = []
+    for name in names:
+        base, n = name, 1
+        while True:
+            files = [f"{base}.png"] if images_per_sound == 1 else [f"{base}-{k}.png" for k in range(images_per_sound)]
+            if not taken.intersection(files):
+                break
+            n += 1
+            base = f"{name}-{n}"
+        taken.update(files)
+        result.append(files)
+    return result
