@@ -17,10 +17,10 @@ from typing import Annotated, Literal
 import typer
 
 from a2i_core.core.errors import A2IError, first_line, setup_logging
+from a2i_core.core.files import project_root
 from a2i_core.core.params import DType as DTypeName
 from a2i_core.core.params import RenderParams, check_device, load_params
 from a2i_core.diffusion.render import RenderSettings, SequenceFill, save_png
-from a2i_core.offline import workspace as ws
 from a2i_core.serve.examples import MAX_EXAMPLES, ExampleMaker, folder_examples, project_examples
 from a2i_core.serve.generate import Sound, SoundToImage, expand_inputs, output_names, pick_device
 
@@ -53,9 +53,11 @@ def demo(
              "several in order (--profile offline --profile my_sounds.yaml) [default: offline].")] = None,
 ) -> None:
     """Run the whole pipeline on the offline profile (synthetic sounds, tiny models, CPU) with `dvc repro`."""
+    from a2i_core.offline import workspace as ws  # the demo's machinery, loaded only for the demo
+
     setup_logging()
     try:
-        root = ws.project_root()
+        root = project_root()
         path = ws.prepare(workspace, profile or ["offline"], root)
         typer.echo(f"workspace: {path}  (its own git + DVC repo; the project's params.yaml is untouched)")
         ws.run(ws.dvc("repro"), path)
@@ -86,7 +88,7 @@ def _dvc_command() -> str:
 def _render_params(project: Path) -> RenderParams:
     """The project's render params (the demo's, say), else those of a2i's own params.yaml."""
     path = project / "params.yaml"
-    return load_params(path if path.is_file() else ws.project_root() / "params.yaml").render
+    return load_params(path if path.is_file() else project_root() / "params.yaml").render
 
 
 def _with_options(render: RenderParams, **options: object) -> RenderParams:
@@ -112,25 +114,34 @@ def _option_error(err: ValueError) -> A2IError:
     return A2IError(f"--{key.replace('_', '-')}: {message}")
 
 
-def _load_generator(project: Path, mapper: Path | None, vggish: Path | None, sd3: Path | None, device: str,
+def _load_generator(project: Path, mapper: Path | None, audio_encoder: Path | None, sd3: Path | None, device: str,
                     dtype: str) -> SoundToImage:
     models = project / "models"
     mapper_dir = mapper or models / "mapper"
     if not mapper_dir.is_dir() and mapper is None:
         raise A2IError(f"{mapper_dir}: no trained mapper here; pass --project DIR (a project after `dvc repro`), "
                        "or run `make demo` and use --project .demo")
-    return SoundToImage.from_pretrained(mapper_dir, vggish or models / "vggish", sd3 or models / "sd3",
-                                        pick_device(device), dtype)
+    return SoundToImage.from_pretrained(mapper_dir, audio_encoder or _audio_encoder_dir(models),
+                                        sd3 or models / "sd3", pick_device(device), dtype)
+
+
+def _audio_encoder_dir(models: Path) -> Path:
+    """models/audio_encoder, or models/vggish in a project built before the folder was renamed (until it reruns)."""
+    folder, old = models / "audio_encoder", models / "vggish"
+    if not folder.exists() and old.is_dir():
+        log.warning("%s: not found; using %s, its name before a2i 0.2 (dvc repro makes the new one)", folder, old)
+        return old
+    return folder
 
 
 Project = Annotated[Path, typer.Option(help="A project or workspace whose models/ and params.yaml to use.")]
 MapperDir = Annotated[Path | None, typer.Option(
     help="Trained mapper: a folder, or a Hugging Face Hub id owner/name[@revision] (a folder of that name wins) "
          "[default: PROJECT/models/mapper].")]
-VggishDir = Annotated[Path | None, typer.Option(
+AudioEncoderDir = Annotated[Path | None, typer.Option(
     "--audio-encoder", "--vggish",
-    help="The audio encoder the mapper was trained with: VGGish, CLAP or AST (audio_encoder stage output) "
-         "[default: PROJECT/models/vggish].")]
+    help="The audio encoder the mapper was trained with: VGGish, CLAP or AST (audio_encoder stage output); --vggish "
+         "is its old name, kept until a2i 0.3 [default: PROJECT/models/audio_encoder].")]
 Sd3Dir = Annotated[Path | None, typer.Option(help="SD3 (encoders stage output) [default: PROJECT/models/sd3].")]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps; auto takes a GPU when there is one, "
                                           "else the CPU.")]
@@ -148,7 +159,7 @@ def generate(
     out: Annotated[Path, typer.Option(help="Where the PNGs go (a directory's files keep their path inside it).")],
     project: Project = Path("."),
     mapper: MapperDir = None,
-    vggish: VggishDir = None,
+    audio_encoder: AudioEncoderDir = None,
     sd3: Sd3Dir = None,
     seed: Annotated[int | None, typer.Option(
         help="Noise seed of each sound's first image (the next ones take the next seeds) "
@@ -180,7 +191,7 @@ def generate(
         inputs, problems = expand_inputs(list(audio))
         if not inputs:
             raise A2IError("; ".join(problems) or "no audio files given")
-        generator = _load_generator(project, mapper, vggish, sd3, device, dtype)
+        generator = _load_generator(project, mapper, audio_encoder, sd3, device, dtype)
         fill.check(generator.artifact.prompt_sequences)
     except A2IError as err:
         typer.echo(f"error: {err}", err=True)
@@ -237,7 +248,7 @@ def generate(
 def web_app(
     project: Project = Path("."),
     mapper: MapperDir = None,
-    vggish: VggishDir = None,
+    audio_encoder: AudioEncoderDir = None,
     sd3: Sd3Dir = None,
     host: Annotated[str, typer.Option(help="Interface to listen on (beyond 127.0.0.1, others can reach it).")] = (
         "127.0.0.1"),
@@ -266,7 +277,7 @@ def web_app(
         make_examples = _example_maker(project, examples, no_examples, host)
         render_params = _with_options(_render_params(project), sequence_fill=sequence_fill)
         fill = SequenceFill.from_params(render_params)
-        generator = _load_generator(project, mapper, vggish, sd3, device, dtype)
+        generator = _load_generator(project, mapper, audio_encoder, sd3, device, dtype)
         fill.check(generator.artifact.prompt_sequences)
     except A2IError as err:
         typer.echo(f"error: {err}", err=True)

@@ -31,13 +31,12 @@ import torch
 from cells import run_cell  # benchmarks/cells.py, beside this script
 from embed_audio import RATES, make_files  # the same mixed-rate, mono and stereo files as the embed_audio benchmark
 
-from a2i_core.audio.clap_ast import TINY_CLAP_FE, save_tiny_ast, save_tiny_clap
 from a2i_core.audio.encoder import WEIGHTS_FILE, load_audio_encoder
 from a2i_core.audio.features import embed_waves
 from a2i_core.core.audio_io import decode
 from a2i_core.core.devices import resolve_device
 from a2i_core.core.errors import quiet_hf_libraries
-from a2i_core.offline.tiny import tiny_vggish_weights
+from a2i_core.offline.tiny_audio import TINY_CLAP_FE, save_tiny_ast, save_tiny_clap, tiny_vggish_weights
 
 ENCODERS = ("vggish", "clap", "ast")
 BATCH_SIZE = {"vggish": 64, "clap": 8, "ast": 8}

@@ -28,7 +28,7 @@ import torch
 from a2i_core.audio.encoder import load_audio_encoder
 from a2i_core.audio.features import embed_clips, load_audio_embeddings
 from a2i_core.core.devices import resolve_device
-from a2i_core.offline.tiny import tiny_vggish_weights
+from a2i_core.offline.tiny_audio import tiny_vggish_weights
 
 RATES = (8000, 11025, 16000, 22050, 32000, 44100, 48000)
 

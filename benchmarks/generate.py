@@ -62,7 +62,7 @@ def demo_generator(project: Path, device: torch.device) -> tuple[SoundToImage, R
     from a2i_core.core.params import load_params
 
     r = load_params(project / "params.yaml").render
-    generator = SoundToImage.from_pretrained(project / "models/mapper", project / "models/vggish",
+    generator = SoundToImage.from_pretrained(project / "models/mapper", project / "models/audio_encoder",
                                              project / "models/sd3", device)
     return generator, dataclasses.replace(RenderSettings.from_params(r), batch_size=1)
 
@@ -71,12 +71,12 @@ def sd3_medium_generator(device: torch.device, steps: int, size: int,
                          tiny: bool = False) -> tuple[SoundToImage, RenderSettings]:
     """The inference object of `a2i generate` with SD3 Medium's architecture (or the tiny SD3), VGGish and a mapper,
     all randomly initialised."""
-    from a2i_core.audio.encoder import AudioEncoder
+    from a2i_core.audio.encoder import VGGishEncoder
     from a2i_core.audio.vggish import load_vggish
     from a2i_core.core.provenance import Provenance
     from a2i_core.mapper.artifact import MapperArtifact
     from a2i_core.mapper.model import AudioToSD3Mapper, MapperConfig
-    from a2i_core.offline.tiny import tiny_vggish_weights
+    from a2i_core.offline.tiny_audio import tiny_vggish_weights
 
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     if tiny:
@@ -88,7 +88,7 @@ def sd3_medium_generator(device: torch.device, steps: int, size: int,
         setattr(pipe, name, None)
     pipe.set_progress_bar_config(disable=True)
     pooled_dim, width = pipe.transformer.config.pooled_projection_dim, pipe.transformer.config.joint_attention_dim
-    encoder = AudioEncoder(load_vggish(tiny_vggish_weights()), None, "random")
+    encoder = VGGishEncoder(load_vggish(tiny_vggish_weights()), None, "random")
     provenance = Provenance.from_parts(encoder.provenance(), {"diffusion_model": "benchmark",
                                                               "sequence_shape": (333, width)})
     mapper = AudioToSD3Mapper(MapperConfig(in_dim=128, pooled_dim=pooled_dim, hidden=[512, 1024, 1024],

@@ -31,7 +31,7 @@ from a2i_core.audio.encoder import load_audio_encoder
 from a2i_core.audio.features import embed_path, embed_waves
 from a2i_core.core.audio_io import SAMPLE_RATE, decode, ffmpeg_binary
 from a2i_core.core.devices import resolve_device
-from a2i_core.offline.tiny import tiny_vggish_weights
+from a2i_core.offline.tiny_audio import tiny_vggish_weights
 
 RATIO_LIMIT = 1.2
 PATHS = {"baseline": "baseline: torch + VGGish loaded, no audio", "whole": "(a) whole file: decode + embed_waves",

@@ -11,7 +11,7 @@ from a2i_core.pipeline.embed_audio import embed_audio
 @exit_cleanly
 def main() -> None:
     setup_logging()
-    paths = stage_paths("audio", "vggish", "features", "candidates")
+    paths = stage_paths("audio", "audio_encoder", "features", "candidates")
     cfg = load_params().audio_encoder
     world = init_world()
     embed_audio(cfg, world=world, **paths)

@@ -1,5 +1,4 @@
-"""encoders: the frozen SD3 and CLIP that params name, materialised under models/ (tiny ones are built and, on the
-offline profile, fitted)."""
+"""encoders: the frozen SD3 and CLIP that params name, pinned under models/."""
 
 from a2i_core.core.errors import exit_cleanly, setup_logging
 from a2i_core.core.params import load_params
@@ -12,7 +11,7 @@ def main() -> None:
     setup_logging()
     paths = stage_paths("sd3", "clip")
     params = load_params()
-    prepare_encoders(params.diffusion, params.evaluate, params.data, **paths)
+    prepare_encoders(params.diffusion, params.evaluate, **paths)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from a2i_core.pipeline.eval_set import eval_set
 @exit_cleanly
 def main() -> None:
     setup_logging()
-    paths = stage_paths("mapper_dir", "vggish", "sd3", "out", "metrics", "report", positional=("name",))
+    paths = stage_paths("mapper_dir", "audio_encoder", "sd3", "out", "metrics", "report", positional=("name",))
     params = load_params()
     if paths["name"] not in params.eval_sets:
         raise A2IError(f"no eval set {paths['name']!r} in params.yaml eval_sets (known: {', '.join(params.eval_sets)})")

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from a2i_core.audio.prepare import prepare_vggish
 from a2i_core.core.params import merge_overlay, params_from_dict, read_yaml
-from a2i_core.diffusion.prepare import prepare_sd3
+from a2i_core.offline.audio_encoder import build_audio_encoder
+from a2i_core.offline.encoders import build_sd3
 
 ROOT = Path(__file__).resolve().parent.parent
 OFFLINE_PROFILE = ROOT / "profiles" / "offline.yaml"
@@ -56,14 +56,14 @@ def offline_params(offline_raw: dict):
 @pytest.fixture(scope="session")
 def tiny_vggish_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("models") / "vggish"
-    prepare_vggish(offline("audio_encoder", pca="tiny", postprocess=True), out)
+    build_audio_encoder(offline("audio_encoder", pca="tiny", postprocess=True), out)
     return out
 
 
 @pytest.fixture(scope="session")
 def tiny_sd3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("models") / "sd3"
-    prepare_sd3("tiny", out)
+    build_sd3("tiny", out)
     return out
 
 

@@ -16,6 +16,7 @@ from ruamel.yaml import YAML
 from a2i_core.audio.encoder import load_audio_encoder
 from a2i_core.audio.features import embed_clips, embed_path, embed_waves, load_audio_embeddings
 from a2i_core.audio.prepare import prepare_audio_encoder
+from a2i_core.offline.audio_encoder import build_audio_encoder
 from a2i_core.core.audio_io import SAMPLE_RATE, decode, write_wav
 from a2i_core.core.errors import A2IError
 from a2i_core.core.params import AudioEncoderParams, ParamsError, merge_overlay, params_from_dict
@@ -38,7 +39,7 @@ def encoders(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("audio_encoders")
     out = {}
     for model in ("clap", "ast"):
-        prepare_audio_encoder(_params(model, "tiny"), root / model)
+        build_audio_encoder(_params(model, "tiny"), root / model)
         encoder = load_audio_encoder(root / model, postprocess=False)
         out[model] = (root / model, encoder, encoder.place(CPU))
     return out
@@ -165,7 +166,7 @@ def test_the_demo_with_clap_reruns_embed_audio_and_after_and_generate_follows(de
                    str(demo_workspace[0] / "models/mapper"), "--out", "out2", "--device", "cpu")
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert refused.stderr.strip().splitlines() == [
-        f"error: {ws / 'models/vggish'}: holds CLAP, but the mapper learnt from VGGish features (rerun the "
+        f"error: {ws / 'models/audio_encoder'}: holds CLAP, but the mapper learnt from VGGish features (rerun the "
         "audio_encoder stage, or pass --audio-encoder)"]
 
 
@@ -175,12 +176,12 @@ def test_the_demo_with_clap_reruns_embed_audio_and_after_and_generate_follows(de
 ])
 def test_a_checkpoint_that_is_neither_a_folder_nor_a_hub_id_is_never_looked_up(tmp_path, monkeypatch, checkpoint,
                                                                                 message):
-    import a2i_core.diffusion.prepare
+    import a2i_core.core.hub
 
     def no_hub(*args, **kwargs):
         raise AssertionError("looked up on the Hub")
 
-    monkeypatch.setattr(a2i_core.diffusion.prepare, "hub_revision", no_hub)
+    monkeypatch.setattr(a2i_core.core.hub, "hub_revision", no_hub)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(A2IError, match=message):
         prepare_audio_encoder(_params("clap", checkpoint), tmp_path / "out")
@@ -188,12 +189,12 @@ def test_a_checkpoint_that_is_neither_a_folder_nor_a_hub_id_is_never_looked_up(t
 
 
 def test_a_hub_id_is_pinned_to_the_commit_its_revision_names(tmp_path, monkeypatch):
-    import a2i_core.diffusion.prepare
+    import a2i_core.core.hub
 
     asked = []
-    monkeypatch.setattr(a2i_core.diffusion.prepare, "hub_revision",
+    monkeypatch.setattr(a2i_core.core.hub, "hub_revision",
                         lambda repo, revision: asked.append((repo, revision)) or "c0ffee")
-    record = a2i_core.diffusion.prepare.prepare_pretrained("laion/clap-htsat-unfused@refs/pr/5", tmp_path / "out",
-                                                  "config.json", lambda d: None)
+    record = a2i_core.core.hub.prepare_pretrained("laion/clap-htsat-unfused@refs/pr/5", tmp_path / "out",
+                                                  "config.json")
     assert asked == [("laion/clap-htsat-unfused", "refs/pr/5")]
     assert record == {"model": "laion/clap-htsat-unfused", "revision": "c0ffee"}

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from a2i_core.audio.encoder import load_audio_encoder
-from a2i_core.audio.prepare import prepare_vggish
+from a2i_core.audio.prepare import prepare_audio_encoder, prepare_vggish
 from a2i_core.core.errors import A2IError
 from a2i_core.core.fetch_file import fetch_file, sha256_file
 from a2i_core.core.hub import model_identity, sd3_source
@@ -69,3 +69,12 @@ def test_missing_encoders_point_at_the_stage(tmp_path):
         load_audio_encoder(tmp_path, postprocess=False)
     with pytest.raises(A2IError, match="dvc repro encoders"):
         sd3_source(tmp_path)
+
+
+def test_the_real_stages_refuse_tiny_models_and_name_the_demo(tmp_path):
+    for prepare in (lambda: prepare_vggish(_params(weights="tiny"), tmp_path / "vggish"),
+                    lambda: prepare_sd3("tiny", tmp_path / "sd3"),
+                    lambda: prepare_audio_encoder(_params(model="clap", checkpoint="tiny"), tmp_path / "clap")):
+        with pytest.raises(A2IError, match="tiny models are the offline demo's.*a2i demo"):
+            prepare()
+    assert list(tmp_path.iterdir()) == []

@@ -186,7 +186,7 @@ def test_artifact_round_trips_and_other_weights_are_refused(demo_workspace, tmp_
         MapperArtifact.load(tmp_path / "mapper")
     # VGGish weights other than the mapper's training features came from.
     other = tmp_path / "vggish"
-    shutil.copytree(ws / "models/vggish", other)
+    shutil.copytree(ws / "models/audio_encoder", other)
     weights = torch.load(other / "vggish.pth", weights_only=True)
     weights["embeddings.4.bias"] += 1
     torch.save(weights, other / "vggish.pth")
@@ -202,4 +202,4 @@ def test_another_sd3_is_refused_naming_both(demo_workspace, tmp_path):
     prepare_sd3(str(ws / "models/sd3"), tmp_path / "sd3")  # the same weights, pinned as another local model
     pinned = re.escape(str((ws / "models/sd3").resolve()))
     with pytest.raises(A2IError, match=rf"diffusion_model is '{pinned}', but the mapper was trained with 'tiny'"):
-        SoundToImage.from_pretrained(ws / "models/mapper", ws / "models/vggish", tmp_path / "sd3", torch.device("cpu"))
+        SoundToImage.from_pretrained(ws / "models/mapper", ws / "models/audio_encoder", tmp_path / "sd3", torch.device("cpu"))

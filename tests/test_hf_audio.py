@@ -17,10 +17,9 @@ from a2i_core.audio.clap_ast import (
     ClapFrontend,
     HFAudioEncoder,
     load_hf_audio_encoder,
-    save_tiny_ast,
-    save_tiny_clap,
 )
 from a2i_core.core.errors import A2IError
+from a2i_core.offline.tiny_audio import save_tiny_ast, save_tiny_clap
 
 CLAP_RATE, AST_RATE = 48_000, 16_000
 CLAP_WINDOW = 480_000  # 10 s

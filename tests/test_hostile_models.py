@@ -26,7 +26,8 @@ from a2i_core.core.fetch_file import fetch_file, local_copy, sha256_file
 from a2i_core.core.provenance import Provenance
 from a2i_core.mapper import model as mapper_module
 from a2i_core.mapper.model import AudioToSD3Mapper, MapperConfig
-from a2i_core.offline.tiny import tiny_vggish_pca, tiny_vggish_weights
+from a2i_core.offline.audio_encoder import build_audio_encoder
+from a2i_core.offline.tiny_audio import tiny_vggish_pca, tiny_vggish_weights
 from a2i_core.offline.workspace import tool_env
 from tests.conftest import offline
 from tests.media_server import MediaServer
@@ -238,7 +239,7 @@ def test_a_pickle_that_is_no_tensor_dict_is_refused_and_removed(server, tmp_path
 
 def test_a_bad_pca_file_is_refused_and_a_previous_good_model_is_kept(server, tmp_path):
     out = tmp_path / "models" / "vggish"
-    prepare_vggish(offline("audio_encoder", pca="tiny", postprocess=True), out)
+    build_audio_encoder(offline("audio_encoder", pca="tiny", postprocess=True), out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     pca = tiny_vggish_pca()
     for data, expected in [(pickle.dumps(Payload(tmp_path / "ran")), "not a plain tensor state dict"),
@@ -249,7 +250,7 @@ def test_a_bad_pca_file_is_refused_and_a_previous_good_model_is_kept(server, tmp
         url, digest = _serve(server, "pca.pth", data)
         params = offline("audio_encoder", pca=url, pca_sha256=digest, postprocess=True)
         with pytest.raises(A2IError) as err:
-            prepare_vggish(params, out)
+            build_audio_encoder(params, out)  # tiny weights, the PCA from the URL through the real fetch
         assert _one_line(err).startswith(f"{out / 'pca.pth'}: {expected}") and str(err.value).endswith(": removed")
         assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the bad file never appeared
     assert not (tmp_path / "ran").exists()

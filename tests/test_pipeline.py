@@ -237,7 +237,7 @@ def test_an_eval_set_runs_without_t5_through_the_pipeline_functions(workspace, e
     with open(tmp_path / "params.yaml", "w") as f:
         YAML().dump(raw, f)
     params = load_params(tmp_path / "params.yaml")
-    report = eval_set(params, "esc", ws / "models/mapper", ws / "models/vggish", ws / "models/sd3", tmp_path / "out",
+    report = eval_set(params, "esc", ws / "models/mapper", ws / "models/audio_encoder", ws / "models/sd3", tmp_path / "out",
                       tmp_path / "esc.json", tmp_path / "esc_report.json")
     assert report["pairs"] == 20 and json.loads((tmp_path / "esc_report.json").read_text()) == report
     assert json.loads((tmp_path / "esc.json").read_text())["eval_sets"]["esc"]["top1"] == report["top1"]

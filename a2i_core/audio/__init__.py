@@ -1,1 +1,5 @@
-"""The frozen audio encoders (VGGish, CLAP, AST) behind one interface, and the audio features they make."""
+"""The frozen audio encoders (VGGish, CLAP, AST) behind one interface, the audio features they make, and
+AudioSet's released embeddings as the same features.
+
+May import: core.
+"""

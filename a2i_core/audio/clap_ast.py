@@ -1,4 +1,4 @@
-"""CLAP's audio tower and AST through transformers: tiny builders, batched torch frontends, and the loaded encoder.
+"""CLAP's audio tower and AST through transformers: batched torch frontends and the loaded encoder.
 
 The feature extractors are numpy, one clip at a time, and CLAP's crops long audio at random; the frontends here
 compute the same model inputs in torch, batched, on any device, and never at random. Their parity with the
@@ -55,59 +55,13 @@ AST_MIN_HZ = 20
 CLAP_MEL_FLOOR = 1e-10  # -100 dB
 WINDOWS_PER_FFT = 16  # windows transformed at once: bounds the float64 STFT's memory (~30 MB a CLAP window)
 
-TINY_CLAP_AUDIO = dict(
-    num_mel_bins=64, spec_size=256,  # freq_ratio 4: the 1001 x 64 mel image fits 1024 x 64
-    patch_size=16, patch_stride=[16, 16], window_size=8, patch_embeds_hidden_size=16, depths=[1, 1],
-    num_attention_heads=[2, 2],
-    hidden_size=32,  # must be patch_embeds_hidden_size * 2 ** (len(depths) - 1): the projection's input width
-    projection_dim=24, enable_fusion=False, num_classes=8)
-TINY_CLAP_TEXT = dict(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                      max_position_embeddings=40, projection_dim=24, bos_token_id=0, eos_token_id=2, pad_token_id=1)
-TINY_CLAP_FE = dict(frequency_min=50, truncation="rand_trunc")  # laion's unfused checkpoints' settings
-TINY_AST = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, patch_size=16,
-                frequency_stride=16, time_stride=16, num_mel_bins=128, max_length=1024)
-
-
 @contextmanager
-def _empty_mel_filters_expected() -> Iterator[None]:
+def empty_mel_filters_expected() -> Iterator[None]:
     # AST's 128 kaldi bands on a 257-bin FFT leave the lowest filter empty, as in the original; transformers warns
     # about it each time an AST extractor or filter bank is built.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="At least one mel filter has all zero values", category=UserWarning)
         yield
-
-
-# ---------------------------------------------------------------- tiny models, saved as the Hub holds them
-
-def save_tiny_clap(directory: str | Path, seed: int = 0, fused: bool = False) -> None:
-    """A tiny whole ``ClapModel`` and its ``ClapFeatureExtractor``, saved like laion/clap-htsat-unfused (``fused``:
-    like laion/clap-htsat-fused, truncation 'fusion'). The caller's torch RNG state is left as it was."""
-    quiet_hf_libraries()
-    from transformers import ClapConfig, ClapFeatureExtractor, ClapModel
-
-    audio = {**TINY_CLAP_AUDIO, "enable_fusion": fused, "fusion_type": "aff_2d" if fused else None}
-    config = ClapConfig(text_config=TINY_CLAP_TEXT, audio_config=audio,
-                        projection_dim=TINY_CLAP_AUDIO["projection_dim"])
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = ClapModel(config)
-    model.save_pretrained(str(directory))  # transformers 5 writes safetensors only
-    extractor = {**TINY_CLAP_FE, "truncation": "fusion"} if fused else TINY_CLAP_FE
-    ClapFeatureExtractor(**extractor).save_pretrained(str(directory))
-
-
-def save_tiny_ast(directory: str | Path, seed: int = 0, num_labels: int = 5) -> None:
-    """A tiny ``ASTForAudioClassification`` and a default ``ASTFeatureExtractor``, saved like MIT/ast-finetuned-*.
-    The caller's torch RNG state is left as it was."""
-    quiet_hf_libraries()
-    from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = ASTForAudioClassification(ASTConfig(**TINY_AST, num_labels=num_labels))
-    model.save_pretrained(str(directory))
-    with _empty_mel_filters_expected():
-        ASTFeatureExtractor().save_pretrained(str(directory))
 
 
 # ---------------------------------------------------------------- windows
@@ -207,7 +161,7 @@ class ASTFrontend(nn.Module):
         self.normalize = bool(extractor.do_normalize)
         self.mean, self.std = float(extractor.mean), float(extractor.std)
         # Built here rather than taken from the extractor: it only holds filters when torchaudio is absent.
-        with _empty_mel_filters_expected():
+        with empty_mel_filters_expected():
             filters = mel_filter_bank(
                 num_frequency_bins=AST_FFT // 2 + 1, num_mel_filters=extractor.num_mel_bins, min_frequency=AST_MIN_HZ,
                 max_frequency=extractor.sampling_rate // 2, sampling_rate=extractor.sampling_rate, norm=None,
@@ -372,7 +326,7 @@ def _load_extractor(directory: Path, shown: Path, kind: str) -> Any:
     if declared != cls.__name__:
         raise A2IError(f"{shown}: {EXTRACTOR_FILE} is a {declared}, but the model needs a {cls.__name__}")
     try:
-        with _empty_mel_filters_expected():
+        with empty_mel_filters_expected():
             return cls.from_pretrained(str(directory))
     except Exception as err:  # bad values surface as many exception types
         raise A2IError(f"{shown}: cannot load the {cls.__name__} ({first_line(err)})") from None

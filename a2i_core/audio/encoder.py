@@ -1,5 +1,5 @@
-"""The frozen audio encoder as the pipeline runs it, loaded from ``models/vggish``: VGGish (+ its postprocess), or
-CLAP's audio tower or AST (``a2i_core.audio.clap_ast``)."""
+"""The frozen audio encoder as the pipeline runs it, loaded from ``models/audio_encoder``: VGGish (+ its
+postprocess), or CLAP's audio tower or AST (``a2i_core.audio.clap_ast``), each an :class:`AudioEncoder`."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import torch
+from torch import nn
 
 from a2i_core.audio.clap_ast import CONFIG_FILE as HF_CONFIG_FILE
-from a2i_core.audio.clap_ast import EXTRACTOR_FILE, PICKLE_WEIGHTS_FILE, HFAudioEncoder, load_hf_audio_encoder
+from a2i_core.audio.clap_ast import EXTRACTOR_FILE, PICKLE_WEIGHTS_FILE, load_hf_audio_encoder
 from a2i_core.audio.clap_ast import WEIGHTS_FILE as HF_WEIGHTS_FILE
 from a2i_core.audio.vggish import (
     EMBEDDING_DIM,
@@ -47,11 +48,31 @@ class WeightsFileError(A2IError):
     """A weights or PCA file that is no plain tensor state dict, or does not fit VGGish; the message names it."""
 
 
+class AudioEncoder(Protocol):
+    """What embeds audio (VGGish, CLAP, AST): a waveform at ``sample_rate`` is cut into windows that start ``step``
+    samples apart and read ``overlap`` samples past the next start; ``keeps_tail`` says whether what is left after the
+    last whole window makes one more. ``place`` moves the model to a device and returns the frontend that turns
+    windows into ``embed``'s inputs; ``embed`` gives one ``dim``-wide row per window."""
+
+    kind: str
+    sample_rate: int
+    dim: int
+    step: int
+    overlap: int
+    min_samples: int
+
+    def keeps_tail(self, samples: int) -> bool: ...
+
+    def place(self, device: torch.device) -> nn.Module: ...
+
+    def embed(self, inputs: torch.Tensor) -> torch.Tensor: ...
+
+    def provenance(self) -> dict[str, Any]: ...
+
+
 @dataclass
-class AudioEncoder:
-    """VGGish (+ its PCA postprocess). Like ``hf_audio.HFAudioEncoder`` (CLAP, AST), it embeds a waveform at
-    ``sample_rate`` window by window: windows start ``step`` samples apart and read ``overlap`` samples past the
-    next start; ``keeps_tail`` says whether what is left after the last whole window makes one more."""
+class VGGishEncoder:
+    """VGGish (+ its PCA postprocess), an :class:`AudioEncoder` with torchvggish's windows (0.96 s examples)."""
 
     model: VGGish
     postprocessor: Postprocessor | None
@@ -86,13 +107,11 @@ class AudioEncoder:
                 "frontend": FRONTEND}
 
 
-Encoder = AudioEncoder | HFAudioEncoder  # what embeds audio, by models/vggish's contents
 
-
-def load_audio_encoder(directory: str | Path, postprocess: bool, shown_as: str | Path | None = None) -> Encoder:
+def load_audio_encoder(directory: str | Path, postprocess: bool, shown_as: str | Path | None = None) -> AudioEncoder:
     """The audio encoder in ``directory``: CLAP or AST where it holds a transformers model (config.json), else
     VGGish (and its PCA when ``postprocess``); messages name it ``shown_as`` if given (the audio_encoder stage checks a
-    temporary directory before it becomes ``models/vggish``)."""
+    temporary directory before it becomes ``models/audio_encoder``)."""
     directory = Path(directory)
     shown = Path(shown_as) if shown_as is not None else directory
     folder = _transformers_folder(directory)
@@ -108,7 +127,7 @@ def load_audio_encoder(directory: str | Path, postprocess: bool, shown_as: str |
         if not pca_path.is_file():
             raise A2IError(f"{shown / PCA_FILE}: not found, but postprocess is on (rerun the audio_encoder stage)")
         post = _load(pca_path, shown / PCA_FILE, load_postprocessor)
-    return AudioEncoder(model, post, sha256_file(weights_path))
+    return VGGishEncoder(model, post, sha256_file(weights_path))
 
 
 def _transformers_folder(directory: Path) -> Path | None:
@@ -129,7 +148,7 @@ def _transformers_folder(directory: Path) -> Path | None:
     return folder
 
 
-def encoder_for(trained: Provenance, directory: str | Path, postprocess: bool | None = None) -> Encoder:
+def encoder_for(trained: Provenance, directory: str | Path, postprocess: bool | None = None) -> AudioEncoder:
     """The local audio encoder that embeds new sounds for a mapper trained on ``trained`` features, once checked
     against it.
 

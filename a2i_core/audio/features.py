@@ -36,7 +36,7 @@ from a2i_core.core.packs import PackedClip
 if TYPE_CHECKING:
     from torch import nn
 
-    from a2i_core.audio.encoder import Encoder
+    from a2i_core.audio.encoder import AudioEncoder
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter, from malloc.h
 
 
 @torch.inference_mode()
-def embed_waves(encoder: Encoder, frontend: nn.Module, waves: list[np.ndarray], batch_size: int,
+def embed_waves(encoder: AudioEncoder, frontend: nn.Module, waves: list[np.ndarray], batch_size: int,
                 device: torch.device) -> list[np.ndarray]:
     """Per-clip (n_i, D) embeddings for a list of waveforms at the encoder's sample rate, batched across clips
     (``batch_size`` windows a forward pass)."""
@@ -55,7 +55,7 @@ def embed_waves(encoder: Encoder, frontend: nn.Module, waves: list[np.ndarray], 
     return [a.numpy() for a in torch.cat(outputs).split(counts)]
 
 
-def window_samples(encoder: Encoder, window_seconds: float) -> int:
+def window_samples(encoder: AudioEncoder, window_seconds: float) -> int:
     """The longest waveform ``embed_path`` embeds at once: a whole number of the encoder's windows (at least one)."""
     windows = max(1, round(window_seconds * encoder.sample_rate / encoder.step))
     return windows * encoder.step + encoder.overlap
@@ -80,7 +80,7 @@ def fix_mmap_threshold() -> bool:
 
 
 @torch.inference_mode()
-def embed_path(encoder: Encoder, frontend: nn.Module, path: str | Path, batch_size: int,
+def embed_path(encoder: AudioEncoder, frontend: nn.Module, path: str | Path, batch_size: int,
                device: torch.device, window_seconds: float = 60.0) -> tuple[np.ndarray, int, float]:
     """A file's (n, D) embeddings, its number of samples and its RMS, holding one streaming window of audio.
 
@@ -178,7 +178,7 @@ def decoded(clips: list[tuple[str, Path | PackedClip]], pool: ThreadPoolExecutor
         yield first_id, future.result()
 
 
-def embed_clips(encoder: Encoder, clips: Iterable[tuple[str, Path | PackedClip]], out_dir: str | Path,
+def embed_clips(encoder: AudioEncoder, clips: Iterable[tuple[str, Path | PackedClip]], out_dir: str | Path,
                 batch_size: int, shard_rows: int, device: torch.device, decode_workers: int = 2,
                 world: World = SOLO, window_seconds: float = 60.0) -> dict:
     """Decode, embed and write ``part-*.parquet``, shard by shard, resuming where a previous run stopped.

@@ -122,3 +122,11 @@ def _read_umask() -> int:
 
 
 _UMASK = _read_umask()
+
+
+def project_root() -> Path:
+    """The source checkout a2i runs from: its dvc.yaml, stages/ and params.yaml."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "dvc.yaml").is_file():
+        raise A2IError(f"{root}: no dvc.yaml here; run from a source checkout of a2i (pip install -e .)")
+    return root

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from a2i_core.core.errors import A2IError, first_line
-from a2i_core.core.files import read_json, write_text
+from a2i_core.core.files import atomic_dir, read_json, write_text
 from a2i_core.core.urls import redact, redact_text
 
 SOURCE_FILE = "source.json"
-TINY = "tiny"
+TINY = "tiny"  # a model built in code by the offline demo's stages; its folder holds the model itself
+TINY_REFUSED = ("tiny models are the offline demo's, built by its own stages (`a2i demo`, profiles/offline.yaml); "
+                "name a Hub id or a saved model folder")
 SD3_MARKER = "model_index.json"
 # A Hub model id with its owner, and optionally a revision (branch, tag or commit; "refs/pr/1" has slashes). The
 # revision becomes a path inside the Hugging Face cache (refs/<revision>), so no "..", no leading or doubled "/".
@@ -26,6 +29,36 @@ _HUB_ID = re.compile(r"(?P<repo>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(?:@(?P<re
 
 def write_source(out_dir: Path, record: dict) -> None:
     write_text(out_dir / SOURCE_FILE, json.dumps(record, indent=2) + "\n")
+
+
+def prepare_pretrained(model: str, out_dir: str | Path, marker: str,
+                       check: Callable[[Path], None] | None = None) -> dict:
+    """Pin a Hub id to the revision it names now, or a local model directory, in ``out_dir/source.json``;
+    ``check`` (when given) sees the folder before it is put in place.
+
+    ``marker`` is the file that makes a directory a saved model of this kind (model_index.json, config.json).
+    """
+    if model == TINY:
+        raise A2IError(f"{model}: {TINY_REFUSED}")
+    if Path(model).is_dir():
+        if not (Path(model) / marker).is_file():
+            raise A2IError(f"{model}: not a saved model directory (no {marker})")
+        record = {"model": str(Path(model).resolve()), "revision": None}
+    else:  # a path that is not there is never looked up on the Hub, where someone else may own that name
+        local = local_reason(model)
+        if local is not None:
+            raise A2IError(f"{redact(model)}: no such model folder{local}")
+        parsed = parse_hub_id(model)
+        if parsed is None:
+            raise A2IError(f"{redact(model)}: no such model folder, and not a Hub id (owner/name or "
+                           "owner/name@revision)")
+        repo, revision = parsed
+        record = {"model": repo, "revision": hub_revision(repo, revision)}
+    with atomic_dir(out_dir) as tmp:  # a reader never finds it half-built
+        write_source(tmp, record)
+        if check is not None:
+            check(tmp)
+    return record
 
 
 def _record(directory: Path) -> dict:

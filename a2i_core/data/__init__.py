@@ -1,2 +1,5 @@
-"""Data acquisition: sources (AudioSet, ESC-50, AudioCaps, folders, archives, the synthetic classes), ingest,
-download and the clip fetchers. Knows nothing of models: no torch, diffusers or transformers."""
+"""Data acquisition: the sources (AudioSet, ESC-50, AudioCaps, folders, archives, the synthetic classes), ingest,
+the download queue and the clip fetchers. Knows nothing of models.
+
+May import: core. Never torch, diffusers or transformers.
+"""

@@ -1,1 +1,5 @@
-"""Stable Diffusion 3 as a frozen renderer: loading, prompt embeddings, rendering, and CLIP's image scores."""
+"""Stable Diffusion 3 as a frozen renderer: pinning and loading it, prompt embeddings, rendering with the
+sequence fills, and CLIP's image scores.
+
+May import: core.
+"""

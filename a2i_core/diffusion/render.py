@@ -23,7 +23,7 @@ from a2i_core.core.distributed import SOLO, World
 from a2i_core.core.errors import A2IError
 from a2i_core.core.files import atomic_path
 from a2i_core.core.params import RenderParams
-from a2i_core.mapper.model import nearest_rows
+from a2i_core.core.retrieval import nearest_rows
 
 log = logging.getLogger(__name__)
 

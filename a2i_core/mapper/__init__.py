@@ -1,1 +1,5 @@
-"""The mapper: the model, its (audio, prompt) pairs, training, evaluation, provenance and the artifact it ships as."""
+"""The mapper: the model, its (audio, prompt) pairs, training, evaluation, and the artifact it ships as (with
+its model card).
+
+May import: core, audio, diffusion.
+"""

@@ -21,7 +21,8 @@ from safetensors.torch import save_file
 from a2i_core.core.errors import A2IError
 from a2i_core.core.files import atomic_dir, dir_identity
 from a2i_core.core.hub import local_folder
-from a2i_core.mapper.model import CONFIG_NAME, WEIGHTS_NAME, AudioToSD3Mapper, nearest_rows, read_json, read_tensors
+from a2i_core.core.retrieval import nearest_rows
+from a2i_core.mapper.model import CONFIG_NAME, WEIGHTS_NAME, AudioToSD3Mapper, read_json, read_tensors
 
 GUIDANCE_NAME = "guidance.safetensors"
 PROMPTS_NAME = "prompts.json"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from a2i_core.mapper.model import AudioToSD3Mapper, normalise, predict
+from a2i_core.core.retrieval import normalise
+from a2i_core.mapper.model import AudioToSD3Mapper, predict
 from a2i_core.mapper.pairs import Pairs
 
 # The numbers reported for baselines and summarised over folds.

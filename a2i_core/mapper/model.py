@@ -206,18 +206,6 @@ def _shown(shape: tuple[int | None, ...]) -> str:
     return "(" + ", ".join("N" if n is None else str(n) for n in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
-def normalise(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (zero rows stay zero)."""
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
-def nearest_rows(x: np.ndarray, bank: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """For each row of ``x`` (n, P), the indices (n, k) of the ``k`` rows of ``bank`` (K, P) closest by cosine,
-    closest first (ties to the earlier row), and all the cosines (n, K)."""
-    cosines = normalise(np.asarray(x, np.float32)) @ normalise(np.asarray(bank, np.float32)).T  # (n, K)
-    return np.argsort(-cosines, axis=1, kind="stable")[:, :k], cosines
-
-
 def pad_frames(frames: list[np.ndarray], max_frames: int) -> tuple[np.ndarray, np.ndarray]:
     """Ragged (n_i, 128) arrays -> (n, T, 128) zero-padded and (n, T) mask, T = min(longest, max_frames)."""
     length = min(max(len(f) for f in frames), max_frames)

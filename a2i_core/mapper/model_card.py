@@ -250,7 +250,7 @@ def _usage() -> str:
     return """## How to use
 
 With a2i installed, from a project whose audio_encoder and encoders stages made the audio encoder and SD3 named
-under Provenance (`models/vggish`, `models/sd3`; or pass `--audio-encoder` and `--sd3`):
+under Provenance (`models/audio_encoder`, `models/sd3`; or pass `--audio-encoder` and `--sd3`):
 
 ```bash
 a2i generate sound.wav --mapper <this folder or owner/name[@revision]> --out images
@@ -264,7 +264,7 @@ from pathlib import Path
 from a2i_core.serve.generate import SoundToImage, pick_device
 from a2i_core.diffusion.render import RenderSettings, SequenceFill
 
-generator = SoundToImage.from_pretrained("owner/name", "models/vggish", "models/sd3", pick_device("auto"))
+generator = SoundToImage.from_pretrained("owner/name", "models/audio_encoder", "models/sd3", pick_device("auto"))
 sounds = generator.sounds([Path("sound.wav")])
 settings = RenderSettings(steps=28, guidance=7.0, size=1024, seed=0, batch_size=1)
 # The sequence the mapper does not predict: the empty prompt's, or SequenceFill("nearest_prompts", k=3,

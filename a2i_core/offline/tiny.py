@@ -1,18 +1,20 @@
-"""Tiny models of the real architectures, randomly initialised, for the offline profile and tests.
+"""Tiny SD3 and CLIP of the real architectures, randomly initialised, for the offline profile and tests.
 
-They are written to disk exactly as the real ones are published (torchvggish's ``.pth`` state dicts, a
-diffusers SD3 directory) and are only ever used by loading them back through the real loading code.
-Tokenizers are built from an in-code vocabulary, so nothing is fetched.
+They are written to disk exactly as the real ones are published (a diffusers SD3 directory, a transformers CLIP
+directory) and are only ever used by loading them back through the real loading code. Tokenizers are built from an
+in-code vocabulary, so nothing is fetched. The tiny audio encoders are in :mod:`a2i_core.offline.tiny_audio`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from a2i_core.audio.vggish import EMBEDDING_DIM, VGGish
 from a2i_core.core.errors import quiet_hf_libraries
+from a2i_core.core.files import atomic_dir
+from a2i_core.core.hub import TINY, write_source
 
 # Words the tokenizers know whole; anything else falls back to single characters.
 VOCABULARY = (
@@ -21,19 +23,6 @@ VOCABULARY = (
     "train cat sound noise"
 ).split()
 CHARS = "abcdefghijklmnopqrstuvwxyz0123456789,.'!?-"
-
-
-def tiny_vggish_weights(seed: int = 0) -> dict[str, torch.Tensor]:
-    """The full torchvggish architecture with PyTorch's default random init (72 M parameters)."""
-    torch.manual_seed(seed)
-    return VGGish().state_dict()
-
-
-def tiny_vggish_pca(seed: int = 0) -> dict[str, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    q, _ = torch.linalg.qr(torch.randn(EMBEDDING_DIM, EMBEDDING_DIM, generator=generator))
-    return {"pca_eigen_vectors": q, "pca_means": torch.zeros(EMBEDDING_DIM, 1)}
-
 
 def clip_tokenizer():
     from transformers import CLIPTokenizer
@@ -125,3 +114,16 @@ def save_tiny_clip(directory: str | Path, seed: int = 0) -> None:
                                                                  crop_size={"height": 32, "width": 32}),
                               tokenizer=tokenizer)
     processor.save_pretrained(str(directory))
+
+
+def build_pretrained(out_dir: str | Path, build: Callable[[Path], None],
+                     check: Callable[[Path], None] | None = None) -> dict:
+    """A tiny model built by ``build`` into ``out_dir``, recorded in its ``source.json`` as ``tiny`` (the folder holds
+    the model itself); ``check`` (when given) sees the folder before it is put in place."""
+    record = {"model": TINY, "revision": None}
+    with atomic_dir(out_dir) as tmp:  # a reader never finds it half-built
+        build(tmp)
+        write_source(tmp, record)
+        if check is not None:
+            check(tmp)
+    return record

@@ -1,9 +1,10 @@
 """A self-contained DVC workspace for a profile (the demo, the end-to-end test).
 
-It holds a copy of the pipeline's code and, as its ``params.yaml``, the project's ``params.yaml`` with the profile
-(an overlay: only the keys that differ) merged in, in its own git repository,
-so running it never edits the project's ``params.yaml``, ``dvc.yaml`` or ``dvc.lock``. Stages run as
-``python -m stages.NAME`` from the workspace root, so the code DVC hashes is the code that runs.
+It holds a copy of the pipeline's code; as its ``params.yaml``, the project's ``params.yaml`` with the profile (an
+overlay: only the keys that differ) merged in; and as its ``dvc.yaml``, the project's with the offline demo's own
+audio_encoder and encoders stages (``stages/offline.dvc.yaml``: they build tiny models) in place of the real ones; all
+in its own git repository, so running it never edits the project's ``params.yaml``, ``dvc.yaml`` or ``dvc.lock``.
+Stages run as ``python -m stages.NAME`` from the workspace root, so the code DVC hashes is the code that runs.
 """
 
 from __future__ import annotations
@@ -19,18 +20,13 @@ from pathlib import Path
 from ruamel.yaml import YAML
 
 from a2i_core.core.errors import A2IError
+from a2i_core.core.files import project_root
 from a2i_core.core.params import merge_overlay, params_from_dict, read_yaml
 
 PIPELINE_FILES = ("dvc.yaml", "stages", "a2i_core")
+OFFLINE_STAGES = Path("stages") / "offline.dvc.yaml"  # replaces stages of dvc.yaml by name
 log = logging.getLogger(__name__)
 EDITED_PARAMS = "params.yaml.edited"  # a workspace's params.yaml as it was before a new `a2i demo` rewrote it
-
-
-def project_root() -> Path:
-    root = Path(__file__).resolve().parents[2]
-    if not (root / "dvc.yaml").is_file():
-        raise A2IError(f"{root}: no dvc.yaml here; run from a source checkout of a2i (pip install -e .)")
-    return root
 
 
 def _copy(src: Path, dest: Path) -> None:
@@ -85,6 +81,24 @@ def write_profile(base: Path, profiles: Sequence[Path], out: Path) -> None:
         yaml.dump(merged, f)
 
 
+def write_pipeline(base: Path, offline: Path, out: Path) -> None:
+    """``base`` (dvc.yaml) with each stage that ``offline`` defines replaced by its offline version, written to
+    ``out`` with dvc.yaml's own comments."""
+    yaml = YAML()  # round trip: the story's comments stay
+    yaml.width = 4096
+    pipeline = yaml.load(base.read_text())
+    replacements = YAML(typ="safe", pure=True).load(offline.read_text())["stages"]
+    unknown = sorted(set(replacements) - set(pipeline["stages"]))
+    if unknown:
+        raise A2IError(f"{offline}: replaces stages that {base.name} does not have: {', '.join(unknown)}")
+    for name, stage in replacements.items():
+        pipeline["stages"][name] = stage
+    with open(out, "w") as f:
+        f.write(f"# {base.name} with the offline demo's {', '.join(replacements)} from {OFFLINE_STAGES.as_posix()}; a new "
+                "`a2i demo` writes it anew.\n")
+        yaml.dump(pipeline, f)
+
+
 def find_profile(name: str | Path, root: Path) -> Path:
     """A profile file: the path itself, or a name of the project's own (``offline`` for profiles/offline.yaml)."""
     path = Path(name)
@@ -105,7 +119,9 @@ def prepare(workspace: str | Path, profiles: Sequence[str | Path], root: Path | 
     found = [find_profile(p, root) for p in profiles]
     workspace.mkdir(parents=True, exist_ok=True)
     for name in PIPELINE_FILES:
-        _copy(root / name, workspace / name)
+        if name != "dvc.yaml":
+            _copy(root / name, workspace / name)
+    write_pipeline(root / "dvc.yaml", root / OFFLINE_STAGES, workspace / "dvc.yaml")
     params = workspace / "params.yaml"
     before = params.read_text() if params.is_file() else None
     write_profile(root / "params.yaml", found, params)

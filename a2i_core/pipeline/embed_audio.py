@@ -14,7 +14,7 @@ from a2i_core.core.manifest import clip_sources
 from a2i_core.core.params import AudioEncoderParams
 
 
-def embed_audio(cfg: AudioEncoderParams, audio: Path, vggish: Path, features: Path, world: World = SOLO,
+def embed_audio(cfg: AudioEncoderParams, audio: Path, audio_encoder: Path, features: Path, world: World = SOLO,
                 candidates: Path | None = None) -> dict:
     if cfg.release is not None:
         if candidates is None:
@@ -23,6 +23,6 @@ def embed_audio(cfg: AudioEncoderParams, audio: Path, vggish: Path, features: Pa
         counts = import_release(Path(cfg.release), candidates, features, cfg.shard_rows) if world.is_main else {}
         world.barrier()
         return counts
-    encoder = load_audio_encoder(vggish, cfg.postprocess)
+    encoder = load_audio_encoder(audio_encoder, cfg.postprocess)
     return embed_clips(encoder, clip_sources(audio), features, batch_size=cfg.batch_size, shard_rows=cfg.shard_rows,
                        device=world.device(cfg.device), decode_workers=cfg.decode_workers, world=world)

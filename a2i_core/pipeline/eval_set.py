@@ -47,7 +47,7 @@ def set_metrics(mapper: AudioToSD3Mapper, pairs: Pairs, folds: pd.Series | None,
     return report
 
 
-def eval_set(params: Params, name: str, mapper_dir: Path, vggish: Path, sd3: Path, out: Path, metrics: Path,
+def eval_set(params: Params, name: str, mapper_dir: Path, audio_encoder: Path, sd3: Path, out: Path, metrics: Path,
              report: Path) -> dict:
     """Candidates, audio, features and metrics of eval set ``name``; its work files go under ``out``, its headline
     numbers to ``metrics`` and every number (per fold too) to ``report``, which it returns."""
@@ -58,12 +58,12 @@ def eval_set(params: Params, name: str, mapper_dir: Path, vggish: Path, sd3: Pat
                                                         out / "features" / "audio", out / "features" / "text")
     mapper = AudioToSD3Mapper.from_pretrained(mapper_dir)
     # Refuse encoders the mapper never learnt from now, not after downloading and embedding the whole set.
-    encoder_for(mapper.config.provenance, vggish, params.audio_encoder.postprocess)
+    encoder_for(mapper.config.provenance, audio_encoder, params.audio_encoder.postprocess)
     mapper.config.provenance.check(str(sd3), diffusion_model=model_identity(sd3))
     frame = ingest(data, candidates, out / "data.json", split=EVAL_SPLIT)
     download(params.download, candidates, audio, out / "download.json")
     # The set's own audio, embedded by the local VGGish even where training imported AudioSet's released embeddings.
-    embed_audio(dataclasses.replace(params.audio_encoder, release=None), audio, vggish, audio_features, SOLO)
+    embed_audio(dataclasses.replace(params.audio_encoder, release=None), audio, audio_encoder, audio_features, SOLO)
     # Whole sequences only serve render's true-prompt images, which eval sets do not draw; the embeddings are the same.
     embed_text(dataclasses.replace(params.diffusion, store_sequence=False), candidates, sd3, text_features, world=SOLO)
     pairs = load_pairs_for(mapper, candidates, audio_features, text_features)

@@ -1,1 +1,5 @@
-"""Any sound to an image with a trained mapper: generate and the web app. Imports nothing of the data pipeline."""
+"""Any sound to an image with a trained mapper: generate, the example sounds and the web app. Nothing here
+loads the data pipeline.
+
+May import: core, audio, diffusion, mapper.
+"""

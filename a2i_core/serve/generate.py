@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from a2i_core.audio.encoder import Encoder, encoder_for
+from a2i_core.audio.encoder import AudioEncoder, encoder_for
 from a2i_core.audio.features import clip_means, embed_path
 from a2i_core.core.audio_io import AUDIO_SUFFIXES, SAMPLE_RATE
 from a2i_core.core.devices import resolve_device, resolve_dtype
@@ -62,7 +62,7 @@ class Sound:
 class SoundToImage:
     """Sound files to images: VGGish, the trained mapper and SD3's image side (no text encoders) on one device."""
 
-    def __init__(self, artifact: MapperArtifact, encoder: Encoder, pipe, device: torch.device,
+    def __init__(self, artifact: MapperArtifact, encoder: AudioEncoder, pipe, device: torch.device,
                  dtype: torch.dtype) -> None:
         transformer, config = pipe.transformer.config, artifact.mapper.config
         width = artifact.empty_sequence.shape[1]
@@ -73,12 +73,12 @@ class SoundToImage:
         self.frontend = encoder.place(device)
 
     @classmethod
-    def from_pretrained(cls, mapper_dir: str | Path, vggish_dir: str | Path, sd3_dir: str | Path,
+    def from_pretrained(cls, mapper_dir: str | Path, audio_encoder_dir: str | Path, sd3_dir: str | Path,
                         device: torch.device, dtype: str = "bfloat16") -> SoundToImage:
         """Load the three parts, checking that VGGish and SD3 are those whose features the mapper learnt from."""
         artifact = MapperArtifact.load(mapper_dir)
         provenance = artifact.mapper.config.provenance
-        encoder = encoder_for(provenance, vggish_dir)
+        encoder = encoder_for(provenance, audio_encoder_dir)
         provenance.check(str(sd3_dir), diffusion_model=model_identity(sd3_dir))
         torch_dtype = resolve_dtype(dtype, device)
         pipe = load_sd3(sd3_dir, "image", device, torch_dtype)
