@@ -1,4 +1,5 @@
-# Two commands for a newcomer: `make demo` and `make test`. Each sets up .venv on first use.
+# Two commands for a newcomer: `make demo` and `make test` (the whole suite, what CI runs); `make test-fast` is the
+# unit tier, without the demo workspace. Each sets up .venv on first use.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -7,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 
-.PHONY: install demo test lint clean gpu-wheels
+.PHONY: install demo test test-fast lint clean gpu-wheels
 
 install: $(VENV)/.installed
 
@@ -29,15 +30,18 @@ demo: install
 test: install
 	$(BIN)/python -m pytest
 
+test-fast: install
+	$(BIN)/python -m pytest -m "not e2e"
+
 lint: install
 	$(BIN)/ruff check .
 
 clean:
 	rm -rf .demo
 
-# Wheels of what a bare GPU machine lacks (its image: Python 3.12, CUDA PyTorch, transformers, accelerate; no network).
-# A device call carries .whl/ and benchmarks/gpu.sh installs them. imageio-ffmpeg 0.6.0, not the newest, because
-# its ffmpeg (29 MB) keeps what travels under the 64 MiB a call may carry.
+# Wheels for a GPU machine without network whose Python 3.12 already has CUDA PyTorch, transformers and accelerate:
+# copy .whl/ there with the checkout, and benchmarks/gpu.sh installs them. imageio-ffmpeg 0.6.0, not the newest:
+# its ffmpeg (29 MB) keeps the copy small.
 GPU_WHEELS := diffusers==0.42.1 soundfile==0.14.0 cffi==2.1.1 pycparser==3.12 ffmpeg-python==0.2.0 future==1.0.0 \
 	imageio-ffmpeg==0.6.0 ruamel.yaml==0.19.1 resampy==0.4.3
 gpu-wheels:

@@ -26,6 +26,14 @@ def offline(section: str, **changes):
     return dataclasses.replace(getattr(OFFLINE, section), **changes)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that needs the demo workspace (directly or through another fixture) is end-to-end: it runs the real
+    `dvc repro` once per session, so `-m "not e2e"` (make test-fast) never builds the demo."""
+    for item in items:
+        if "demo_workspace" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.e2e)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """a2i's cache (downloads, extracted archives) in a temporary folder: tests never touch the user's own, and
@@ -81,7 +89,7 @@ def demo_workspace(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]
     # Rendered as `make demo` renders (128 px, 8 steps: 40 images in seconds), so test_pipeline holds the demo's
     # image targets; the mapper trains the profile's epochs (seconds) to get near the demo's.
     profile["render"]["batch_size"] = 2
-    # Several units of work, so that tests/test_distributed.py can spread them over 2 processes.
+    # Several units of work, so that tests/pipeline/test_distributed.py can spread them over 2 processes.
     profile["audio_encoder"]["shard_rows"] = 16
     profile["diffusion"]["shard_rows"] = 3
     with open(tmp / "profile.yaml", "w") as f:

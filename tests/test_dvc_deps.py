@@ -135,6 +135,6 @@ def test_cmd_paths_are_deps_or_outs(name, stage):
 
 def test_the_walker_sees_lazy_and_package_imports_but_not_type_checking_ones():
     assert "a2i_core/serve/app.py" in closure(ROOT / "a2i_core" / "cli.py")  # imported inside a function
-    assert "a2i_core/core/shards.py" in closure(ROOT / "a2i_core" / "pipeline" / "ingest.py")  # `from ... import shards`
+    assert "a2i_core/core/shards.py" in closure(ROOT / "a2i_core" / "pipeline" / "ingest.py")  # from ... import
     features = closure(ROOT / "a2i_core" / "audio" / "features.py")
     assert "a2i_core/core/audio_io.py" in features and "a2i_core/audio/encoder.py" not in features  # TYPE_CHECKING only

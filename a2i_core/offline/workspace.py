@@ -94,8 +94,8 @@ def write_pipeline(base: Path, offline: Path, out: Path) -> None:
     for name, stage in replacements.items():
         pipeline["stages"][name] = stage
     with open(out, "w") as f:
-        f.write(f"# {base.name} with the offline demo's {', '.join(replacements)} from {OFFLINE_STAGES.as_posix()}; a new "
-                "`a2i demo` writes it anew.\n")
+        f.write(f"# {base.name} with the offline demo's {', '.join(replacements)} from {OFFLINE_STAGES.as_posix()}; "
+                "a new `a2i demo` writes it anew.\n")
         yaml.dump(pipeline, f)
 
 

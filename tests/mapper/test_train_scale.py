@@ -16,7 +16,7 @@ from a2i_core.mapper.model import pad_frames
 from a2i_core.mapper.pairs import ClipFrames, Pairs, join_pairs, load_frames
 from a2i_core.mapper.train import Split, mapper_config, train_mapper
 from tests.conftest import offline
-from tests.test_mapper import PROVENANCE
+from tests.mapper.test_model import PROVENANCE
 
 CPU = torch.device("cpu")
 # (train_loss, val_loss) per epoch of test_training_from_the_index_is_training_on_per_pair_rows, from the training
@@ -117,8 +117,18 @@ def test_input_stats_in_parts_agree_with_all_rows_at_once(kind, monkeypatch):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.fixture
+def one_thread():
+    """CPU kernels may split a sum differently with another thread count (a loaded machine's OpenMP can hand out
+    fewer): with one thread, two runs of the same loop add in the same order and agree bit for bit."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("kind", ["mean", "frames"])
-def test_training_from_the_index_is_training_on_per_pair_rows(kind):
+def test_training_from_the_index_is_training_on_per_pair_rows(kind, one_thread):
     pairs = _pairs(400, 40, 4)
     x, y = _per_pair(pairs)
     mask = None
@@ -138,9 +148,12 @@ def test_training_from_the_index_is_training_on_per_pair_rows(kind):
     b = train_mapper(dense(is_train), dense(~is_train), config, params)
     assert a.history == b.history
     # And the loop before pairs were indexed (a2i 7452ed3: whole splits as tensors), run once on the same data:
-    # a change to the shared batch path would move both runs above together, but not this record.
+    # a change to the shared batch path would move both runs above together, but not this record. It was made with
+    # two threads, whose float32 sums round otherwise than one thread's: over 3 epochs that moves a loss by up to
+    # 2.2e-5 of itself (frames; mean 2.2e-6 on a loaded machine). 1e-4 allows that and still catches a changed batch
+    # size, shuffle seed or loss, each of which moves these losses by 1.4e-2 or more (measured).
     losses = [(h["train_loss"], h["val_loss"]) for h in a.history]
-    np.testing.assert_allclose(losses, BEFORE_INDEXING[kind], rtol=1e-6)
+    np.testing.assert_allclose(losses, BEFORE_INDEXING[kind], rtol=1e-4)
     assert all(torch.equal(p, q) for p, q in zip(a.model.state_dict().values(), b.model.state_dict().values(),
                                                  strict=True))
 

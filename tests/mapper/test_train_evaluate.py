@@ -7,7 +7,7 @@ from a2i_core.mapper.evaluate import evaluate_predictions, true_prompt_ranks
 from a2i_core.mapper.model import predict
 from a2i_core.mapper.train import Split, combined_loss, mapper_config, train_mapper
 from tests.conftest import offline
-from tests.test_mapper import PROVENANCE
+from tests.mapper.test_model import PROVENANCE
 
 
 def _toy(n_per_class: int, seed: int):

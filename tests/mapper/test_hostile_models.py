@@ -30,8 +30,8 @@ from a2i_core.offline.audio_encoder import build_audio_encoder
 from a2i_core.offline.tiny_audio import tiny_vggish_pca, tiny_vggish_weights
 from a2i_core.offline.workspace import tool_env
 from tests.conftest import offline
+from tests.mapper.test_model import PROVENANCE
 from tests.media_server import MediaServer
-from tests.test_mapper import PROVENANCE
 
 PASSWORD, SIGNATURE = "pw-7f3a", "secret-9c1e"
 

@@ -12,17 +12,15 @@ import pytest
 from a2i_core.core.audio_io import ffmpeg_binary, write_wav
 from a2i_core.data.sources.synthetic import clip_specs, synthesize
 from a2i_core.offline.workspace import tool_env
-from tests.conftest import ROOT
+from tests.helpers import manual_section
 
 pytestmark = pytest.mark.e2e
 SOUNDS = {"dog": "dog", "church_bell": "bell", "rain": "rain"}  # folder label -> the synthetic class it sounds like
 
 
 def readme_commands() -> str:
-    """The bash block of the README's section, exactly as a reader copies it."""
-    text = (ROOT / "README.md").read_text()
-    section = text.split("### Train on your own sounds", 1)[1]
-    return re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    """The bash block of the manual's section, exactly as a reader copies it."""
+    return re.search(r"```bash\n(.*?)```", manual_section("### Train on your own sounds"), re.S).group(1)
 
 
 def test_the_readme_steps_train_on_a_folder_and_generate(tmp_path):

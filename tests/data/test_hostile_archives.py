@@ -23,9 +23,9 @@ from a2i_core.core.names import safe_id
 from a2i_core.core.params import ArchiveParams
 from a2i_core.data.sources import local
 from a2i_core.data.sources.archive import extracted
+from tests.conftest import ROOT
 from tests.media_server import MediaServer
 
-ROOT = Path(__file__).resolve().parent.parent
 LIMITS = ArchiveParams(max_mb=1, max_files=50)
 ESC50_HEADER = "filename,fold,target,category,esc10,src_file,take\n"
 GOOD_ROWS = "1-100032-A-0.wav,1,0,dog,True,100032,A\n5-9032-A-1.wav,5,1,chirping_birds,False,9032,A\n"

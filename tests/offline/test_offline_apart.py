@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 from ruamel.yaml import YAML
 
 from tests.conftest import ROOT
+from tests.helpers import dvc
 
 
 def _dvc(cwd: Path, *args: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
+    return dvc(cwd, *args).stdout
 
 
 def _outputs(stage: dict) -> list[str]:

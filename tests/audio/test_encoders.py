@@ -16,14 +16,14 @@ from ruamel.yaml import YAML
 from a2i_core.audio.encoder import load_audio_encoder
 from a2i_core.audio.features import embed_clips, embed_path, embed_waves, load_audio_embeddings
 from a2i_core.audio.prepare import prepare_audio_encoder
-from a2i_core.offline.audio_encoder import build_audio_encoder
 from a2i_core.core.audio_io import SAMPLE_RATE, decode, write_wav
 from a2i_core.core.errors import A2IError
 from a2i_core.core.params import AudioEncoderParams, ParamsError, merge_overlay, params_from_dict
 from a2i_core.core.provenance import Provenance
 from a2i_core.mapper.artifact import MapperArtifact
-from a2i_core.offline.workspace import tool_env
+from a2i_core.offline.audio_encoder import build_audio_encoder
 from tests.conftest import ROOT
+from tests.helpers import run
 
 CPU = torch.device("cpu")
 
@@ -131,7 +131,7 @@ def test_the_clap_profile_is_an_overlay(offline_raw):
 
 
 def _run(cwd, *argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", *argv], cwd=cwd, env=tool_env(), capture_output=True, text=True)
+    return run(cwd, sys.executable, "-m", *argv, ok=False)
 
 
 def test_the_demo_with_clap_reruns_embed_audio_and_after_and_generate_follows(demo_workspace, tmp_path):

@@ -202,4 +202,5 @@ def test_another_sd3_is_refused_naming_both(demo_workspace, tmp_path):
     prepare_sd3(str(ws / "models/sd3"), tmp_path / "sd3")  # the same weights, pinned as another local model
     pinned = re.escape(str((ws / "models/sd3").resolve()))
     with pytest.raises(A2IError, match=rf"diffusion_model is '{pinned}', but the mapper was trained with 'tiny'"):
-        SoundToImage.from_pretrained(ws / "models/mapper", ws / "models/audio_encoder", tmp_path / "sd3", torch.device("cpu"))
+        SoundToImage.from_pretrained(ws / "models/mapper", ws / "models/audio_encoder", tmp_path / "sd3",
+                                     torch.device("cpu"))

@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -43,7 +42,8 @@ from a2i_core.serve.app import (
 )
 from a2i_core.serve.examples import project_examples
 from a2i_core.serve.generate import SoundToImage
-from tests.test_examples import hostile_folder, shown_name
+from tests.helpers import free_port
+from tests.serve.test_examples import hostile_folder, shown_name
 
 pytestmark = pytest.mark.e2e
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -52,12 +52,6 @@ BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backgr
 needs_chromium = pytest.mark.skipif(not os.path.exists(CHROMIUM),
                                     reason="needs Debian's chromium (.ci/run installs it)")
 USER, PASSWORD = "alice", "s3cr:et"  # a ':' in the password: only the first one separates
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class Server:
     url: str
@@ -80,7 +74,7 @@ def _launch(argv: Callable[[int], list[str]], root: Path, **env: str) -> Server:
     root.mkdir(parents=True, exist_ok=True)
     tmp, log = root / "tmp", root / "console.log"
     tmp.mkdir()
-    port = _free_port()
+    port = free_port()
     env = {**tool_env(), "GRADIO_ANALYTICS_ENABLED": "False", "NO_PROXY": "127.0.0.1,localhost", "TMPDIR": str(tmp),
            **env}
     with open(log, "w") as out:
@@ -470,7 +464,7 @@ def test_the_sweep_takes_results_and_downloads_and_leaves_the_examples(demo_work
     generator = SoundToImage.from_pretrained(models / "mapper", models / "vggish", models / "sd3", torch.device("cpu"),
                                              "float32")
     app = build_app(generator, RenderSettings.from_params(render), SequenceFill.from_params(render), examples=examples)
-    app.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True,
+    app.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
                show_error=False)
     try:
         api = Api(app.local_url, login=False)

@@ -23,7 +23,7 @@ from a2i_core.mapper.model import AudioToSD3Mapper, MapperConfig
 from a2i_core.mapper.model_card import MAX_LABELS, MAX_TEXT, DataSummary, TrainingSummary, base_model, md, model_card
 from a2i_core.offline.workspace import tool_env
 from tests.conftest import offline
-from tests.test_mapper import PROVENANCE
+from tests.mapper.test_model import PROVENANCE
 
 HOSTILE = ["a|b", "*bold* _it_", "<script>alert(1)</script>", "line\nbreak", "[link](https://example.com)",
            "`code`", "$x^2$", "nul\x00here", "# heading", "---", "para\u2028sep", "&lt;not a tag&gt;", "x" * 10_000,

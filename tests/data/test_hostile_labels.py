@@ -26,8 +26,8 @@ from a2i_core.core.manifest import CLIP_ID, load_manifest
 from a2i_core.data.download import download_clips
 from a2i_core.offline.workspace import tool_env
 from tests.conftest import ROOT, offline
+from tests.data.test_download_youtube import _media
 from tests.media_server import MediaServer
-from tests.test_download_youtube import _media
 
 ESCAPE = f"../../../../tmp/a2i-escape-{uuid.uuid4().hex[:8]}/evil"  # where a label used as a path would land
 LONG = "x" * 10_000

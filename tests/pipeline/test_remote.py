@@ -22,22 +22,17 @@ import pytest
 from ruamel.yaml import YAML
 
 from a2i_core.offline.workspace import tool_env
+from tests.helpers import dvc, free_port, run
 
 pytestmark = pytest.mark.e2e
 BUCKET = "a2i-team"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def s3():
     """moto's S3 server with IAM authentication on, a user with full access, and an empty bucket."""
     boto3 = pytest.importorskip("boto3")
-    port = _free_port()
+    port = free_port()
     # The first 3 requests (creating the user, its policy and key) are allowed unsigned; every later one is checked.
     env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}
     server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], env=env,
@@ -73,14 +68,11 @@ def _env() -> dict[str, str]:
 
 
 def _run(cwd: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(list(args), cwd=cwd, env=_env(), capture_output=True, text=True)
-    if ok:
-        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    return result
+    return run(cwd, *args, env=_env(), ok=ok)
 
 
 def _dvc(cwd: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
-    return _run(cwd, sys.executable, "-m", "dvc", *args, ok=ok)
+    return dvc(cwd, *args, env=_env(), ok=ok)
 
 
 def _connect(repo: Path, s3: dict, secret: str | None = None) -> None:

@@ -69,7 +69,7 @@ def test_a_reader_never_sees_a_missing_or_mixed_mapper_while_it_is_rewritten(tmp
     # always get one of the two whole, never an error or a mix.
     from a2i_core.mapper.artifact import MapperArtifact
     from a2i_core.mapper.model import AudioToSD3Mapper, MapperConfig
-    from tests.test_mapper import PROVENANCE
+    from tests.mapper.test_model import PROVENANCE
 
     def artifact(width: int) -> MapperArtifact:
         mapper = AudioToSD3Mapper(MapperConfig(in_dim=8, pooled_dim=4, hidden=[width], dropout=[0.0],

@@ -8,8 +8,6 @@ import io
 import json
 import re
 import shlex
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -26,8 +24,8 @@ from a2i_core.core.manifest import load_manifest
 from a2i_core.diffusion.prompt_embeddings import load_guidance, load_text_features
 from a2i_core.diffusion.render import SHEET_CELL, SHEET_LABEL_WIDTH
 from a2i_core.mapper.model import AudioToSD3Mapper
-from a2i_core.offline.workspace import tool_env
 from tests.conftest import ROOT
+from tests.helpers import dvc, manual_commands
 
 pytestmark = pytest.mark.e2e
 PROTECTED = ("params.yaml", "dvc.yaml", "dvc.lock")
@@ -47,9 +45,7 @@ def _ran(output: str) -> list[str]:
 
 
 def _dvc(workspace: Path, *args: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=workspace, env=tool_env(),
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = dvc(workspace, *args)
     return result.stdout + result.stderr
 
 
@@ -237,8 +233,8 @@ def test_an_eval_set_runs_without_t5_through_the_pipeline_functions(workspace, e
     with open(tmp_path / "params.yaml", "w") as f:
         YAML().dump(raw, f)
     params = load_params(tmp_path / "params.yaml")
-    report = eval_set(params, "esc", ws / "models/mapper", ws / "models/audio_encoder", ws / "models/sd3", tmp_path / "out",
-                      tmp_path / "esc.json", tmp_path / "esc_report.json")
+    report = eval_set(params, "esc", ws / "models/mapper", ws / "models/audio_encoder", ws / "models/sd3",
+                      tmp_path / "out", tmp_path / "esc.json", tmp_path / "esc_report.json")
     assert report["pairs"] == 20 and json.loads((tmp_path / "esc_report.json").read_text()) == report
     assert json.loads((tmp_path / "esc.json").read_text())["eval_sets"]["esc"]["top1"] == report["top1"]
     text = tmp_path / "out" / "features" / "text"
@@ -248,9 +244,8 @@ def test_an_eval_set_runs_without_t5_through_the_pipeline_functions(workspace, e
 
 
 def _readme_commands(prefix: str) -> list[list[str]]:
-    """The README's commands that start with ``prefix``, as it prints them (comments cut), split like a shell."""
-    lines = [line.split("  #")[0].strip() for line in (ROOT / "README.md").read_text().splitlines()]
-    return [shlex.split(line) for line in dict.fromkeys(lines) if line.startswith(prefix)]
+    """The manual's commands that start with ``prefix``, as it prints them (comments cut), split like a shell."""
+    return [shlex.split(line) for line in manual_commands(prefix)]
 
 
 def test_experiments_compare_on_the_numbers_that_matter(workspace):

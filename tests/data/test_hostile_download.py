@@ -33,8 +33,8 @@ from a2i_core.data.download import download_clips
 from a2i_core.data.fetch_clip import disk_error
 from a2i_core.data.ingest import build_candidates
 from tests.conftest import ROOT, offline
+from tests.data.test_download_youtube import _media
 from tests.media_server import MediaServer
-from tests.test_download_youtube import _media
 
 COOKIES = "# Netscape HTTP Cookie File\n127.0.0.1\tFALSE\t/\tFALSE\t0\tsession\ts3cr3t-value\n"
 FILLER = [f"diskclip{i:03d}" for i in range(10)]  # YouTube-like ids: 11 characters

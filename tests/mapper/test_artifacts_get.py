@@ -1,8 +1,8 @@
 """Getting a trained mapper somewhere else: by `dvc artifacts get` from the team's DVC remote (no clone), and by its
 Hugging Face Hub id, which MapperArtifact.load and `a2i generate --mapper` take in place of a folder.
 
-Nothing here reaches a network: the DVC remote is moto's S3 server on 127.0.0.1 (tests/test_remote.py's), Studio is
-off, and the Hub is a Hugging Face cache filled in huggingface_hub's own layout, read with HF_HUB_OFFLINE=1.
+Nothing here reaches a network: the DVC remote is moto's S3 server on 127.0.0.1 (tests/pipeline/test_remote.py's),
+Studio is off, and the Hub is a Hugging Face cache filled in huggingface_hub's own layout, read with HF_HUB_OFFLINE=1.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from a2i_core.mapper.artifact import CARD_NAME, FILES, PROMPT_SEQUENCES_NAME, Ma
 from a2i_core.mapper.model import AudioToSD3Mapper
 from a2i_core.offline.workspace import tool_env
 from tests.conftest import ROOT
-from tests.test_mapper import PROVENANCE
-from tests.test_remote import BUCKET, _env, _run, s3  # noqa: F401 (s3: the moto S3 server fixture)
+from tests.helpers import dvc
+from tests.mapper.test_model import PROVENANCE
+from tests.pipeline.test_remote import BUCKET, _env, _run, s3  # noqa: F401 (s3: the moto S3 server fixture)
 
 REPO_ID = "a2i-tests/demo-mapper"  # never asked of the real Hub: the tests run offline
 
@@ -286,10 +287,6 @@ def _no_studio_env(server: dict, home: Path) -> dict[str, str]:
             "DVC_GLOBAL_CONFIG_DIR": str(home / "global"), "DVC_SYSTEM_CONFIG_DIR": str(home / "system")}
 
 
-def _dvc(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=env, capture_output=True, text=True)
-
-
 def _files(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
@@ -304,8 +301,7 @@ def test_dvc_artifacts_get_fetches_the_mapper_from_the_remote(demo_workspace, s3
     for args in (("cache", "dir", "--local", str(ws / ".dvc" / "cache")), ("checkout", "models/mapper"),
                  ("remote", "add", "-d", "team", f"s3://{BUCKET}/a2i"),
                  ("remote", "modify", "--local", "team", "endpointurl", s3["url"]), ("push", "models/mapper")):
-        result = _dvc(repo, env, *args)
-        assert result.returncode == 0, f"{args}: {result.stdout[-2000:]}{result.stderr[-2000:]}"
+        dvc(repo, *args, env=env)
     _run(repo, "git", "commit", "-qam", "Add the team's DVC remote")
     committed = (repo / ".dvc" / "config").read_text()
     assert s3["secret"] not in committed and s3["key"] not in committed and s3["url"] not in committed
@@ -316,8 +312,8 @@ def test_dvc_artifacts_get_fetches_the_mapper_from_the_remote(demo_workspace, s3
     url = repo.as_uri()
 
     def get(name: str, out: str) -> subprocess.CompletedProcess:
-        return _dvc(elsewhere, env, "artifacts", "get", url, name, "-o", out, "--remote-config",
-                    f"endpointurl={s3['url']}")
+        return dvc(elsewhere, "artifacts", "get", url, name, "-o", out, "--remote-config", f"endpointurl={s3['url']}",
+                   env=env, ok=False)
 
     # `dvc artifacts get` takes a registered version (GTO's annotated tag name@vX.Y.Z), the latest by default.
     assert "Unable to find artifact 'mapper'" in get("mapper", "mapper").stderr
