@@ -29,10 +29,13 @@ import numpy as np
 import pandas as pd
 from cells import resident_mib, run_cell  # benchmarks/cells.py, beside this script
 
-from a2i_core.audio import tfrecord
-from a2i_core.audio.audioset_release import import_release, read_segments, release_files, wanted_segments
-from a2i_core.core import shards
-from a2i_core.core.candidates import CANDIDATES_KIND, candidates_table
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.audio.tfrecord_writer, run from anywhere
+
+from a2i_core.audio import tfrecord  # noqa: E402
+from a2i_core.audio.audioset_release import import_release, read_segments, release_files, wanted_segments  # noqa: E402
+from a2i_core.core import shards  # noqa: E402
+from a2i_core.core.candidates import CANDIDATES_KIND, candidates_table  # noqa: E402
+from tests.audio import tfrecord_writer  # noqa: E402
 
 RATIO_LIMIT = 1.2
 SLACK_MIB = 8.0
@@ -49,7 +52,7 @@ def write_files(root: Path, files: int, records: int, candidates: int, seed: int
         for r in range(records):
             video_id, start = f"v{f:05d}r{r:04d}", float(r % 300)
             frames = rng.integers(0, 256, (10, 128), dtype=np.uint8)
-            examples.append(tfrecord.serialize_sequence_example(tfrecord.SequenceExample(
+            examples.append(tfrecord_writer.serialize_sequence_example(tfrecord.SequenceExample(
                 context={"video_id": [video_id.encode()], "start_time_seconds": [start],
                          "end_time_seconds": [start + 10.0], "labels": [int(x) for x in rng.integers(0, 527, 3)]},
                 feature_lists={"audio_embedding": [[row.tobytes()] for row in frames]})))
@@ -57,7 +60,7 @@ def write_files(root: Path, files: int, records: int, candidates: int, seed: int
                 chosen.append((video_id, start))
         path = root / f"part{f % 4}" / f"{f:05d}.tfrecord"  # in subfolders, as the release's bal_train/, eval/ ...
         path.parent.mkdir(parents=True, exist_ok=True)
-        tfrecord.write_records(path, examples)
+        tfrecord_writer.write_records(path, examples)
     return chosen
 
 

@@ -1,9 +1,9 @@
-"""TFRecord files of ``tf.train.SequenceExample``, read and written without TensorFlow.
+"""TFRecord files of ``tf.train.SequenceExample``, read without TensorFlow (tests/audio/tfrecord_writer.py writes them).
 
 A TFRecord file is a run of records, each: uint64 length, uint32 masked CRC-32C of those 8 bytes, the data, uint32
 masked CRC-32C of the data (little-endian). Both CRCs are checked: a corrupt record or a truncated file stops with
-one line naming the file and the record's byte offset. The data is a protobuf message; this module decodes and
-encodes exactly the messages a SequenceExample is made of (from tensorflow/core/example/{example,feature}.proto):
+one line naming the file and the record's byte offset. The data is a protobuf message; this module decodes
+exactly the messages a SequenceExample is made of (from tensorflow/core/example/{example,feature}.proto):
 
     SequenceExample { Features context = 1; FeatureLists feature_lists = 2; }
     Features        { map<string, Feature> feature = 1; }
@@ -14,15 +14,15 @@ encodes exactly the messages a SequenceExample is made of (from tensorflow/core/
     FloatList       { repeated float value = 1; }
     Int64List       { repeated int64 value = 1; }
 
-A map entry is a message { key = 1; value = 2; }. Numeric lists may be packed or not; the encoder packs them, as
-TensorFlow does. A Feature decodes to a plain list of bytes, floats or ints.
+A map entry is a message { key = 1; value = 2; }. Numeric lists may be packed or not. A Feature decodes to a
+plain list of bytes, floats or ints.
 """
 
 from __future__ import annotations
 
 import functools
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -142,19 +142,6 @@ def _checked(path: Path, batch: list[tuple[int, bytes, int]]) -> Iterator[tuple[
             raise TFRecordError(f"{path}: corrupt record at byte {offset}: its data fails its CRC")
     for offset, data, _ in batch:
         yield offset, data
-
-
-def frame_record(data: bytes) -> bytes:
-    """One record as a TFRecord file stores it."""
-    length = struct.pack("<Q", len(data))
-    return length + FOOTER.pack(masked(crc32c(length))) + data + FOOTER.pack(masked(crc32c(data)))
-
-
-def write_records(path: str | Path, records: Iterable[bytes]) -> None:
-    """A TFRecord file of ``records`` (serialized messages), as TensorFlow's TFRecordWriter writes it."""
-    with open(path, "wb") as f:
-        for data in records:
-            f.write(frame_record(data))
 
 
 # Protobuf wire format, for the messages above only.
@@ -293,41 +280,3 @@ def parse_sequence_example(data: bytes) -> SequenceExample:
         elif number == 2:
             example.feature_lists.update(_map(value, _feature_list))
     return example
-
-
-def _varint_bytes(value: int) -> bytes:
-    value &= (1 << 64) - 1  # a negative int64 is its two's complement, ten bytes long
-    out = bytearray()
-    while value >= 0x80:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _message_field(number: int, payload: bytes) -> bytes:
-    return _varint_bytes(number << 3 | LENGTH_DELIMITED) + _varint_bytes(len(payload)) + payload
-
-
-def serialize_feature(values: Feature) -> bytes:
-    """A Feature message; the list's type picks the kind (an empty list becomes an empty BytesList)."""
-    first = values[0] if values else b""
-    if isinstance(first, (bytes, bytearray)):
-        return _message_field(1, b"".join(_message_field(1, bytes(v)) for v in values))
-    if isinstance(first, (float, np.floating)):
-        return _message_field(2, _message_field(1, struct.pack(f"<{len(values)}f", *values)))
-    if isinstance(first, (int, np.integer)):
-        return _message_field(3, _message_field(1, b"".join(_varint_bytes(int(v)) for v in values)))
-    raise TypeError(f"a Feature holds bytes, floats or ints, not {type(first).__name__}")
-
-
-def _map_bytes(entries: dict[str, bytes]) -> bytes:
-    return b"".join(_message_field(1, _message_field(1, key.encode()) + _message_field(2, value))
-                    for key, value in entries.items())
-
-
-def serialize_sequence_example(example: SequenceExample) -> bytes:
-    context = _map_bytes({k: serialize_feature(v) for k, v in example.context.items()})
-    lists = _map_bytes({k: b"".join(_message_field(1, serialize_feature(f)) for f in features)
-                        for k, features in example.feature_lists.items()})
-    return _message_field(1, context) + _message_field(2, lists)

@@ -23,6 +23,7 @@ from a2i_core.core import provenance, shards
 from a2i_core.core.candidates import CANDIDATES_KIND, candidates_table
 from a2i_core.core.errors import A2IError
 from a2i_core.core.provenance import RELEASE_AUDIO, RELEASE_NOTE, Provenance, ProvenanceError
+from tests.audio import tfrecord_writer
 from tests.conftest import ROOT
 
 # (video id, start s, seconds of embeddings): two files in subfolders; "notcand" is in the release only,
@@ -49,7 +50,7 @@ def segment_example(video_id: str, start: float, seconds: int) -> SequenceExampl
 def write_release(root: Path, layout: dict = RELEASE) -> Path:
     for name, segments in layout.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
-        tfrecord.write_records(root / name, (tfrecord.serialize_sequence_example(segment_example(*s))
+        tfrecord_writer.write_records(root / name, (tfrecord_writer.serialize_sequence_example(segment_example(*s))
                                              for s in segments))
     return root
 
@@ -74,7 +75,8 @@ def test_crc32c_matches_the_standard_check_value_and_the_batched_form():
 def test_records_and_sequence_examples_round_trip(tmp_path):
     example = segment_example("vid_A-1xyz0", 30.0, 10)
     example.context.update(negative=[-1, 2**62], floats=[0.5, -2.0], empty=[])
-    tfrecord.write_records(tmp_path / "x.tfrecord", [tfrecord.serialize_sequence_example(example), b"", b"abc"] * 20)
+    serialized = tfrecord_writer.serialize_sequence_example(example)
+    tfrecord_writer.write_records(tmp_path / "x.tfrecord", [serialized, b"", b"abc"] * 20)
     records = list(tfrecord.read_records(tmp_path / "x.tfrecord", batch_bytes=4096))
     assert [data for _, data in records[1:3]] == [b"", b"abc"] and len(records) == 60
     assert records[1][0] == 16 + len(records[0][1])  # byte offsets: header 12, footer 4
@@ -168,10 +170,11 @@ def test_a_record_that_is_no_segment_is_one_line(tmp_path):
     release.mkdir()
     bad = SequenceExample(context={"video_id": [b"x"], "start_time_seconds": [1.0]},
                           feature_lists={"audio_embedding": [[b"short"]]})
-    tfrecord.write_records(release / "x.tfrecord", [b"\xff\xff", tfrecord.serialize_sequence_example(bad)])
+    serialized = tfrecord_writer.serialize_sequence_example(bad)
+    tfrecord_writer.write_records(release / "x.tfrecord", [b"\xff\xff", serialized])
     message = _one_line_error(release, write_candidates(tmp_path / "c.parquet"), tmp_path / "out")
     assert message.startswith(f"{release / 'x.tfrecord'}: record at byte 0 is not an AudioSet segment")
-    tfrecord.write_records(release / "x.tfrecord", [tfrecord.serialize_sequence_example(bad)])
+    tfrecord_writer.write_records(release / "x.tfrecord", [tfrecord_writer.serialize_sequence_example(bad)])
     message = _one_line_error(release, write_candidates(tmp_path / "c.parquet"), tmp_path / "out")
     assert "audio_embedding second 0 is not one 128-byte string" in message
 
