@@ -195,7 +195,7 @@ def test_the_embed_audio_stage_imports_the_release(tmp_path, raw_params):
     with open(tmp_path / "params.yaml", "w") as f:
         YAML().dump(raw_params, f)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    args = ["--audio", "data/audio", "--vggish", "models/audio_encoder", "--features", "data/features/audio",
+    args = ["--audio", "data/audio", "--audio-encoder", "models/audio_encoder", "--features", "data/features/audio",
             "--candidates", "data/candidates.parquet"]  # no audio, no VGGish: neither is read
     result = subprocess.run([sys.executable, "-m", "stages.embed_audio", *args], cwd=tmp_path, env=env,
                             capture_output=True, text=True)
