@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 
 from a2i_core.core.devices import resolve_device, resolve_dtype
-from a2i_core.diffusion.prepare import prepare_sd3
 from a2i_core.diffusion.prompt_embeddings import embed_prompts
 from a2i_core.diffusion.sd3 import load_sd3
+from a2i_core.offline.encoders import build_sd3  # tiny built in code, anything else pinned as the stage does
 
 NOUNS = ["dog", "church bell", "car engine", "rainy street", "drum kit", "ticking clock", "police car siren",
          "bird singing in a tree", "crowd", "train", "waterfall", "violin", "thunderstorm", "cat", "baby", "guitar"]
@@ -51,7 +51,7 @@ def main() -> None:
     dtype = resolve_dtype(args.dtype, device)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        prepare_sd3(args.model, Path(tmp) / "sd3")
+        build_sd3(args.model, Path(tmp) / "sd3")
         pipe = load_sd3(Path(tmp) / "sd3", "text", device, dtype)
         texts = prompts(args.unique, args.repeats)
         for batch_size in [int(b) for b in args.batch_sizes.split(",")]:

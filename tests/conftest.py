@@ -27,10 +27,11 @@ def offline(section: str, **changes):
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test that needs the demo workspace (directly or through another fixture) is end-to-end: it runs the real
-    `dvc repro` once per session, so `-m "not e2e"` (make test-fast) never builds the demo."""
+    """End-to-end, so outside `-m "not e2e"` (make test-fast): a test that needs the demo workspace (directly or
+    through another fixture: it runs the real `dvc repro` once per session), and the benchmark scripts' runs."""
+    benchmarks = ROOT / "tests" / "benchmarks"
     for item in items:
-        if "demo_workspace" in getattr(item, "fixturenames", ()):
+        if "demo_workspace" in getattr(item, "fixturenames", ()) or benchmarks in Path(item.path).parents:
             item.add_marker(pytest.mark.e2e)
 
 
