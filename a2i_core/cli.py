@@ -20,7 +20,9 @@ from a2i_core.core.errors import A2IError, first_line, setup_logging
 from a2i_core.core.files import project_root
 from a2i_core.core.params import DType as DTypeName
 from a2i_core.core.params import RenderParams, check_device, load_params
-from a2i_core.diffusion.render import RenderSettings, SequenceFill, save_png
+from a2i_core.diffusion.fills import SequenceFill
+from a2i_core.diffusion.images import save_png
+from a2i_core.diffusion.render import RenderSettings
 from a2i_core.serve.examples import MAX_EXAMPLES, ExampleMaker, folder_examples, project_examples
 from a2i_core.serve.generate import Sound, SoundToImage, expand_inputs, output_names, pick_device
 

@@ -262,7 +262,8 @@ From Python:
 from pathlib import Path
 
 from a2i_core.serve.generate import SoundToImage, pick_device
-from a2i_core.diffusion.render import RenderSettings, SequenceFill
+from a2i_core.diffusion.fills import SequenceFill
+from a2i_core.diffusion.render import RenderSettings
 
 generator = SoundToImage.from_pretrained("owner/name", "models/audio_encoder", "models/sd3", pick_device("auto"))
 sounds = generator.sounds([Path("sound.wav")])

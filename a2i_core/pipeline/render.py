@@ -29,21 +29,10 @@ from a2i_core.core.files import atomic_path, replace_dir, write_json
 from a2i_core.core.hub import model_identity
 from a2i_core.core.names import safe_name
 from a2i_core.core.params import RenderParams
+from a2i_core.diffusion.fills import FILLS, SequenceFill, fill_sequence
+from a2i_core.diffusion.images import SHEET_CELL, contact_sheet, png_text, save_png
 from a2i_core.diffusion.prompt_embeddings import load_guidance, load_sequences
-from a2i_core.diffusion.render import (
-    FILLS,
-    SHEET_CELL,
-    RenderSettings,
-    SequenceFill,
-    compile_for_speed,
-    contact_sheet,
-    fill_sequence,
-    image_digest,
-    plan_batches,
-    png_text,
-    render_iter,
-    save_png,
-)
+from a2i_core.diffusion.render import RenderSettings, compile_for_speed, image_digest, plan_batches, render_iter
 from a2i_core.diffusion.sd3 import load_sd3
 from a2i_core.mapper.artifact import MapperArtifact
 from a2i_core.mapper.model import predict

@@ -28,7 +28,9 @@ import numpy as np
 from a2i_core.core.audio_io import SAMPLE_RATE, AudioError, decode_stream
 from a2i_core.core.errors import A2IError, first_line
 from a2i_core.core.names import safe_name
-from a2i_core.diffusion.render import RenderSettings, SequenceFill, save_png
+from a2i_core.diffusion.fills import SequenceFill
+from a2i_core.diffusion.images import save_png
+from a2i_core.diffusion.render import RenderSettings
 from a2i_core.serve.examples import Example, ExampleMaker
 from a2i_core.serve.generate import SILENCE_RMS, Sound, SoundToImage, image_seeds
 

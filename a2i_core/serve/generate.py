@@ -23,7 +23,8 @@ from a2i_core.core.audio_io import AUDIO_SUFFIXES, SAMPLE_RATE
 from a2i_core.core.devices import resolve_device, resolve_dtype
 from a2i_core.core.errors import A2IError
 from a2i_core.core.hub import model_identity
-from a2i_core.diffusion.render import RenderSettings, SequenceFill, fill_sequence, render
+from a2i_core.diffusion.fills import SequenceFill, fill_sequence
+from a2i_core.diffusion.render import RenderSettings, render
 from a2i_core.diffusion.sd3 import load_sd3
 from a2i_core.mapper.artifact import MapperArtifact
 from a2i_core.mapper.model import pad_frames, predict

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from a2i_core.core.errors import A2IError
-from a2i_core.diffusion.render import SequenceFill, fill_sequence, nearest_prompt_weights
+from a2i_core.diffusion.fills import SequenceFill, fill_sequence, nearest_prompt_weights
 
 RNG = np.random.default_rng(0)
 BANK_POOLED = RNG.normal(size=(5, 16)).astype(np.float32)  # (K, P)

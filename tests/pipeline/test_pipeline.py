@@ -21,8 +21,8 @@ from a2i_core.audio.features import load_audio_embeddings
 from a2i_core.core import shards
 from a2i_core.core.candidates import CANDIDATES_KIND
 from a2i_core.core.manifest import load_manifest
+from a2i_core.diffusion.images import SHEET_CELL, SHEET_LABEL_WIDTH
 from a2i_core.diffusion.prompt_embeddings import load_guidance, load_text_features
-from a2i_core.diffusion.render import SHEET_CELL, SHEET_LABEL_WIDTH
 from a2i_core.mapper.model import AudioToSD3Mapper
 from tests.conftest import ROOT
 from tests.helpers import dvc, manual_commands

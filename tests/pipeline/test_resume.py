@@ -18,8 +18,9 @@ from a2i_core.core import shards
 from a2i_core.core.distributed import World
 from a2i_core.core.params import load_params
 from a2i_core.diffusion import prompt_embeddings
+from a2i_core.diffusion.images import png_text
 from a2i_core.diffusion.prompt_embeddings import GUIDANCE_FILE, TEXT_KIND, embed_prompts, encode
-from a2i_core.diffusion.render import RenderSettings, plan_batches, png_text, render, render_iter
+from a2i_core.diffusion.render import RenderSettings, plan_batches, render, render_iter
 from a2i_core.diffusion.sd3 import load_sd3
 
 CPU = torch.device("cpu")

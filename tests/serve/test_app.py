@@ -29,7 +29,8 @@ from a2i_core.core.audio_io import write_wav
 from a2i_core.core.errors import A2IError
 from a2i_core.core.params import load_params
 from a2i_core.data.sources.synthetic import clip_specs, synthesize
-from a2i_core.diffusion.render import RenderSettings, SequenceFill
+from a2i_core.diffusion.fills import SequenceFill
+from a2i_core.diffusion.render import RenderSettings
 from a2i_core.offline.workspace import tool_env
 from a2i_core.serve.app import (
     MAX_IMAGES,

@@ -124,7 +124,8 @@ def test_image_k_of_a_sound_takes_seed_plus_k(monkeypatch):
     """One rule, image_seeds, for `a2i generate --images-per-sound` (SoundToImage.render) and the app's Images."""
     from types import SimpleNamespace
 
-    from a2i_core.diffusion.render import RenderSettings, SequenceFill
+    from a2i_core.diffusion.fills import SequenceFill
+    from a2i_core.diffusion.render import RenderSettings
     from a2i_core.serve import generate
     from a2i_core.serve.generate import Sound
 
