@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from a2i_core.audio.clap_ast import empty_mel_filters_expected
+from a2i_core.audio.frontends import empty_mel_filters_expected
 from a2i_core.audio.vggish import EMBEDDING_DIM, VGGish
 from a2i_core.core.errors import quiet_hf_libraries
 

@@ -12,12 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from a2i_core.audio.clap_ast import (
-    ASTFrontend,
-    ClapFrontend,
-    HFAudioEncoder,
-    load_hf_audio_encoder,
-)
+from a2i_core.audio.clap_ast import HFAudioEncoder, load_hf_audio_encoder
+from a2i_core.audio.frontends import ASTFrontend, ClapFrontend
 from a2i_core.core.errors import A2IError
 from a2i_core.offline.tiny_audio import save_tiny_ast, save_tiny_clap
 

@@ -202,7 +202,7 @@ def test_training_again_writes_the_same_card_and_dvc_sees_no_change(demo_workspa
     shutil.copytree(demo_workspace[0], ws, symlinks=True)
     before = (ws / "dvc.lock").read_text()
     card = (ws / "models/mapper" / CARD_NAME).read_bytes()
-    result = subprocess.run([sys.executable, "-m", "dvc", "repro", "-f", "train"], cwd=ws, env=tool_env(),
+    result = subprocess.run([sys.executable, "-m", "dvc", "repro", "-f", "-s", "train"], cwd=ws, env=tool_env(),
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "Running stage 'train'" in result.stdout
