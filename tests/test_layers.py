@@ -79,13 +79,15 @@ def test_only_the_offline_stages_and_the_demo_command_reach_the_offline_package(
     assert sorted(reach) == ["a2i_core/cli.py", "stages/offline_audio_encoder.py", "stages/offline_encoders.py"]
 
 
-def test_the_inference_path_loads_no_data_pipeline_or_offline_module():
+def test_the_inference_path_loads_no_data_pipeline_training_or_offline_module():
     listing = "print(json.dumps(sorted(m for m in sys.modules if m.startswith('a2i_core'))))"
     code = f"import json, sys\nimport a2i_core.serve.generate, a2i_core.serve.app, a2i_core.cli\n{listing}"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     loaded = json.loads(result.stdout.splitlines()[-1])
     assert "a2i_core.serve.generate" in loaded and "a2i_core.mapper.model" in loaded
     assert [m for m in loaded if _package_of(m) in ("data", "pipeline", "offline")] == []
+    training = ("a2i_core.mapper.pairs", "a2i_core.mapper.train", "a2i_core.mapper.evaluate")
+    assert [m for m in loaded if m in training] == []
 
 
 def test_no_import_cycles():
