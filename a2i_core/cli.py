@@ -271,7 +271,8 @@ def web_app(
 ) -> None:
     """Start the web app: upload, record or pick an example sound, get images, their nearest prompts and a download."""
     setup_logging()
-    from a2i_core.serve.app import parse_auth, serve
+    from a2i_core.serve.app import serve
+    from a2i_core.serve.guards import parse_auth
 
     try:
         _check_runtime(device, dtype)
@@ -292,7 +293,7 @@ def _example_maker(project: Path, folder: Path | None, none: bool, host: str = "
     """What writes the app's example sounds at start (see a2i_core.serve.examples); None for none. Checked before the
     models load, so a mistyped folder costs no wait. The project's own clips only on the loopback: a ``host`` that
     other machines reach gets them only as an explicit --examples DIR (the project's data may be private)."""
-    from a2i_core.serve.app import is_loopback
+    from a2i_core.serve.guards import is_loopback
 
     if folder is not None and none:
         raise A2IError("--examples and --no-examples: give one or the other")

@@ -4,233 +4,48 @@ settings used, and download the images as PNGs (Gradio).
 Meant to be left running for other people, so it defends itself: uploads are capped in size and duration,
 each upload is deleted once its request is done, all of Gradio's files (uploads, examples, results, downloads) live
 in a private directory removed when the server stops, one generation runs at a time, and the browser only ever sees
-one short line per error.
+one short line per error. The checks are :mod:`a2i_core.serve.guards`, the uploads' lifetime
+:mod:`a2i_core.serve.uploads`, the files handed back :mod:`a2i_core.serve.results`; this module is the page.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ipaddress
-import json
 import logging
 import os
 import shutil
 import signal
-import socket
 import tempfile
 import threading
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
-from a2i_core.core.audio_io import SAMPLE_RATE, AudioError, decode_stream
 from a2i_core.core.errors import A2IError, first_line
-from a2i_core.core.names import safe_name
 from a2i_core.diffusion.fills import SequenceFill
-from a2i_core.diffusion.images import save_png
 from a2i_core.diffusion.render import RenderSettings
 from a2i_core.serve.examples import Example, ExampleMaker
-from a2i_core.serve.generate import SILENCE_RMS, Sound, SoundToImage, image_seeds
+from a2i_core.serve.generate import SoundToImage, image_seeds
+from a2i_core.serve.guards import (
+    FAILED,
+    MAX_IMAGES,
+    MB,
+    SoundRefused,
+    check_sound,
+    exposure_warning,
+    image_count,
+    user_line,
+)
+from a2i_core.serve.results import save_results
+from a2i_core.serve.uploads import CountUploads, UploadCounter, delete_upload
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves the machine
 
 log = logging.getLogger(__name__)
-MB = 1024 * 1024  # Gradio's own unit for max_file_size, so both limits agree to the byte
-DURATION_SLACK_S = 0.5  # encoders pad a few frames: a file cut at exactly the limit must still pass
 
 # SoundToImage shares torch modules, a scheduler and CPU threads between calls, so two concurrent renders
 # corrupt each other (measured: wrong images handed to the wrong request). One lock per process, whatever the
 # server's concurrency settings, on top of the event's concurrency_limit=1.
 _GENERATOR_LOCK = threading.Lock()
-# Saving a result also removes earlier, empty result folders: never one another request is still filling. The event's
-# concurrency_limit=1 does not promise that: Gradio's REST route (/gradio_api/run/run, open unless api_open=False)
-# calls the function outside the queue.
-_RESULTS_LOCK = threading.Lock()
-
 MAX_QUEUE = 32  # requests waiting for the one generation slot
-MAX_IMAGES = 4  # per request: each is a full render, and one request holds the only generation slot
-UNREADABLE = "That file could not be read as audio."
-GONE = "The sound is no longer on the server: upload or record it again."
-SILENT = "The sound is silent: there is nothing to hear."
-FAILED = "The image could not be made from this sound."
-
-
-class SoundRefused(A2IError):
-    """An upload the app will not process; the message is the one line the user sees."""
-
-
-def parse_auth(text: str) -> tuple[str, str]:
-    """``USER:PASSWORD`` (the password may contain ':') to a (user, password) pair; A2IError on a bad value."""
-    user, sep, password = text.partition(":")
-    if not sep or not user.strip() or not password:
-        # Never echo the value: it may be a real password with a typo.
-        raise A2IError("--auth takes USER:PASSWORD, both non-empty")
-    return user.strip(), password
-
-
-def check_sound(path: str | Path, max_upload_mb: float = 50, max_minutes: float = 10) -> float:
-    """Refuse a file over the size or duration limit, unreadable or silent; return its duration in seconds.
-
-    The size is read from the file system; the duration by decoding at most the limit plus a little (ffmpeg
-    stops there), so a very long recording costs at most a limit's worth of work and memory. Containers' own
-    duration fields are not trusted: they are often missing (streamed recordings) and can lie.
-    """
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise SoundRefused(GONE) from None
-    if size > max_upload_mb * MB:
-        raise SoundRefused(f"The file is larger than the {max_upload_mb:g} MB limit.")
-    max_seconds = max_minutes * 60
-    limit = int((max_seconds + 2 * DURATION_SLACK_S) * SAMPLE_RATE)
-    samples, energy = 0, 0.0
-    try:
-        with contextlib.closing(decode_stream(path)) as chunks:  # closing early stops ffmpeg
-            for chunk in chunks:  # (n,) float32
-                samples += chunk.size
-                energy += float(np.dot(chunk.astype(np.float64), chunk))
-                if samples > limit:
-                    break
-    except AudioError:
-        raise SoundRefused(UNREADABLE) from None
-    seconds = samples / SAMPLE_RATE
-    if seconds > max_seconds + DURATION_SLACK_S:
-        raise SoundRefused(f"The sound is longer than the {max_minutes:g}-minute limit.")
-    if np.sqrt(energy / samples) < SILENCE_RMS:
-        raise SoundRefused(SILENT)
-    return seconds
-
-
-def _user_line(err: A2IError, path: Path) -> str:
-    """The generator's message about this file, without the server path; a fixed line when it is about more."""
-    text = str(err)
-    prefix = f"{path}: "
-    reason = text[len(prefix):] if text.startswith(prefix) else ""
-    if not reason or "/" in reason or "\\" in reason or "\n" in reason:
-        return FAILED
-    return f"{reason[0].upper()}{reason[1:].rstrip('.')}."
-
-
-class UploadCounter:
-    """How many uploads of each server file are still waiting for their request.
-
-    Gradio files an upload under the hash of its bytes, so two uploads of the same sound (the same file sent with
-    two seeds at once, say) share one path: the first request to finish must not delete what the other still
-    needs. ``serve`` counts uploads as they arrive (an ASGI middleware on the upload route); a request deletes its
-    file only when it was the last one waiting. Without a counter (``build_app`` alone), each request deletes its
-    file, if in the upload folder, at once.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._waiting: dict[str, int] = {}
-
-    def uploaded(self, paths: list[str]) -> None:
-        with self._lock:
-            for path in paths:
-                key = os.path.realpath(path)
-                self._waiting[key] = self._waiting.get(key, 0) + 1
-
-    def release(self, path: str | Path) -> bool:
-        """One request is done with ``path``: True when it was uploaded and no other upload of it is waiting (delete
-        it now). False for a path no upload gave, such as another request's result sent back through the API."""
-        key = os.path.realpath(path)
-        with self._lock:
-            waiting = self._waiting.pop(key, 0)
-            if waiting > 1:
-                self._waiting[key] = waiting - 1
-            return waiting == 1
-
-
-class _CountUploads:
-    """ASGI middleware: feeds the paths Gradio's upload route answers with to an UploadCounter."""
-
-    def __init__(self, app, counter: UploadCounter) -> None:
-        self.app, self.counter = app, counter
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].rstrip("/").endswith("/upload"):
-            await self.app(scope, receive, send)
-            return
-        status, body = 0, bytearray()
-
-        async def capture(message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            elif message["type"] == "http.response.body":
-                body.extend(message.get("body", b""))
-            await send(message)
-
-        await self.app(scope, receive, capture)
-        if status == 200:
-            # Anything unexpected only loses the count: that file then stays until the server stops.
-            with contextlib.suppress(ValueError, TypeError):
-                paths = json.loads(body)
-                self.counter.uploaded([p for p in paths if isinstance(p, str)])
-
-
-def _delete_upload(path: Path, upload_root: Path) -> None:
-    """Remove an uploaded file and its per-upload folder; never anything outside Gradio's upload folder."""
-    with contextlib.suppress(OSError):
-        path = path.resolve()
-        root = upload_root.resolve()
-        if root not in path.parents:
-            return
-        path.unlink(missing_ok=True)
-        parent = path.parent
-        while parent != root:
-            parent.rmdir()  # OSError (and stop) when it still holds something
-            parent = parent.parent
-
-
-def _image_count(value: object) -> int:
-    """The Images slider's value, checked again here: an API client can send any number."""
-    try:
-        count = int(value)  # type: ignore[call-overload]
-    except (TypeError, ValueError, OverflowError):
-        count = 0
-    if count != value or not 1 <= count <= MAX_IMAGES:
-        raise SoundRefused(f"Images must be a whole number from 1 to {MAX_IMAGES}.")
-    return count
-
-
-def _save_results(sound: Sound, seeds: list[int], root: Path, used: dict) -> tuple[list[tuple[str, str]], str]:
-    """Each image as a PNG (the settings and its seed in the PNG's text) and all of them in one zip, in a new folder
-    of Gradio's cache; returns the gallery's (path, caption) pairs and the zip's path.
-
-    Written where Gradio keeps its own results, so Gradio serves them without a copy, tracks them like its own, and
-    its sweep (``delete_cache``) and the server's exit remove them with the rest. The sweep deletes files only: the
-    earlier result folders it emptied are removed here.
-    """
-    with _RESULTS_LOCK:
-        _remove_empty_results(root)
-        out = Path(tempfile.mkdtemp(prefix="result-", dir=root))
-        stem = safe_name(sound.path.stem)
-        try:
-            pngs = []
-            for image, seed in zip(sound.images, seeds, strict=True):
-                pngs.append(out / f"{stem}-seed{seed}.png")
-                save_png(image, pngs[-1], text={"a2i": json.dumps({**used, "seed": seed})})
-            archive = out / f"{stem}-images.zip"
-            with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as bundle:  # PNGs are compressed already
-                for png in pngs:
-                    bundle.write(png, png.name)
-        except BaseException:
-            shutil.rmtree(out, ignore_errors=True)  # never half a result behind
-            raise
-    return [(str(png), f"seed {seed}") for png, seed in zip(pngs, seeds, strict=True)], str(archive)
-
-
-def _remove_empty_results(root: Path) -> None:
-    """Remove the ``result-*`` folders of ``root`` that are empty (swept); rmdir leaves any that still hold a file."""
-    with contextlib.suppress(OSError):
-        for folder in root.glob("result-*"):
-            with contextlib.suppress(OSError):
-                folder.rmdir()
 
 
 def build_app(generator: SoundToImage, defaults: RenderSettings, fill: SequenceFill, max_upload_mb: float = 50,
@@ -244,7 +59,7 @@ def build_app(generator: SoundToImage, defaults: RenderSettings, fill: SequenceF
     def release(path: Path) -> None:
         # The sound is the user's, not ours to keep; the input is cleared below so the page agrees.
         if (uploads is None or uploads.release(path)) and os.path.realpath(path) not in kept:
-            _delete_upload(path, Path(app.GRADIO_CACHE))
+            delete_upload(path, Path(app.GRADIO_CACHE))
 
     def run(audio: str | None, steps: int, guidance: float, seed: int, size: int, images: int):
         if not audio:
@@ -252,7 +67,7 @@ def build_app(generator: SoundToImage, defaults: RenderSettings, fill: SequenceF
                            print_exception=False)
         path = Path(audio)
         try:
-            count = _image_count(images)
+            count = image_count(images)
             check_sound(path, max_upload_mb, max_minutes)
             settings = RenderSettings(int(steps), float(guidance), int(size), int(seed),
                                       batch_size=min(count, defaults.batch_size))
@@ -264,7 +79,7 @@ def build_app(generator: SoundToImage, defaults: RenderSettings, fill: SequenceF
             raise gr.Error(str(err), print_exception=False) from None
         except A2IError as err:  # the generator's own verdict on this sound (too short, say)
             log.info("refused %r: %s", path.name, err)
-            raise gr.Error(_user_line(err, path), print_exception=False) from None
+            raise gr.Error(user_line(err, path), print_exception=False) from None
         except Exception as err:  # the browser gets one line, the console one line, never a trace
             log.error("generation failed for %r: %s: %s", path.name, type(err).__name__, err)
             raise gr.Error(FAILED, print_exception=False) from None
@@ -276,7 +91,7 @@ def build_app(generator: SoundToImage, defaults: RenderSettings, fill: SequenceF
                 "size": settings.size, "sequence_fill": fill.name, "device": str(generator.device),
                 "render_seconds": round(seconds, 2)}
         try:
-            gallery, download = _save_results(sound, seeds, Path(app.GRADIO_CACHE), used)
+            gallery, download = save_results(sound, seeds, Path(app.GRADIO_CACHE), used)
         except OSError as err:  # a full disk, say
             log.error("saving the images of %r failed: %s", path.name, first_line(err))
             raise gr.Error(FAILED, print_exception=False) from None
@@ -331,27 +146,6 @@ def _examples(gr, examples: Sequence[Example], audio) -> set[str]:
     return {os.path.realpath(p) for p in served | {str(e.path) for e in examples}}
 
 
-def is_loopback(host: str) -> bool:
-    """Whether every address ``host`` names is this machine's loopback (False when it names none)."""
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except (OSError, UnicodeError):
-        return False
-    addresses = {info[4][0].split("%")[0] for info in infos}
-    return bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses)
-
-
-def exposure_warning(host: str, auth: tuple[str, str] | None) -> str | None:
-    """What to tell the person starting the server about who else can reach it; None on the loopback."""
-    if is_loopback(host):
-        return None
-    if auth is None:
-        return (f"LISTENING ON {host} WITHOUT --auth: anyone who can reach this machine can use the app and its "
-                "GPU/CPU. Add --auth USER:PASSWORD, or keep the default --host 127.0.0.1")
-    return (f"listening on {host}: other machines can reach the login page, and the password crosses the network "
-            "unencrypted (plain HTTP) unless a TLS proxy sits in front")
-
-
 def _make_examples(make: ExampleMaker | None, temp_dir: Path) -> list[Example]:
     if make is None:
         return []
@@ -389,7 +183,7 @@ def serve(generator: SoundToImage, defaults: RenderSettings, fill: SequenceFill,
                         uploads=uploads, examples=_make_examples(examples, Path(temp_dir)))
         app.launch(server_name=host, server_port=port, share=False, show_error=False, auth=auth,
                    max_file_size=int(max_upload_mb * MB), prevent_thread_lock=True,
-                   app_kwargs={"middleware": [Middleware(_CountUploads, counter=uploads)]})
+                   app_kwargs={"middleware": [Middleware(CountUploads, counter=uploads)]})
         try:
             if threading.current_thread() is threading.main_thread():
                 # SIGTERM's default kills the process on the spot, skipping the cleanup below.

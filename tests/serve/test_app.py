@@ -32,17 +32,10 @@ from a2i_core.data.sources.synthetic import clip_specs, synthesize
 from a2i_core.diffusion.fills import SequenceFill
 from a2i_core.diffusion.render import RenderSettings
 from a2i_core.offline.workspace import tool_env
-from a2i_core.serve.app import (
-    MAX_IMAGES,
-    SoundRefused,
-    _make_examples,
-    build_app,
-    check_sound,
-    exposure_warning,
-    parse_auth,
-)
+from a2i_core.serve.app import _make_examples, build_app
 from a2i_core.serve.examples import project_examples
 from a2i_core.serve.generate import SoundToImage
+from a2i_core.serve.guards import MAX_IMAGES, SoundRefused, check_sound, exposure_warning, parse_auth
 from tests.helpers import free_port
 from tests.serve.test_examples import hostile_folder, shown_name
 

@@ -1,0 +1,83 @@
+"""Uploads the web app keeps only while a request needs them: counted as they arrive, deleted by the last request
+that waits for them, never anything outside Gradio's upload folder."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+from pathlib import Path
+
+
+class UploadCounter:
+    """How many uploads of each server file are still waiting for their request.
+
+    Gradio files an upload under the hash of its bytes, so two uploads of the same sound (the same file sent with
+    two seeds at once, say) share one path: the first request to finish must not delete what the other still
+    needs. ``serve`` counts uploads as they arrive (an ASGI middleware on the upload route); a request deletes its
+    file only when it was the last one waiting. Without a counter (``build_app`` alone), each request deletes its
+    file, if in the upload folder, at once.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: dict[str, int] = {}
+
+    def uploaded(self, paths: list[str]) -> None:
+        with self._lock:
+            for path in paths:
+                key = os.path.realpath(path)
+                self._waiting[key] = self._waiting.get(key, 0) + 1
+
+    def release(self, path: str | Path) -> bool:
+        """One request is done with ``path``: True when it was uploaded and no other upload of it is waiting (delete
+        it now). False for a path no upload gave, such as another request's result sent back through the API."""
+        key = os.path.realpath(path)
+        with self._lock:
+            waiting = self._waiting.pop(key, 0)
+            if waiting > 1:
+                self._waiting[key] = waiting - 1
+            return waiting == 1
+
+
+class CountUploads:
+    """ASGI middleware: feeds the paths Gradio's upload route answers with to an UploadCounter."""
+
+    def __init__(self, app, counter: UploadCounter) -> None:
+        self.app, self.counter = app, counter
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].rstrip("/").endswith("/upload"):
+            await self.app(scope, receive, send)
+            return
+        status, body = 0, bytearray()
+
+        async def capture(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                body.extend(message.get("body", b""))
+            await send(message)
+
+        await self.app(scope, receive, capture)
+        if status == 200:
+            # Anything unexpected only loses the count: that file then stays until the server stops.
+            with contextlib.suppress(ValueError, TypeError):
+                paths = json.loads(body)
+                self.counter.uploaded([p for p in paths if isinstance(p, str)])
+
+
+def delete_upload(path: Path, upload_root: Path) -> None:
+    """Remove an uploaded file and its per-upload folder; never anything outside Gradio's upload folder."""
+    with contextlib.suppress(OSError):
+        path = path.resolve()
+        root = upload_root.resolve()
+        if root not in path.parents:
+            return
+        path.unlink(missing_ok=True)
+        parent = path.parent
+        while parent != root:
+            parent.rmdir()  # OSError (and stop) when it still holds something
+            parent = parent.parent
