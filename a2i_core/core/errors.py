@@ -8,6 +8,8 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
+from a2i_core.core.urls import redact_text
+
 F = TypeVar("F", bound=Callable[..., object])
 
 
@@ -53,3 +55,14 @@ def quiet_hf_libraries() -> None:
     for lib in (diffusers_logging, transformers_logging):
         lib.disable_progress_bar()
         lib.set_verbosity_error()
+
+
+def describe(err: BaseException) -> str:
+    """An exception as part of one line: what failed, where, why; URLs redacted."""
+    if isinstance(err, OSError) and err.errno is not None and err.filename:
+        text = f"{err.filename}: [Errno {err.errno}] {err.strerror}"
+    elif isinstance(err, (A2IError, OSError)):
+        text = str(err)
+    else:
+        text = f"{type(err).__name__}: {err}"
+    return redact_text(" ".join(text.split()))[:300]

@@ -28,7 +28,7 @@ from a2i_core.core.errors import A2IError
 from a2i_core.core.manifest import clip_sources, load_manifest
 from a2i_core.core.packs import PackWriter
 from a2i_core.core.params import params_from_dict
-from a2i_core.data import download, fetch_clip
+from a2i_core.data import download, fetch_clip, resume
 from a2i_core.data.download import download_clips
 from a2i_core.data.fetch_clip import disk_error
 from a2i_core.data.ingest import build_candidates
@@ -240,7 +240,8 @@ def test_a_manifest_that_cannot_be_saved_is_said_on_the_same_line(tmp_path, synt
     def full(audio_dir, rows):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(audio_dir / "manifest.parquet"))
 
-    monkeypatch.setattr(download, "save_manifest", full)
+    for module in (download, resume):  # the saves while clips finish, and the last one
+        monkeypatch.setattr(module, "save_manifest", full)
     fetched = _counting(monkeypatch, seconds=0.05)
     with pytest.raises(A2IError) as err:
         download_clips(synthetic, tmp_path, SYNTHETIC, save_every=3)
