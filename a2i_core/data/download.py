@@ -12,6 +12,7 @@ with one line.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -20,7 +21,7 @@ import shutil
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
@@ -139,15 +140,30 @@ def download_clips(candidates: pd.DataFrame, audio_dir: str | Path, cfg: Downloa
     from elsewhere for now, and the audio dir is persistent). A fatal error raises A2IError (one line) after the
     finished clips are recorded in the manifest.
     """
-    with private_cookies(cfg.cookies) as cookies:  # a bad cookies file stops the stage here, before any clip
+    with private_cookies(cfg.cookies) as cookies, _ffmpeg_on_path():  # a bad cookies file stops here, before any clip
         return _download(candidates, Path(audio_dir), cfg, cookies, save_every, skip_sources)
+
+
+@contextlib.contextmanager
+def _ffmpeg_on_path() -> Iterator[None]:
+    """ffmpeg on PATH while the clips download (yt-dlp finds it there only), and PATH as it was afterwards: the
+    folder holds ffmpeg without ffprobe, and anything else in this process that finds ffmpeg there would expect
+    ffprobe beside it (Gradio's audio check does, and fails)."""
+    before = os.environ.get("PATH")
+    if ffmpeg_dir() not in (before or "").split(os.pathsep):
+        os.environ["PATH"] = f"{ffmpeg_dir()}{os.pathsep}{before or ''}"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("PATH", None)
+        else:
+            os.environ["PATH"] = before
 
 
 def _download(candidates: pd.DataFrame, audio_dir: Path, cfg: DownloadParams, cookies: CookieCopies,
               save_every: int, skip_sources: frozenset[str]) -> dict[str, int]:
     audio_dir.mkdir(parents=True, exist_ok=True)
-    if ffmpeg_dir() not in os.environ.get("PATH", "").split(os.pathsep):  # yt-dlp finds ffmpeg on PATH only
-        os.environ["PATH"] = f"{ffmpeg_dir()}{os.pathsep}{os.environ.get('PATH', '')}"
     clips, bad_ids = valid_clips(candidates)
     rows = {r["clip_id"]: r for r in load_manifest(audio_dir).to_dict("records") if r["clip_id"] in clips.index}
 

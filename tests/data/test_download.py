@@ -1,9 +1,11 @@
 import dataclasses
+import os
 
 import pandas as pd
 import pytest
 
 from a2i_core.core import shards
+from a2i_core.core.audio_io import ffmpeg_dir
 from a2i_core.core.candidates import CANDIDATES_KIND, candidates_table
 from a2i_core.core.errors import A2IError
 from a2i_core.core.manifest import check_clip_id, load_manifest
@@ -30,6 +32,19 @@ def test_download_writes_clips_and_manifest(tmp_path, candidates):
     assert counts == {"ok": 8} and sorted(manifest["clip_id"]) == sorted(candidates["clip_id"])
     assert all((tmp_path / p).is_file() for p in manifest["path"])
     assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_ffmpeg_is_on_path_for_the_download_only(tmp_path, candidates, monkeypatch):
+    # Before: the download put a folder holding ffmpeg alone on this process's PATH for good, and Gradio's audio
+    # check, finding ffmpeg there, died looking for ffprobe beside it (the app's tests after the data tests).
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    seen = []
+    original = fetch_clip.FETCHERS["synthetic"]
+    monkeypatch.setitem(fetch_clip.FETCHERS, "synthetic",
+                        lambda *args: seen.append(os.environ["PATH"]) or original(*args))
+    assert download_clips(candidates, tmp_path, CFG) == {"ok": 8}
+    assert seen and all(path.split(os.pathsep)[0] == ffmpeg_dir() for path in seen)
+    assert os.environ["PATH"] == "/usr/bin:/bin"
 
 
 def test_rerun_only_fetches_what_is_missing(tmp_path, candidates, monkeypatch):
