@@ -8,6 +8,7 @@ import io
 import json
 import re
 import shlex
+import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -50,10 +51,14 @@ def _dvc(workspace: Path, *args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def workspace(demo_workspace) -> tuple[Path, str]:
+def workspace(demo_workspace, tmp_path_factory) -> tuple[Path, str]:
+    """A copy of the demo workspace, git and DVC cache included: the experiments below change their workspace, and the
+    demo's is shared with every other end-to-end test."""
     # The demo must leave the project's own params.yaml, dvc.yaml and dvc.lock alone.
     assert {name: _digest(ROOT / name) for name in PROTECTED} == PROTECTED_DIGESTS
-    return demo_workspace
+    copy = tmp_path_factory.mktemp("experiments") / "ws"
+    shutil.copytree(demo_workspace[0], copy, symlinks=True)
+    return copy, demo_workspace[1]
 
 
 def test_every_stage_ran_and_wrote_valid_outputs(workspace):

@@ -455,8 +455,8 @@ def test_the_sweep_takes_results_and_downloads_and_leaves_the_examples(demo_work
                                 temp / "examples")
     render = load_params(project / "params.yaml").render
     models = project / "models"
-    generator = SoundToImage.from_pretrained(models / "mapper", models / "vggish", models / "sd3", torch.device("cpu"),
-                                             "float32")
+    generator = SoundToImage.from_pretrained(models / "mapper", models / "audio_encoder", models / "sd3",
+                                             torch.device("cpu"), "float32")
     app = build_app(generator, RenderSettings.from_params(render), SequenceFill.from_params(render), examples=examples)
     app.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
                show_error=False)
