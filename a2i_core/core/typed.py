@@ -1,12 +1,14 @@
 """Dataclasses built from plain data (YAML, JSON), strictly: the one loader behind params.yaml and a mapper's config.
 
-Unknown, missing or mistyped keys and ``__post_init__`` range checks (:func:`check`) fail with one line that names
-the key by its whole path (``train.lr: expected float, got str 'fast'``). A field with a default may be left out.
+Unknown, missing or mistyped keys, floats that are not finite, and ``__post_init__`` range checks (:func:`check`)
+fail with one line that names the key by its whole path (``train.lr: expected float, got str 'fast'``). A field with
+a default may be left out.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Literal
@@ -90,7 +92,10 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, key)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        value = float(value) if abs(value) < 2**1023 else math.inf  # float() of a larger int raises
     if hint in (int, float, str, bool) and (type(value) is not hint):
         raise ParamsError(f"{key}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
+    if hint is float and not math.isfinite(value):
+        # YAML reads 1e309 as inf: no learning rate, weight or scale is meant to be infinite or nan.
+        raise ParamsError(f"{key}: must be a finite number, got {value!r}")
     return value

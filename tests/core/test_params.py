@@ -94,3 +94,17 @@ def test_bad_yaml_is_one_line(tmp_path):
     with pytest.raises(ParamsError) as err:
         load_params(path)
     assert "not valid YAML" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("key,text", [("train.lr", "1e309"), ("train.w_cos", ".nan"), ("render.guidance", "-.inf"),
+                                      ("download.backoff_seconds", str(10**400))])
+def test_a_float_that_is_not_finite_is_named(tmp_path, key, text):
+    # Before: train.lr 1e309 (YAML reads inf) passed, training logged nan, exited 0 and replaced the mapper.
+    section, name = key.split(".")
+    lines = (ROOT / "params.yaml").read_text().splitlines()
+    start = lines.index(f"{section}:")
+    at = next(i for i in range(start, len(lines)) if lines[i].strip().startswith(f"{name}:"))
+    lines[at] = f"  {name}: {text}"
+    (tmp_path / "params.yaml").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ParamsError, match=rf"^{tmp_path / 'params.yaml'}: {key}: must be a finite number, got "):
+        load_params(tmp_path / "params.yaml")
