@@ -71,7 +71,7 @@ def test_params_refuse_a_bad_k_or_temperature(raw_params):
     assert params_from_dict(raw_params).render.nearest_k >= 1
     for key, value, message in [("nearest_k", 0, r"render\.nearest_k: must be >= 1"),
                                 ("nearest_temperature", 0.0, r"render\.nearest_temperature: must be > 0"),
-                                ("nearest_temperature", float("nan"), r"render\.nearest_temperature: must be a finite number"),
+                                ("nearest_temperature", float("nan"), r"render\.nearest_temperature: must be a finite"),
                                 ("nearest_temperature", "warm", r"render\.nearest_temperature: expected float"),
                                 ("sequence_fill", "nearest", r"render\.sequence_fill: must be one of")]:
         bad = {**raw_params, "render": {**raw_params["render"], key: value}}
