@@ -1,7 +1,9 @@
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
+from a2i_core.core.errors import A2IError
 from a2i_core.core.params import MapperParams, TrainParams
 from a2i_core.mapper.evaluate import evaluate_predictions, true_prompt_ranks
 from a2i_core.mapper.model import predict
@@ -48,6 +50,14 @@ def test_training_learns_and_stops_early():
     metrics, per_label = evaluate_predictions(predict(result.model, xv)[0], yv, frame, prompts, targets, 0.7, 0.3)
     assert metrics["top1"] == 1.0 and metrics["chance_top1"] == 0.25 and metrics["cosine"] > 0.9
     assert len(per_label) == 4
+
+
+def test_a_diverging_run_stops_with_one_line_and_returns_nothing():
+    # Before: train.lr too large gave nan losses, early stopping on nan, exit 0 and the untrained weights as the mapper.
+    x, y, _, _ = _toy(40, 0)
+    train = offline("train", lr=1e30, batch_size=16, epochs=50, patience=50, seed=0)
+    with pytest.raises(A2IError, match=r"^train: the loss became (nan|inf) at epoch \d+, batch \d+: the mapper "):
+        _train(x, y, x, y, _mapper([32, 32], [0.1, 0.1]), train)
 
 
 def test_same_seed_same_model():
