@@ -114,7 +114,7 @@ def test_code_deps_are_the_import_closure(name, stage):
                                                          f"{len(modules)} modules): declare the folder")
 
 
-def _outputs(stage: dict) -> list[str]:
+def outputs(stage: dict) -> list[str]:
     names = []
     for key in ("outs", "metrics", "plots"):
         for entry in stage.get(key, []):
@@ -128,7 +128,7 @@ def test_cmd_paths_are_deps_or_outs(name, stage):
     paths = [args[i + 1] for i, a in enumerate(args) if a.startswith("--") and i + 1 < len(args)]
     assert paths, f"{name}: its cmd names no paths"
     params_files = [next(iter(p)) for p in stage.get("params", []) if isinstance(p, dict)]  # `- params.yaml:`
-    known = [d for d in stage.get("deps", [])] + _outputs(stage) + params_files
+    known = [d for d in stage.get("deps", [])] + outputs(stage) + params_files
     missing = [p for p in paths if not any(k == p or k.startswith(p + "/") for k in known)]
     assert not missing, f"{name}: cmd paths {missing} are neither deps nor outs"
 

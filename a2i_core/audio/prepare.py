@@ -9,7 +9,6 @@ Either is loaded once before it is put in place. The offline demo's tiny encoder
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,8 +16,8 @@ from a2i_core.audio.clap_ast import CONFIG_FILE
 from a2i_core.audio.encoder import PCA_FILE, WEIGHTS_FILE, WeightsFileError, load_audio_encoder
 from a2i_core.core.errors import A2IError
 from a2i_core.core.fetch_file import fetch_file
-from a2i_core.core.files import atomic_dir, write_text
-from a2i_core.core.hub import SOURCE_FILE, TINY, TINY_REFUSED, prepare_pretrained
+from a2i_core.core.files import atomic_dir
+from a2i_core.core.hub import TINY, TINY_REFUSED, prepare_pretrained, write_source
 from a2i_core.core.params import AudioEncoderParams
 from a2i_core.core.urls import redact
 
@@ -60,7 +59,7 @@ def install_vggish(out_dir: str | Path, postprocess: bool, put: PutFile) -> dict
             load_audio_encoder(tmp, postprocess, shown_as=out_dir)
         except WeightsFileError as err:
             raise A2IError(f"{err}: removed") from None
-        write_text(tmp / SOURCE_FILE, json.dumps(record, indent=2) + "\n")
+        write_source(tmp, record)
     return record
 
 

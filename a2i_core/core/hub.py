@@ -31,6 +31,19 @@ def write_source(out_dir: Path, record: dict) -> None:
     write_text(out_dir / SOURCE_FILE, json.dumps(record, indent=2) + "\n")
 
 
+def install_model(out_dir: str | Path, record: dict, build: Callable[[Path], None] | None = None,
+                  check: Callable[[Path], None] | None = None) -> dict:
+    """``out_dir`` whole or not at all: what ``build`` writes (a model built in code; nothing for a pinned one), its
+    ``source.json`` holding ``record``, and ``check`` (when given) run on the folder before it is put in place."""
+    with atomic_dir(out_dir) as tmp:  # a reader never finds it half-built
+        if build is not None:
+            build(tmp)
+        write_source(tmp, record)
+        if check is not None:
+            check(tmp)
+    return record
+
+
 def prepare_pretrained(model: str, out_dir: str | Path, marker: str,
                        check: Callable[[Path], None] | None = None) -> dict:
     """Pin a Hub id to the revision it names now, or a local model directory, in ``out_dir/source.json``;
@@ -54,11 +67,7 @@ def prepare_pretrained(model: str, out_dir: str | Path, marker: str,
                            "owner/name@revision)")
         repo, revision = parsed
         record = {"model": repo, "revision": hub_revision(repo, revision)}
-    with atomic_dir(out_dir) as tmp:  # a reader never finds it half-built
-        write_source(tmp, record)
-        if check is not None:
-            check(tmp)
-    return record
+    return install_model(out_dir, record, check=check)
 
 
 def _record(directory: Path) -> dict:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 import warnings
 from collections.abc import Callable
@@ -187,14 +188,15 @@ def train_mapper(train: Split, val: Split, config: MapperConfig, params: TrainPa
         for i in range(0, n, params.batch_size):
             x, mask, y = train.batch(order[i : i + params.batch_size])  # (B, 128) | (B, T, 128), (B, T), (B, out)
             loss = mapper_loss(model, model(x, mask), y, params.w_cos, params.w_mse)
-            if not torch.isfinite(loss):  # every later step would be nan too, and the best epoch's weights are moot
-                raise A2IError(f"train: the loss became {loss.item()} at epoch {epoch}, batch "
+            value = loss.item()  # the batch's one host sync: checked here, summed below
+            if not math.isfinite(value):  # every later step would be nan too, and the best epoch's weights are moot
+                raise A2IError(f"train: the loss became {value} at epoch {epoch}, batch "
                                f"{i // params.batch_size + 1}: the mapper diverged (lower train.lr, or check the "
                                "features); the mapper is left as it was")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += loss.item() * x.shape[0]
+            total += value * x.shape[0]
 
         # Validation in batches: the loss and the cosine are means over rows, so rows-weighted batch means are the
         # whole split's (and exactly so when it fits one batch).

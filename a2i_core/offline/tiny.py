@@ -13,8 +13,7 @@ from pathlib import Path
 import torch
 
 from a2i_core.core.errors import quiet_hf_libraries
-from a2i_core.core.files import atomic_dir
-from a2i_core.core.hub import TINY, write_source
+from a2i_core.core.hub import TINY, install_model
 
 # Words the tokenizers know whole; anything else falls back to single characters.
 VOCABULARY = (
@@ -120,10 +119,4 @@ def build_pretrained(out_dir: str | Path, build: Callable[[Path], None],
                      check: Callable[[Path], None] | None = None) -> dict:
     """A tiny model built by ``build`` into ``out_dir``, recorded in its ``source.json`` as ``tiny`` (the folder holds
     the model itself); ``check`` (when given) sees the folder before it is put in place."""
-    record = {"model": TINY, "revision": None}
-    with atomic_dir(out_dir) as tmp:  # a reader never finds it half-built
-        build(tmp)
-        write_source(tmp, record)
-        if check is not None:
-            check(tmp)
-    return record
+    return install_model(out_dir, {"model": TINY, "revision": None}, build, check)

@@ -11,15 +11,11 @@ from ruamel.yaml import YAML
 
 from tests.conftest import ROOT
 from tests.helpers import dvc
+from tests.test_dvc_deps import outputs
 
 
 def _dvc(cwd: Path, *args: str) -> str:
     return dvc(cwd, *args).stdout
-
-
-def _outputs(stage: dict) -> list[str]:
-    return [next(iter(o)) if isinstance(o, dict) else o for key in ("outs", "metrics", "plots")
-            for o in stage.get(key, [])]
 
 
 def _append(path: Path, line: str) -> None:
@@ -37,7 +33,7 @@ def test_editing_the_offline_package_reruns_nothing_in_a_real_model_project(tmp_
     # Every stage as if it had run: its outputs in place, then recorded in dvc.lock without running anything.
     stages = YAML(typ="safe", pure=True).load((project / "dvc.yaml").read_text())["stages"]
     for stage in stages.values():
-        for out in _outputs(stage):
+        for out in outputs(stage):
             path = project / out
             path.parent.mkdir(parents=True, exist_ok=True)
             if path.suffix:
