@@ -171,9 +171,10 @@ class AudioEncoderParams:
             digest, location = getattr(self, key), getattr(self, location_key)
             check(digest is None or (8 <= len(digest) <= 64 and all(c in "0123456789abcdef" for c in digest)), key,
                    "must be a lowercase hex sha256 or a prefix of at least 8 digits")
-            # Whoever can change what a URL serves could match a short prefix; a local file is the user's own.
-            check(location is None or "://" not in location or (digest is not None and len(digest) == 64), key,
-                   f"{location_key} is a URL, so its full sha256 (64 hex digits) is required")
+            # Whoever can change what a URL serves could match a short prefix; a local file is the user's own. A URL
+            # with no digest at all is trusted on first use: its digest is recorded then and pinned from then on.
+            check(location is None or "://" not in location or digest is None or len(digest) == 64, key,
+                   f"{location_key} is a URL: give its full sha256 (64 hex digits), or null to pin it on first use")
         check_device(self.device)
 
 
@@ -265,6 +266,16 @@ class RenderParams:
 
 
 @dataclass(frozen=True)
+class GenerateParams:
+    """What `a2i generate` and the app read besides render's settings (no stage depends on them)."""
+
+    max_seconds: float  # a longer recording is heard up to here, with a note (a header can claim hours of audio)
+
+    def __post_init__(self) -> None:
+        check(self.max_seconds > 0, "max_seconds", "must be > 0")
+
+
+@dataclass(frozen=True)
 class EvalSetParams:
     """An extra evaluation set: its source, evaluated whole (ESC-50: per official fold)."""
 
@@ -299,6 +310,7 @@ class Params:
     train: TrainParams
     evaluate: EvaluateParams
     render: RenderParams
+    generate: GenerateParams
     eval_sets: dict[str, EvalSetParams]  # name -> set; each is a stage eval_set@name
 
     def __post_init__(self) -> None:

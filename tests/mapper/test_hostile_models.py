@@ -204,7 +204,7 @@ def _torch_bytes(obj, tmp_path: Path) -> bytes:
 
 def test_a_url_needs_its_whole_sha256(server, tmp_path):
     url, digest = _serve(server, "vggish.pth", _torch_bytes(tiny_vggish_weights(), tmp_path))
-    with pytest.raises(ValueError, match="weights is a URL, so its full sha256"):
+    with pytest.raises(ValueError, match="weights is a URL: give its full sha256"):
         offline("audio_encoder", weights=url, weights_sha256=digest[:8])
     with pytest.raises(A2IError) as err:  # fetch_file refuses too, before downloading anything
         fetch_file(url, tmp_path / "out.pth", digest[:8])
