@@ -6,6 +6,8 @@ import contextlib
 import ctypes
 import errno
 import json
+import logging
+import math
 import os
 import shutil
 import sys
@@ -15,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from a2i_core.core.errors import A2IError, first_line
+
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -98,7 +102,21 @@ def write_text(path: str | Path, text: str) -> None:
 
 
 def write_json(path: str | Path, data: object) -> None:
-    write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    """``data`` as strict JSON: a float that is not finite (a diverged loss, a cosine of a zero vector) is written as
+    null with a warning naming its key, since Python's bare ``NaN`` is not JSON and breaks every reader of metrics
+    (``dvc metrics``, ``jq``, a browser)."""
+    write_text(path, json.dumps(_finite_or_null(data, path, ""), indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def _finite_or_null(value: object, path: str | Path, key: str) -> object:
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v, path, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v, path, f"{key}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, float) and not math.isfinite(value):
+        log.warning("%s: %s is %s: written as null", path, key or "the value", value)
+        return None
+    return value
 
 
 def read_json(path: str | Path) -> Any:

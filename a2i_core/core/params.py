@@ -18,6 +18,26 @@ from a2i_core.core.typed import ParamsError, check, typed_from_dict
 
 __all__ = ["ParamsError", "check", "typed_from_dict"]  # re-exported: every reader of params meets them here
 
+# Upper bounds, stated once. Each is far above any real use and far below what takes the machine: a value past one is
+# a typo or an attack, and stops `check_params` (the first stage) before any model loads or any clip downloads.
+MAX_SEED = 2**32 - 1  # numpy's legacy RandomState and most tools take 32-bit seeds; image k adds k to it
+MAX_IMAGE_SIZE = 4096  # pixels a side: SD3 Medium is trained at 1024; 4096 already needs 16 times its activations
+MAX_STEPS = 1000  # SD3's flow-matching schedule has 1000 training steps; samplers need 28 to 50
+MAX_GUIDANCE = 100.0  # classifier-free guidance: 3 to 10 in practice; far past it the images saturate to noise
+MAX_BATCH = 65_536  # any batch: audio windows, prompts, training pairs, images
+MAX_WIDTH = 65_536  # a mapper layer's width (SD3's pooled embedding is 2048 wide)
+MAX_LAYERS = 64  # a mapper's hidden layers, or its frame transformer's
+MAX_FRAMES = 4096  # 0.96 s frames a clip's transformer reads: over an hour
+MAX_COUNT = 1_000_000  # counts of work: epochs, patience, clips or pairs per class, nearest prompts, attempts
+MAX_WORKERS = 256  # processes or threads on one machine
+MAX_SHARD_ROWS = 10_000_000  # rows in one Parquet shard
+MAX_SECONDS = 86_400.0  # any duration: a day
+
+
+def check_at_most(value: float, high: float, key: str, low: float = 0) -> None:
+    """``low <= value <= high``, or one line naming the key and the bound (bounds live in the constants above)."""
+    check(low <= value <= high, key, f"must be in [{low:,}, {high:,}], got {value:,}")
+
 
 @dataclass(frozen=True)
 class SyntheticParams:
@@ -31,6 +51,7 @@ class SyntheticParams:
         check(len(self.classes) >= 2, "classes", "needs at least 2 classes")
         check(len(set(self.classes)) == len(self.classes), "classes", "lists a class twice")
         check(self.clips_per_class >= 3, "clips_per_class", "must be >= 3 (train, val and test need clips)")
+        check_at_most(self.clips_per_class, MAX_COUNT, "clips_per_class")
         check(0.1 <= self.min_seconds <= self.max_seconds, "min_seconds", "must be >= 0.1 and <= max_seconds")
         check(self.max_seconds <= 30, "max_seconds", "must be <= 30")
 
@@ -50,7 +71,7 @@ class AudiosetParams:
     def __post_init__(self) -> None:
         check(len(self.segments) >= 1, "segments", "needs at least one segment file")
         check(0 <= self.min_label_quality <= 1, "min_label_quality", "must be in [0, 1]")
-        check(self.max_pairs_per_class >= 0, "max_pairs_per_class", "must be >= 0")
+        check_at_most(self.max_pairs_per_class, MAX_COUNT, "max_pairs_per_class")
 
 
 @dataclass(frozen=True)
@@ -77,8 +98,8 @@ class ArchiveParams:
     max_files: int
 
     def __post_init__(self) -> None:
-        check(self.max_mb >= 1, "max_mb", "must be >= 1")
-        check(self.max_files >= 1, "max_files", "must be >= 1")
+        check_at_most(self.max_mb, 100_000_000, "max_mb", low=1)  # 100 TB: AudioSet's whole audio is ~2 TB
+        check_at_most(self.max_files, 100_000_000, "max_files", low=1)
 
 
 @dataclass(frozen=True)
@@ -106,6 +127,7 @@ class DataParams:
         check(0 < self.val_fraction < 1, "val_fraction", "must be in (0, 1)")
         check(0 < self.test_fraction < 1, "test_fraction", "must be in (0, 1)")
         check(self.val_fraction + self.test_fraction < 1, "test_fraction", "val + test must leave a train split")
+        check_at_most(self.seed, MAX_SEED, "seed")
         check(getattr(self, self.source) is not None, self.source, f"section required when source is {self.source!r}")
 
 
@@ -120,13 +142,13 @@ class DownloadParams:
     cookies: str | None = None  # a Netscape cookies file for yt-dlp
 
     def __post_init__(self) -> None:
-        check(self.pack_size >= 0, "pack_size", "must be >= 0")
+        check_at_most(self.pack_size, MAX_SHARD_ROWS, "pack_size")
         check(self.cookies is None or self.cookies.strip() != "", "cookies", "must be a file's path, or null")
         check("{ytid}" in self.url_template, "url_template", "must contain {ytid}")
-        check(self.workers >= 1, "workers", "must be >= 1")
-        check(self.max_attempts >= 1, "max_attempts", "must be >= 1")
-        check(self.backoff_seconds >= 0, "backoff_seconds", "must be >= 0")
-        check(self.requests_per_second >= 0, "requests_per_second", "must be >= 0")
+        check_at_most(self.workers, MAX_WORKERS, "workers", low=1)
+        check_at_most(self.max_attempts, 100, "max_attempts", low=1)  # backoff doubles: 100 tries outlast any outage
+        check_at_most(self.backoff_seconds, MAX_SECONDS, "backoff_seconds")
+        check_at_most(self.requests_per_second, 10_000, "requests_per_second")
 
 
 Device = str  # "auto", "cpu", "cuda", "cuda:1", ...
@@ -163,9 +185,9 @@ class AudioEncoderParams:
         check(vggish or not self.postprocess, "postprocess", "VGGish's PCA: only for model vggish")
         check(vggish or self.release is None, "release", "AudioSet's released embeddings are VGGish's: only for "
               "model vggish")
-        check(self.batch_size >= 1, "batch_size", "must be >= 1")
-        check(self.shard_rows >= 1, "shard_rows", "must be >= 1")
-        check(self.decode_workers >= 1, "decode_workers", "must be >= 1")
+        check_at_most(self.batch_size, MAX_BATCH, "batch_size", low=1)
+        check_at_most(self.shard_rows, MAX_SHARD_ROWS, "shard_rows", low=1)
+        check_at_most(self.decode_workers, MAX_WORKERS, "decode_workers", low=1)
         check(not self.postprocess or self.pca is not None, "pca", "required when postprocess is true")
         for location_key, key in (("weights", "weights_sha256"), ("pca", "pca_sha256")):
             digest, location = getattr(self, key), getattr(self, location_key)
@@ -191,10 +213,11 @@ class DiffusionParams:
     dtype: DType
 
     def __post_init__(self) -> None:
-        check(self.tokens >= 1, "tokens", "must be >= 1")
         check(1 <= self.max_sequence_length <= 512, "max_sequence_length", "must be in [1, 512]")
-        check(self.batch_size >= 1, "batch_size", "must be >= 1")
-        check(self.shard_rows >= 1, "shard_rows", "must be >= 1")
+        # SD3's sequence: CLIP's 77 tokens, then T5's max_sequence_length.
+        check_at_most(self.tokens, 77 + self.max_sequence_length, "tokens", low=1)
+        check_at_most(self.batch_size, MAX_BATCH, "batch_size", low=1)
+        check_at_most(self.shard_rows, MAX_SHARD_ROWS, "shard_rows", low=1)
         check_device(self.device)
 
 
@@ -210,10 +233,12 @@ class MapperParams:
 
     def __post_init__(self) -> None:
         check(self.frames_width >= 8 and self.frames_width % 4 == 0, "frames_width", "must be a multiple of 4, >= 8")
-        check(self.frames_layers >= 1, "frames_layers", "must be >= 1")
-        check(self.max_frames >= 1, "max_frames", "must be >= 1")
-        check(len(self.hidden) >= 1, "hidden", "needs at least one layer")
-        check(all(h >= 1 for h in self.hidden), "hidden", "sizes must be >= 1")
+        check_at_most(self.frames_width, MAX_WIDTH, "frames_width")
+        check_at_most(self.frames_layers, MAX_LAYERS, "frames_layers", low=1)
+        check_at_most(self.max_frames, MAX_FRAMES, "max_frames", low=1)
+        check(1 <= len(self.hidden) <= MAX_LAYERS, "hidden", f"needs 1 to {MAX_LAYERS} layers")
+        for i, width in enumerate(self.hidden):
+            check_at_most(width, MAX_WIDTH, f"hidden[{i}]", low=1)
         check(len(self.dropout) == len(self.hidden), "dropout", "needs one value per hidden layer")
         check(all(0 <= p < 1 for p in self.dropout), "dropout", "values must be in [0, 1)")
 
@@ -231,9 +256,10 @@ class TrainParams:
 
     def __post_init__(self) -> None:
         check(self.lr > 0, "lr", "must be > 0")
-        check(self.batch_size >= 1, "batch_size", "must be >= 1")
-        check(self.epochs >= 1, "epochs", "must be >= 1")
-        check(self.patience >= 1, "patience", "must be >= 1")
+        check_at_most(self.batch_size, MAX_BATCH, "batch_size", low=1)
+        check_at_most(self.epochs, MAX_COUNT, "epochs", low=1)
+        check_at_most(self.patience, MAX_COUNT, "patience", low=1)
+        check_at_most(self.seed, MAX_SEED, "seed")
         check(self.w_cos >= 0 and self.w_mse >= 0 and self.w_cos + self.w_mse > 0, "w_cos",
                "loss weights must be >= 0 and not both 0")
         check_device(self.device)
@@ -255,12 +281,14 @@ class RenderParams:
     dtype: DType
 
     def __post_init__(self) -> None:
-        check(self.clips_per_class >= 1, "clips_per_class", "must be >= 1")
-        check(self.steps >= 1, "steps", "must be >= 1")
-        check(self.guidance >= 0, "guidance", "must be >= 0")
-        check(self.size >= 16 and self.size % 16 == 0, "size", "must be a multiple of 16")
-        check(self.batch_size >= 1, "batch_size", "must be >= 1")
-        check(self.nearest_k >= 1, "nearest_k", "must be >= 1")
+        check_at_most(self.clips_per_class, MAX_COUNT, "clips_per_class", low=1)
+        check_at_most(self.steps, MAX_STEPS, "steps", low=1)
+        check_at_most(self.guidance, MAX_GUIDANCE, "guidance")
+        check(self.size % 16 == 0, "size", "must be a multiple of 16")
+        check_at_most(self.size, MAX_IMAGE_SIZE, "size", low=16)
+        check_at_most(self.seed, MAX_SEED, "seed")
+        check_at_most(self.batch_size, MAX_BATCH, "batch_size", low=1)
+        check_at_most(self.nearest_k, MAX_COUNT, "nearest_k", low=1)
         check(self.nearest_temperature > 0, "nearest_temperature", "must be > 0")
         check_device(self.device)
 
@@ -272,7 +300,7 @@ class GenerateParams:
     max_seconds: float  # a longer recording is heard up to here, with a note (a header can claim hours of audio)
 
     def __post_init__(self) -> None:
-        check(self.max_seconds > 0, "max_seconds", "must be > 0")
+        check(0 < self.max_seconds <= MAX_SECONDS, "max_seconds", f"must be in (0, {MAX_SECONDS:,}]")
 
 
 @dataclass(frozen=True)

@@ -1,3 +1,5 @@
+import json
+import logging
 import os
 import threading
 import time
@@ -5,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from a2i_core.core.files import atomic_dir, atomic_path
+from a2i_core.core.files import atomic_dir, atomic_path, write_json
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):
@@ -101,3 +103,20 @@ def test_a_reader_never_sees_a_missing_or_mixed_mapper_while_it_is_rewritten(tmp
     reader.join()
     assert not errors, errors[:3]
     assert results and all(results)
+
+
+def test_metric_files_are_strict_json_whatever_the_numbers(tmp_path, caplog):
+    # Before: a diverged loss was written as a bare NaN, which dvc metrics, jq and browsers refuse to parse.
+    path = tmp_path / "metrics" / "train.json"
+    with caplog.at_level(logging.WARNING):
+        write_json(path, {"loss": float("nan"), "per_epoch": [1.0, np.float64("inf")], "ok": 0.5,
+                          "nested": {"x": -np.inf}})
+
+    def refuse(constant: str):
+        raise AssertionError(f"{constant} is not JSON")
+
+    data = json.loads(path.read_text(), parse_constant=refuse)
+    assert data == {"loss": None, "per_epoch": [1.0, None], "ok": 0.5, "nested": {"x": None}}
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: loss is nan: written as null", f"{path}: per_epoch[1] is inf: written as null",
+        f"{path}: nested.x is -inf: written as null"]

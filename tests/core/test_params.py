@@ -108,3 +108,29 @@ def test_a_float_that_is_not_finite_is_named(tmp_path, key, text):
     (tmp_path / "params.yaml").write_text("\n".join(lines) + "\n")
     with pytest.raises(ParamsError, match=rf"^{tmp_path / 'params.yaml'}: {key}: must be a finite number, got "):
         load_params(tmp_path / "params.yaml")
+
+
+@pytest.mark.parametrize("section,key,value,bound", [
+    ("render", "size", 100_000, "4,096"), ("render", "steps", 10**9, "1,000"), ("render", "guidance", 1e6, "100.0"),
+    ("train", "batch_size", 10**9, "65,536"), ("render", "seed", 2**70, "4,294,967,295"),
+    ("train", "seed", -1, "4,294,967,295"), ("audio_encoder", "batch_size", 10**9, "65,536"),
+    ("download", "workers", 10**6, "256"), ("mapper", "frames_layers", 10**6, "64"),
+])
+def test_an_absurd_size_is_refused_with_its_bound(raw_params, section, key, value, bound):
+    # Before: size 100000, steps 1e9, batch_size 1e9 and seed 2**70 passed, and failed (or took the machine) only
+    # once the models had loaded.
+    raw_params[section][key] = value
+    with pytest.raises(ParamsError, match=rf"^params: {section}\.{key}: must be in \[.*, {bound}\], got "):
+        params_from_dict(raw_params)
+
+
+def test_an_absurd_layer_width_is_named_by_its_index(raw_params):
+    # Before: mapper.hidden [1e9] passed check_params and failed when train started, after every upstream stage.
+    raw_params["mapper"]["hidden"] = [64, 10**9]
+    raw_params["mapper"]["dropout"] = [0.1, 0.1]
+    with pytest.raises(ParamsError, match=r"^params: mapper\.hidden\[1\]: must be in \[1, 65,536\], got 1,000,000,000"):
+        params_from_dict(raw_params)
+    raw_params["mapper"]["hidden"] = [8] * 65
+    raw_params["mapper"]["dropout"] = [0.1] * 65
+    with pytest.raises(ParamsError, match=r"mapper\.hidden: needs 1 to 64 layers"):
+        params_from_dict(raw_params)
