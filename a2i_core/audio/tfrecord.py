@@ -1,9 +1,16 @@
 """TFRecord files of ``tf.train.SequenceExample``, read without TensorFlow (tests/audio/tfrecord_writer.py writes them).
 
 A TFRecord file is a run of records, each: uint64 length, uint32 masked CRC-32C of those 8 bytes, the data, uint32
-masked CRC-32C of the data (little-endian). Both CRCs are checked: a corrupt record or a truncated file stops with
-one line naming the file and the record's byte offset. The data is a protobuf message; this module decodes
-exactly the messages a SequenceExample is made of (from tensorflow/core/example/{example,feature}.proto):
+masked CRC-32C of the data (little-endian). Both CRCs are checked: a corrupt record, a truncated file or a length
+over ``MAX_RECORD_BYTES`` stops with one line naming the file and the record's byte offset.
+
+Memory is bounded by ``READ_MEMORY_BYTES`` whatever the file holds: a record's length is checked against the cap
+before anything is read, and records are held in batches whose data, Python objects and CRC grid each stay under
+``BATCH_BYTES`` (a batch is counted by its widest record, so no mix of sizes can starve or inflate it). Decoding
+one record (``parse_sequence_example``) makes at most ``DECODE_MEMORY_BYTES`` of Python objects.
+
+The data is a protobuf message; this module decodes exactly the messages a SequenceExample is made of (from
+tensorflow/core/example/{example,feature}.proto):
 
     SequenceExample { Features context = 1; FeatureLists feature_lists = 2; }
     Features        { map<string, Feature> feature = 1; }
@@ -20,7 +27,6 @@ plain list of bytes, floats or ints.
 
 from __future__ import annotations
 
-import functools
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -34,8 +40,28 @@ CASTAGNOLI = 0x82F63B78  # CRC-32C's polynomial, bit-reversed
 MASK_DELTA = 0xA282EAD8
 HEADER = struct.Struct("<QI")  # length, masked CRC of the length
 FOOTER = struct.Struct("<I")  # masked CRC of the data
-CRC_BATCH_BYTES = 1 << 20  # records whose data CRCs are checked together, lane by lane (see crc32c_many)
-MIN_LANES = 16  # fewer records than this: numpy's per-step overhead outweighs the lanes, check them one by one
+# An AudioSet SequenceExample holds one 10 s segment: ten 128-byte seconds plus its id, times and labels, ~1.5 KB.
+# 256 KiB is ~170 times that (a segment of over half an hour would fit), yet a record, and what decoding it makes,
+# stays a few MB: a length past it is a corrupt or foreign file, refused before it is read.
+MAX_RECORD_BYTES = 256 << 10
+# Records held, and CRC-checked side by side, at once: ~1,200 AudioSet records. Numpy's steps go by the widest
+# record, so more lanes a step is faster, with less to gain each doubling (1 MiB: ~25% slower, 4 MiB: ~15% faster).
+BATCH_BYTES = 2 << 20
+# What Python holds for a record of a batch besides its data: the (offset, data, CRC) tuple, its two ints, the
+# bytes object's header, list slots, and its CRC's int once checked (~220 bytes by sys.getsizeof). It is what keeps
+# a batch of empty records from growing without end.
+RECORD_OVERHEAD_BYTES = 256
+# read_records' peak: a full batch and its CRC grid, each under BATCH_BYTES, plus 1 MiB for the file's buffer,
+# numpy's per-column temporaries and the CRC results. Measured: 3.6 MiB for full batches of 1.5 KB records
+# (tests/audio/test_tfrecord.py), 1.9 MiB resident for a million tiny records then a wide one (benchmarks/).
+READ_MEMORY_BYTES = 2 * BATCH_BYTES + (1 << 20)
+# Decoding a record makes up to ~35 bytes of Python objects per byte of it, measured on the worst case found (a
+# feature list of empty features: two bytes each, each a 56-byte list and its slot), plus nested messages' copies.
+DECODE_MEMORY_BYTES = 48 * MAX_RECORD_BYTES
+# numpy's step over a column costs about what pure Python spends on 16 bytes: a batch whose bytes would fill fewer
+# than this many lanes of its widest record (a few records, or one wide among tiny ones) is checked one by one.
+MIN_LANES = 16
+assert MAX_RECORD_BYTES + RECORD_OVERHEAD_BYTES <= BATCH_BYTES  # the largest record fits a batch of its own
 
 Feature = list  # list[bytes] | list[float] | list[int]
 
@@ -71,32 +97,28 @@ def crc32c(data: bytes, crc: int = 0) -> int:
     return crc ^ 0xFFFFFFFF
 
 
-@functools.cache
-def _initial_term(length: int) -> int:
-    """What the initial value 0xFFFFFFFF adds to the register after ``length`` bytes (CRC is affine in it)."""
-    crc = 0xFFFFFFFF
-    for _ in range(length):
-        crc = TABLE[crc & 0xFF] ^ (crc >> 8)
-    return crc
-
-
 def crc32c_many(items: Sequence[bytes]) -> np.ndarray:
     """CRC-32C of each item, computed side by side: one numpy step per byte position for all of them.
 
-    Items are right-aligned in a (width, n) grid: leading zeros leave a register that starts at 0 unchanged, so
-    every lane ends on its item's CRC from 0; the initial value's part depends only on the item's length and is
-    added afterwards. About 8x pure Python for ~1.5 kB records in lanes of hundreds.
+    Items are right-aligned in a grid of len(items) x the longest (its only large allocation): leading zeros leave
+    a register that starts at 0 unchanged. The CRC is linear, so the register's initial 0xFFFFFFFF is the same as
+    starting from 0 with it XORed into the item's first four bytes; an item of n < 4 bytes takes only n of them,
+    and the rest of the initial value is left in the register, shifted out by 8n bits. About 8x pure Python for
+    ~1.5 kB records in lanes of hundreds.
     """
-    lengths = [len(item) for item in items]
-    width = max(lengths, default=0)
-    grid = np.zeros((len(items), width), np.uint8)
-    for row, (item, n) in enumerate(zip(items, lengths, strict=True)):
-        grid[row, width - n :] = np.frombuffer(item, np.uint8)
+    lengths = np.array([len(item) for item in items], np.int64)
+    width = int(lengths.max(initial=0))
+    grid = np.zeros((len(items), width), np.uint8, order="F")  # each column contiguous: no transposed copy
+    for row, item in enumerate(items):
+        if item:
+            start = width - len(item)
+            grid[row, start:] = np.frombuffer(item, np.uint8)
+            grid[row, start : start + 4] ^= 0xFF
     crc = np.zeros(len(items), np.uint32)
-    for column in np.ascontiguousarray(grid.T):
+    for column in grid.T:
         crc = TABLE_NP[(crc ^ column) & 0xFF] ^ (crc >> 8)
-    initial = np.array([_initial_term(n) for n in lengths], np.uint32)
-    return crc ^ initial ^ np.uint32(0xFFFFFFFF)
+    left = (np.uint64(0xFFFFFFFF) >> (8 * np.minimum(lengths, 4)).astype(np.uint64)).astype(np.uint32)
+    return crc ^ left ^ np.uint32(0xFFFFFFFF)
 
 
 def masked(crc: int) -> int:
@@ -104,39 +126,55 @@ def masked(crc: int) -> int:
     return (((crc >> 15) | (crc << 17)) + MASK_DELTA) & 0xFFFFFFFF
 
 
-def read_records(path: str | Path, batch_bytes: int = CRC_BATCH_BYTES) -> Iterator[tuple[int, bytes]]:
+def read_records(path: str | Path, batch_bytes: int = BATCH_BYTES) -> Iterator[tuple[int, bytes]]:
     """(byte offset, data) of each record of a TFRecord file, in order, once its CRCs are checked.
 
-    Memory holds about ``batch_bytes`` of records, whatever the file's size: their data CRCs are checked together.
+    Memory stays under ``READ_MEMORY_BYTES`` (with the default ``batch_bytes``), whatever the file holds.
     """
     path = Path(path)
     batch: list[tuple[int, bytes, int]] = []  # (offset, data, stored masked CRC)
     widest = 0
     offset = 0
-    with open(path, "rb") as f:
-        while header := f.read(HEADER.size):
-            if len(header) < HEADER.size:
-                raise TFRecordError(f"{path}: truncated at byte {offset}: a record header of {len(header)} bytes, "
-                                    f"not {HEADER.size}")
-            length, length_crc = HEADER.unpack(header)
-            if masked(crc32c(header[:8])) != length_crc:  # before trusting the length with a read
-                raise TFRecordError(f"{path}: corrupt record at byte {offset}: its length fails its CRC")
-            body = f.read(length + FOOTER.size)
-            if len(body) < length + FOOTER.size:
-                raise TFRecordError(f"{path}: truncated at byte {offset}: a record of {length} bytes, but the file "
-                                    f"ends {len(body)} bytes after its header")
-            batch.append((offset, body[:length], FOOTER.unpack_from(body, length)[0]))
-            offset += HEADER.size + length + FOOTER.size
-            widest = max(widest, length)
-            if widest * len(batch) >= batch_bytes:  # the CRC grid is lanes x the widest record
-                yield from _checked(path, batch)
-                batch, widest = [], 0
+    try:
+        with open(path, "rb") as f:
+            while header := f.read(HEADER.size):
+                length = _record_length(path, offset, header)
+                # A batch costs its count times its widest record (the CRC grid) plus each record's objects:
+                # checked before this record joins, so neither many tiny records nor one wide one outgrows it.
+                if batch and (len(batch) + 1) * (max(widest, length) + RECORD_OVERHEAD_BYTES) > batch_bytes:
+                    yield from _checked(path, batch)
+                    batch, widest = [], 0
+                data = f.read(length)
+                footer = f.read(FOOTER.size)
+                if len(footer) < FOOTER.size:
+                    raise TFRecordError(f"{path}: truncated at byte {offset}: a record of {length} bytes, but the "
+                                        f"file ends {len(data) + len(footer)} bytes after its header")
+                batch.append((offset, data, FOOTER.unpack(footer)[0]))
+                offset += HEADER.size + length + FOOTER.size
+                widest = max(widest, length)
+    except OSError as err:  # only this generator's own reads: a consumer's errors never enter it
+        raise TFRecordError(f"{path}: cannot read at byte {offset}: {err.strerror or err}") from None
     yield from _checked(path, batch)
+
+
+def _record_length(path: Path, offset: int, header: bytes) -> int:
+    """The data length a record's header gives, once checked against its CRC and MAX_RECORD_BYTES."""
+    if len(header) < HEADER.size:
+        raise TFRecordError(f"{path}: truncated at byte {offset}: a record header of {len(header)} bytes, not "
+                            f"{HEADER.size}")
+    length, length_crc = HEADER.unpack(header)
+    if masked(crc32c(header[:8])) != length_crc:  # before trusting the length with anything
+        raise TFRecordError(f"{path}: corrupt record at byte {offset}: its length fails its CRC")
+    if length > MAX_RECORD_BYTES:
+        raise TFRecordError(f"{path}: record at byte {offset} claims {length} bytes, over the cap of "
+                            f"{MAX_RECORD_BYTES} (an AudioSet record is ~1.5 KB): not a release file")
+    return length
 
 
 def _checked(path: Path, batch: list[tuple[int, bytes, int]]) -> Iterator[tuple[int, bytes]]:
     datas = [data for _, data, _ in batch]
-    crcs = crc32c_many(datas).tolist() if len(batch) >= MIN_LANES else [crc32c(d) for d in datas]
+    dense = sum(map(len, datas)) >= MIN_LANES * max(map(len, datas), default=0)
+    crcs = crc32c_many(datas).tolist() if dense else [crc32c(d) for d in datas]
     for (offset, _, stored), crc in zip(batch, crcs, strict=True):
         if masked(crc) != stored:
             raise TFRecordError(f"{path}: corrupt record at byte {offset}: its data fails its CRC")
