@@ -51,7 +51,7 @@ class WeightsFileError(A2IError):
 class AudioEncoder(Protocol):
     """What embeds audio (VGGish, CLAP, AST): a waveform at ``sample_rate`` is cut into windows that start ``step``
     samples apart and read ``overlap`` samples past the next start; ``keeps_tail`` says whether what is left after the
-    last whole window makes one more. ``place`` moves the model to a device and returns the frontend that turns
+    last whole window makes one more, and ``unheard`` how many samples at the end no window reads. ``place`` moves the model to a device and returns the frontend that turns
     windows into ``embed``'s inputs; ``embed`` gives one ``dim``-wide row per window."""
 
     kind: str
@@ -62,6 +62,8 @@ class AudioEncoder(Protocol):
     min_samples: int
 
     def keeps_tail(self, samples: int) -> bool: ...
+
+    def unheard(self, samples: int) -> int: ...
 
     def place(self, device: torch.device) -> nn.Module: ...
 
@@ -87,6 +89,10 @@ class VGGishEncoder:
     def keeps_tail(self, samples: int) -> bool:
         """A tail makes an example only if it holds one whole (the frontend drops shorter ones)."""
         return samples >= MIN_SAMPLES
+
+    def unheard(self, samples: int) -> int:
+        """Samples after the last whole example (a shorter clip is padded, so all of it is heard)."""
+        return 0 if samples < MIN_SAMPLES else (samples - MIN_SAMPLES) % self.step
 
     def place(self, device: torch.device) -> LogMelFrontend:
         """Move VGGish (channels-last: faster convolutions) and its postprocessor to ``device``; the frontend to
@@ -116,7 +122,10 @@ def load_audio_encoder(directory: str | Path, postprocess: bool, shown_as: str |
     shown = Path(shown_as) if shown_as is not None else directory
     folder = _transformers_folder(directory)
     if folder is not None:
-        return load_hf_audio_encoder(folder, shown if folder == directory else f"{shown} ({folder})")
+        # A local checkpoint's record holds the folder the user named, resolved: name it once (a Hub id shows its
+        # snapshot beside it).
+        named = folder == directory or Path(shown).resolve() == folder.resolve()
+        return load_hf_audio_encoder(folder, shown if named else f"{shown} ({folder})")
     weights_path = directory / WEIGHTS_FILE
     if not weights_path.is_file():
         raise A2IError(f"{shown / WEIGHTS_FILE}: not found (run the audio_encoder stage: dvc repro audio_encoder)")

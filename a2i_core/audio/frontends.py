@@ -8,7 +8,8 @@ Window rule (a pure function of the waveform's length, so streaming can reproduc
 encoder's sample rate is cut into consecutive windows, window k starting at ``k * stride``. Every full window is
 kept; the remaining tail is kept if it is at least half a window long, or if it is the only window (a clip
 shorter than one window). A tail is padded as the extractor pads a short clip: CLAP repeats it (``repeatpad``,
-or the extractor's ``padding``) then zero-pads the waveform; AST zero-pads the fbank frames.
+or the extractor's ``padding``) then zero-pads the waveform; AST zero-pads the fbank frames. A shorter tail is
+not heard (``unheard_samples`` says how much; generate notes it): a 14.9 s clip is CLAP's first 10 s.
 
 - CLAP: window = stride = the extractor's ``nb_max_samples`` (10 s at 48 kHz, 1001 centred frames).
 - AST: window = the samples of ``max_length`` frames (400 + 1023 * 160 = 164080 at 16 kHz), stride =
@@ -56,9 +57,24 @@ def window_spans(n_samples: int, window: int, stride: int) -> list[tuple[int, in
     full = 0 if n_samples < window else (n_samples - window) // stride + 1
     spans = [(k * stride, window) for k in range(full)]
     tail = n_samples - full * stride
+    # A tail shorter than half a window is dropped, not padded: the reference extractors pad only a clip shorter
+    # than their one window, and drop what lies past it (ASTFeatureExtractor keeps the first max_length frames;
+    # ClapFeatureExtractor's 'rand_trunc' one random 10 s crop, 'fusion' three random crops beside a shrunken view
+    # of the whole). A padded short tail would be a whole window, weighing as much as a full one in the clip's
+    # mean, made mostly of repeats (repeatpad tiles a 0.2 s tail 50 times) or of silence.
     if (full == 0 and n_samples > 0) or (full > 0 and 2 * tail >= window):
         spans.append((full * stride, tail))
     return spans
+
+
+def unheard_samples(n_samples: int, window: int, stride: int) -> int:
+    """How many samples at the end of a waveform of ``n_samples`` no window reads, by the module's window rule."""
+    spans = window_spans(n_samples, window, stride)
+    if not spans:
+        return n_samples
+    start, size = spans[-1]
+    # A padded tail is heard to its end; a full last window reads `window` samples.
+    return n_samples - (start + size)
 
 
 def _check_waves(waves: list[torch.Tensor]) -> None:

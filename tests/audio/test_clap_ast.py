@@ -115,6 +115,21 @@ def test_window_count_rule(frontend_kind: str, encoders: dict[str, HFAudioEncode
     assert {n: frontend.window_count(n) for n in cases} == cases
 
 
+def test_the_tail_the_window_rule_drops_is_counted(encoders: dict[str, HFAudioEncoder]):
+    """A 14.9 s clip is CLAP's first 10 s: the 4.9 s left are less than half a window, and are said to be unheard; a
+    tail of half a window or more is padded and heard, as is a clip shorter than one window."""
+    clap, ast = encoders["clap"], encoders["ast"]
+    assert clap.unheard(round(14.9 * CLAP_RATE)) == round(4.9 * CLAP_RATE)
+    assert ast.unheard(round(14.9 * AST_RATE)) == round(14.9 * AST_RATE) - AST_WINDOW  # past the first window's frames
+    assert clap.unheard(round(3.3 * CLAP_RATE)) == 0 and clap.unheard(round(16.0 * CLAP_RATE)) == 0
+    assert clap.unheard(CLAP_WINDOW) == 0 and ast.unheard(AST_STRIDE + AST_WINDOW) == 0 and clap.unheard(0) == 0
+    for encoder, window, stride in ((clap, CLAP_WINDOW, CLAP_WINDOW), (ast, AST_WINDOW, AST_STRIDE)):
+        frontend = encoder.frontend("cpu")
+        for n in (window - 1, window + 1, stride + window // 2 - 1, stride + window // 2, 3 * stride + window + 7):
+            count = frontend.window_count(n)  # whatever the windows read, the rest is what is unheard
+            assert encoder.unheard(n) == max(0, n - ((count - 1) * stride + window)), n
+
+
 @pytest.mark.parametrize("truncation", ["rand_trunc", "fusion"])
 def test_clap_frontend_equals_the_extractor(truncation: str):
     from transformers import ClapFeatureExtractor
