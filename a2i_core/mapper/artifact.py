@@ -29,6 +29,7 @@ PROMPTS_NAME = "prompts.json"
 PROMPT_BANK_NAME = "prompt_bank.safetensors"
 # Optional: float16, (prompts, L, D) (SD3 Medium: 2.7 MB a prompt). Its own file, so a mapper without it is whole.
 PROMPT_SEQUENCES_NAME = "prompt_sequences.safetensors"
+PROMPT_SEQUENCES_DTYPE = "F16"  # safetensors' name for float16; the other files hold float32 (WEIGHTS_DTYPE)
 CARD_NAME = "README.md"  # the name the Hub shows as the model card
 FILES = [CONFIG_NAME, WEIGHTS_NAME, GUIDANCE_NAME, PROMPTS_NAME, PROMPT_BANK_NAME, PROMPT_SEQUENCES_NAME,
          CARD_NAME]  # what a Hub copy holds
@@ -92,15 +93,16 @@ class MapperArtifact:
             "the mapper makes it")
         bank = read_tensors(directory / PROMPT_BANK_NAME, {"pooled": (len(prompts), config.pooled_dim)},
                             f"the mapper and {PROMPTS_NAME} make it")
-        empty_sequence = guidance["empty_sequence"].float().numpy()
+        # read_tensors has checked each dtype and that every value is finite: a NaN here renders a black image.
+        empty_sequence = guidance["empty_sequence"].numpy()
         sequences = None
         if (directory / PROMPT_SEQUENCES_NAME).is_file():
             shape = (len(prompts), *empty_sequence.shape)
             sequences = read_tensors(directory / PROMPT_SEQUENCES_NAME, {"sequence": shape},
-                                     f"{PROMPTS_NAME} and the empty prompt's sequence make it")["sequence"]
-            sequences = sequences.to(torch.float16).numpy()
-        return cls(mapper, guidance["empty_pooled"].float().numpy(), empty_sequence, prompts,
-                   bank["pooled"].float().numpy(), sequences)
+                                     f"{PROMPTS_NAME} and the empty prompt's sequence make it",
+                                     PROMPT_SEQUENCES_DTYPE)["sequence"].numpy()
+        return cls(mapper, guidance["empty_pooled"].numpy(), empty_sequence, prompts, bank["pooled"].numpy(),
+                   sequences)
 
     def nearest_prompts(self, pooled: np.ndarray, k: int = 3) -> list[list[tuple[str, float]]]:
         """For each predicted pooled embedding (n, P), the k closest prompts by cosine, with the cosine."""

@@ -4,7 +4,9 @@ Input is either the clip's mean VGGish vector (128) or its sequence of per-0.96 
 small transformer). Output is the pooled text embedding (2048 for SD3 Medium), optionally followed by the
 first ``tokens`` rows of the sequence embedding (N x 4096), flattened. Knows nothing of training or rendering.
 ``save_pretrained`` writes ``model.safetensors`` and ``config.json``; the config's ``provenance`` records which
-audio features and diffusion model it was trained on, so inference can refuse mismatched inputs.
+audio features and diffusion model it was trained on, so inference can refuse mismatched inputs. A folder may come
+from outside (a pull, a copy), so ``from_pretrained`` checks the config against caps, then the weights' header
+(names, shapes, float32) against the config before any tensor is allocated, then that every value is finite.
 The math every user of a trained mapper shares (its input, its prediction, cosine geometry) lives here too.
 """
 
@@ -37,6 +39,14 @@ MAX_LAYERS = 64
 MAX_FRAMES_WIDTH = 8192
 MAX_FRAMES = 1 << 16
 MAX_PARAMETERS = 1_000_000_000  # 4 GB of float32
+# What a mapper folder's safetensors files hold, checked from the header before any data is read: a tampered or
+# damaged file must fail in one line, not load as integers or NaNs that render a black image.
+WEIGHTS_DTYPE = "F32"  # safetensors' name for float32, what save_pretrained writes
+# A mapper's header lists ~130 bytes per tensor and the largest config (64 frame layers of 12 tensors, 64 hidden
+# layers of 4) has ~1100 tensors: 150 KB. safetensors itself parses up to 100 MB (~20 s); refused before that.
+MAX_HEADER_BYTES = 1 << 20
+FINITE_CHECK_ELEMENTS = 1 << 24  # checked for NaN/inf a slice at a time: 16 MB of booleans, whatever the tensor
+MIN_INPUT_STD = 1e-6  # training clamps the standardisation to this; a smaller one divides by (nearly) zero
 
 
 @dataclass
@@ -134,7 +144,7 @@ class AudioToSD3Mapper(nn.Module):
 
     def set_input_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         self.input_mean.copy_(mean)
-        self.input_std.copy_(std.clamp_min(1e-6))
+        self.input_std.copy_(std.clamp_min(MIN_INPUT_STD))
 
     def forward(self, audio: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         # audio: (B, 128) clip means, or (B, T, 128) frames with mask (B, T), True where a frame is real
@@ -168,38 +178,69 @@ class AudioToSD3Mapper(nn.Module):
         if not config_path.is_file() or not weights_path.is_file():
             raise A2IError(f"{directory}: no trained mapper ({CONFIG_NAME} and {WEIGHTS_NAME} expected)")
         config = MapperConfig.from_json(read_json(config_path), str(config_path))
-        model = cls(config)
+        with torch.device("meta"):  # shapes without storage: nothing is allocated until the weights' header fits
+            model = cls(config)
         expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
-        model.load_state_dict(read_tensors(weights_path, expected, f"{config_path.name} makes it"))
+        state = read_tensors(weights_path, expected, f"{config_path.name} makes it", WEIGHTS_DTYPE)
+        std = state["input_std"]
+        if (std < MIN_INPUT_STD).any():
+            i = int(torch.argmin(std))
+            raise A2IError(f"{weights_path}: input_std[{i}] is {float(std[i]):.3g}, but a trained mapper's are at "
+                           f"least {MIN_INPUT_STD:g} (it divides by them)")
+        model.load_state_dict(state, assign=True)  # the file's tensors become the model's: no random init first
         return model.eval()
 
 
-def read_tensors(path: Path, expected: dict[str, tuple[int | None, ...]], why: str = "expected"
-                 ) -> dict[str, torch.Tensor]:
+def read_tensors(path: Path, expected: dict[str, tuple[int | None, ...]], why: str = "expected",
+                 dtype: str = WEIGHTS_DTYPE) -> dict[str, torch.Tensor]:
     """A safetensors file's tensors, which must be exactly those named in ``expected`` with those shapes (None: any
-    size); checked from the header, before any tensor is read. One line naming the file and the tensor otherwise."""
+    size) and ``dtype`` (safetensors' name: F32, F16), checked from the header before any tensor is read, and hold
+    only finite values. One line naming the file and the tensor otherwise. The tensors are the caller's own, not
+    views of the file: one rewritten in place must not change (or, truncated, crash) a running model."""
     try:
+        with open(path, "rb") as f:  # the header's length, before safetensors parses up to 100 MB of it
+            length = int.from_bytes(f.read(8), "little")
+        if length > MAX_HEADER_BYTES:
+            raise A2IError(f"{path}: a safetensors header of {length} bytes, but a mapper's is at most "
+                           f"{MAX_HEADER_BYTES}")
         with safe_open(str(path), framework="pt") as f:
-            shapes = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}  # noqa: SIM118 (not iterable)
-            _check_shapes(path, shapes, expected, why)
-            return {name: f.get_tensor(name) for name in shapes}
+            header = {name: f.get_slice(name) for name in f.keys()}  # noqa: SIM118 (not iterable)
+            _check_header(path, {name: (tuple(s.get_shape()), s.get_dtype()) for name, s in header.items()},
+                          expected, why, dtype)
+            tensors = {}
+            for name in header:
+                tensors[name] = f.get_tensor(name).clone()  # checked after the copy: the file may change meanwhile
+                _check_finite(path, name, tensors[name])
+            return tensors
     except A2IError:
         raise
     except Exception as err:  # safetensors raises its own error types for a damaged header
         raise A2IError(f"{path}: not a readable safetensors file ({first_line(err)})") from None
 
 
-def _check_shapes(path: Path, shapes: dict[str, tuple[int, ...]], expected: dict[str, tuple[int | None, ...]],
-                  why: str) -> None:
+def _check_header(path: Path, header: dict[str, tuple[tuple[int, ...], str]],
+                  expected: dict[str, tuple[int | None, ...]], why: str, dtype: str) -> None:
     for name, want in expected.items():
-        if name not in shapes:
+        if name not in header:
             raise A2IError(f"{path}: {name}: missing")
-        shape = shapes[name]
+        shape, stored = header[name]
         if len(shape) != len(want) or any(w is not None and w != n for w, n in zip(want, shape, strict=False)):
             raise A2IError(f"{path}: {name}: shape {_shown(shape)}, but {why} {_shown(want)}")
-    unexpected = sorted(set(shapes) - set(expected))
+        if stored != dtype:
+            raise A2IError(f"{path}: {name}: dtype {stored}, but a mapper's file holds {dtype}")
+    unexpected = sorted(set(header) - set(expected))
     if unexpected:
         raise A2IError(f"{path}: {unexpected[0]}: unexpected tensor")
+
+
+def _check_finite(path: Path, name: str, tensor: torch.Tensor) -> None:
+    flat = tensor.reshape(-1)
+    for start in range(0, flat.numel(), FINITE_CHECK_ELEMENTS):
+        bad = ~torch.isfinite(flat[start : start + FINITE_CHECK_ELEMENTS])
+        if bad.any():
+            index = start + int(bad.to(torch.uint8).argmax())  # argmax: the first of the largest
+            at = ", ".join(str(int(i)) for i in np.unravel_index(index, tuple(tensor.shape)))
+            raise A2IError(f"{path}: {name}[{at}] is {float(flat[index])}: a mapper's values are all finite")
 
 
 def _shown(shape: tuple[int | None, ...]) -> str:
