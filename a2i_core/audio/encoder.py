@@ -51,8 +51,9 @@ class WeightsFileError(A2IError):
 class AudioEncoder(Protocol):
     """What embeds audio (VGGish, CLAP, AST): a waveform at ``sample_rate`` is cut into windows that start ``step``
     samples apart and read ``overlap`` samples past the next start; ``keeps_tail`` says whether what is left after the
-    last whole window makes one more, and ``unheard`` how many samples at the end no window reads. ``place`` moves the model to a device and returns the frontend that turns
-    windows into ``embed``'s inputs; ``embed`` gives one ``dim``-wide row per window."""
+    last whole window makes one more, and ``unheard`` how many samples at the end no window reads. ``place`` moves the
+    model to a device and returns the frontend that turns windows into ``embed``'s inputs; ``embed`` gives one
+    ``dim``-wide row per window."""
 
     kind: str
     sample_rate: int
