@@ -14,7 +14,8 @@ from a2i_core.core.packs import PackedClip
 
 MANIFEST_KIND = "audio_manifest"
 MANIFEST_NAME = "manifest.parquet"
-MANIFEST_COLUMNS = ["clip_id", "status", "reason", "path", "row", "seconds"]
+# source_sha256: the local file a clip was decoded from ("" for a download), so a replaced file is taken again.
+MANIFEST_COLUMNS = ["clip_id", "status", "reason", "path", "row", "seconds", "source_sha256"]
 CLIP_ID = re.compile(r"\A[A-Za-z0-9_-]{1,80}\Z")  # \Z, not $: "$" also matches before a final newline
 
 
@@ -30,14 +31,17 @@ def load_manifest(audio_dir: str | Path) -> pd.DataFrame:
     path = Path(audio_dir) / MANIFEST_NAME
     if not path.is_file():
         return pd.DataFrame(columns=MANIFEST_COLUMNS)
-    return shards.read_table(path, MANIFEST_KIND).to_pandas()
+    frame = shards.read_table(path, MANIFEST_KIND).to_pandas()
+    if "source_sha256" not in frame:  # written before a2i 0.2: its local clips are taken once more
+        frame["source_sha256"] = ""
+    return frame
 
 
 def save_manifest(audio_dir: Path, rows: dict[str, dict]) -> None:
-    frame = pd.DataFrame([{"row": -1, **rows[k]} for k in sorted(rows)], columns=MANIFEST_COLUMNS)
+    frame = pd.DataFrame([{"row": -1, "source_sha256": "", **rows[k]} for k in sorted(rows)], columns=MANIFEST_COLUMNS)
     table = pa.Table.from_pandas(frame, preserve_index=False, schema=pa.schema([
         ("clip_id", pa.string()), ("status", pa.string()), ("reason", pa.string()),
-        ("path", pa.string()), ("row", pa.int32()), ("seconds", pa.float64())]))
+        ("path", pa.string()), ("row", pa.int32()), ("seconds", pa.float64()), ("source_sha256", pa.string())]))
     shards.write_table(table, audio_dir / MANIFEST_NAME, MANIFEST_KIND)
 
 

@@ -172,11 +172,14 @@ def _download(candidates: pd.DataFrame, audio_dir: Path, cfg: DownloadParams, co
         save_manifest(audio_dir, rows)
 
     packer = PackWriter(audio_dir, cfg.pack_size, on_pack) if cfg.pack_size else None
+    # A local file's digest (ingest's sha256 column): a recording replaced under the same name is taken again.
+    contents = dict(clips["sha256"]) if "sha256" in clips else {}
     target_dir = audio_dir / STAGING if packer else audio_dir
     todo: list[str] = []
     counts: Counter = Counter()
 
     def record(row: dict) -> None:
+        row["source_sha256"] = contents.get(row["clip_id"], "")
         counts[row["status"]] += 1
         if packer and row["status"] == "ok":
             packer.add(row, target_dir / row["path"])
@@ -194,7 +197,7 @@ def _download(candidates: pd.DataFrame, audio_dir: Path, cfg: DownloadParams, co
         remove_unrecorded_packs(audio_dir, rows)
         adopt_staged(audio_dir, clips.index, rows, packer)
         adopt_files(audio_dir, clips.index, rows)
-        todo = to_fetch(audio_dir, clips.index[~clips["source"].isin(skip_sources)], rows, packer)
+        todo = to_fetch(audio_dir, clips.index[~clips["source"].isin(skip_sources)], rows, packer, contents)
         target_dir.mkdir(exist_ok=True)
         jobs = [(FETCHERS[clips.loc[c, "source"]], clips.loc[c], target_dir / f"{c}.wav") for c in todo]
         with tqdm(total=len(todo), desc="download", unit="clip") as bar:

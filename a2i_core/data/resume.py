@@ -21,11 +21,17 @@ log = logging.getLogger(__name__)
 STAGING = ".staging"  # with packs: finished clips' WAVs until their pack is written
 
 
-def to_fetch(audio_dir: Path, clip_ids: pd.Index, rows: dict[str, dict], packer: PackWriter | None) -> list[str]:
-    """The clips not done and not failed for good, in id order."""
-    done = {cid for cid, r in rows.items() if r["status"] == "ok" and (audio_dir / r["path"]).is_file()}
+def to_fetch(audio_dir: Path, clip_ids: pd.Index, rows: dict[str, dict], packer: PackWriter | None,
+             contents: dict[str, str]) -> list[str]:
+    """The clips not done and not failed for good, in id order; a clip whose local file's digest (``contents``)
+    is not the one it was decoded from is not done."""
+    changed = {cid for cid, r in rows.items() if contents.get(cid, "") != (r.get("source_sha256") or "")}
+    if changed:
+        log.info("%d local files changed since they were taken: taken again", len(changed))
+    done = {cid for cid, r in rows.items()
+            if r["status"] == "ok" and (audio_dir / r["path"]).is_file() and cid not in changed}
     done |= packer.pending_ids() if packer else set()  # adopted, in the next pack
-    final = {cid for cid, r in rows.items() if r["status"] not in RETRYABLE | {"ok"}}
+    final = {cid for cid, r in rows.items() if r["status"] not in RETRYABLE | {"ok"} and cid not in changed}
     todo = [cid for cid in clip_ids if cid not in done and cid not in final]
     log.info("%d clips: %d already done and %d failed for good (skipped), %d to fetch", len(clip_ids), len(done),
              len(final), len(todo))

@@ -19,6 +19,7 @@ from a2i_core.core.names import safe_id
 from a2i_core.core.params import ArchiveParams
 from a2i_core.core.skipped import Skipped
 from a2i_core.core.urls import redact
+from a2i_core.data.fingerprint import Digests
 from a2i_core.data.sources.archive import extracted
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ def esc50_rows(location: str, archives: ArchiveParams) -> tuple[pd.DataFrame, di
         "name": meta["category"].astype(str).str.replace("_", " ").tolist(),
         "uri": uris,
         "fold": [int(f) for f in meta["fold"]],  # the official 5 folds, kept for cross-validated evaluation
+        "sha256": contents(uris),
     })
     return frame, skipped.done()
 
@@ -129,8 +131,23 @@ def folder_rows(root: str, labels_csv: str | None) -> tuple[pd.DataFrame, dict[s
         "label": [label for _, _, label in rows],
         "name": [label.replace("_", " ") for _, _, label in rows],
         "uri": [str(real) for _, real, _ in rows],
+        "sha256": contents([str(real) for _, real, _ in rows]),
     })
     return frame, skipped.done()
+
+
+def contents(files: list[str]) -> list[str]:
+    """Each file's sha256 ("" for one that cannot be read: the download stage reports it): a replaced recording
+    changes the candidates, so the download stage takes it again (its name and clip id stay the same)."""
+    digests = Digests()
+    found = []
+    for file in files:
+        try:
+            found.append(digests.of(file))
+        except OSError:
+            found.append("")
+    digests.save()
+    return found
 
 
 def _existing(path: Path, skipped: Skipped) -> Path | None:
