@@ -1,7 +1,12 @@
 """Bringing a file in from a URL or a local path, checked against its sha256 where one is known.
 
 A URL may carry ``user:password@`` or a presigned query: it is used as given, but whatever is printed or recorded
-about it (errors, cache file names) goes through :func:`a2i_core.core.urls.redact`.
+about it (errors, cache file names, the pin file) goes through :func:`a2i_core.core.urls.redact`.
+
+A URL given without its sha256 is trusted on first use: the digest its first download had is pinned in a pin file
+(a git-tracked JSON object, redacted URL -> sha256, whose path the stage's command line gives), said loudly, and
+every later download must have that digest exactly. A sha256 given in params always wins; a pin that disagrees with
+it is refused, so that nobody is left to guess which of the two was checked.
 """
 
 from __future__ import annotations
@@ -9,6 +14,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.client
+import json
+import logging
 import re
 import shutil
 import urllib.error
@@ -17,11 +24,12 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from a2i_core.core.errors import A2IError, first_line
-from a2i_core.core.files import atomic_path, cache_root
+from a2i_core.core.files import atomic_path, cache_root, read_json, write_text
 from a2i_core.core.urls import redact, redact_text
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
 CACHE_NAME_CHARS = 80  # of the readable part of a cached file's name
+log = logging.getLogger(__name__)
 
 
 def sha256_file(path: str | Path) -> str:
@@ -32,18 +40,67 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def fetch_file(location: str, dest: Path, sha256: str | None) -> str:
+def fetch_file(location: str, dest: Path, sha256: str | None, pins: Path | None = None, key: str = "params") -> str:
     """Copy a URL or local file to ``dest`` atomically, check it against a sha256 (or, for a local file, a prefix);
-    return the digest. A file that does not match never appears at ``dest``."""
+    return the digest. A file that does not match never appears at ``dest``.
+
+    A URL needs its full sha256, or ``pins`` (the pin file): then a URL without one must have the digest pinned there
+    for it, and one not pinned yet is trusted on first use; the caller pins its digest (:func:`pin`) once it has
+    checked the file, so that a file it refuses is never pinned. ``key`` names the sha256's setting in messages."""
+    url = "://" in location
     # Whoever can change what a URL serves could match a short prefix (params checks this too).
-    if "://" in location and not (sha256 and SHA256.fullmatch(sha256)):
+    if url and (sha256 is not None or pins is None) and not (sha256 and SHA256.fullmatch(sha256)):
         raise A2IError(f"{redact(location)}: a URL needs its full sha256 (64 lowercase hex digits), got {sha256!r}")
+    pinned = read_pins(pins).get(redact(location)) if url and pins is not None else None
+    if sha256 is not None and pinned is not None and pinned != sha256:
+        raise A2IError(f"{redact(location)}: {key} says sha256 {sha256[:16]}..., but {pins} pins it to "
+                       f"{pinned[:16]}...: if {key} is right, delete the URL's line from {pins}; else correct {key}")
     with atomic_path(dest) as tmp:
         copy_to(location, tmp)
         digest = sha256_file(tmp)
         if sha256 and not digest.startswith(sha256):
             raise A2IError(f"{redact(location)}: sha256 {digest[:16]}... does not match the expected {sha256}")
+        if sha256 is None and pinned is not None and digest != pinned:
+            raise A2IError(f"{redact(location)}: the file there changed since its first use: sha256 {digest[:16]}... "
+                           f"is not the {pinned[:16]}... pinned in {pins}; nothing was replaced (if the new file is "
+                           f"the one you want, put its sha256 in {key} or delete the URL's line from {pins})")
     return digest
+
+
+def read_pins(pins: Path) -> dict[str, str]:
+    """The pin file's redacted URL -> sha256 ({} before anything is pinned); a malformed one is refused in one line."""
+    if not pins.exists():
+        return {}
+    found = read_json(pins)
+    if not isinstance(found, dict):
+        raise A2IError(f"{pins}: expected a JSON object of URL -> sha256, got {type(found).__name__}")
+    for location, digest in found.items():
+        if not (isinstance(digest, str) and SHA256.fullmatch(digest)):
+            raise A2IError(f"{pins}: {location!r}: expected its sha256 (64 lowercase hex digits), got {digest!r}")
+    return found
+
+
+def keep_pin_file(pins: Path) -> None:
+    """Create the pin file, empty, where it is missing: a stage declares it as an output, so it must exist after a
+    run that pinned nothing."""
+    if not pins.exists():
+        write_pins(pins, {})
+
+
+def write_pins(pins: Path, found: dict[str, str]) -> None:
+    write_text(pins, json.dumps(found, indent=2, sort_keys=True) + "\n")
+
+
+def pin(pins: Path, location: str, digest: str, key: str) -> None:
+    """Pin ``digest`` for the URL ``location``, fetched with ``key`` (its sha256's setting) null and checked by the
+    caller, and say so loudly: from now on :func:`fetch_file` refuses any other file there. A pin is never moved."""
+    found = read_pins(pins)
+    if "://" not in location or redact(location) in found:
+        return
+    write_pins(pins, {**found, redact(location): digest})
+    log.warning("TRUST ON FIRST USE: %s is now pinned in %s to sha256 %s, its first download's (%s is null), and "
+                "every later download must match it: check that digest against one you trust, then commit %s or put "
+                "the digest in %s", redact(location), pins, digest, key, pins, key)
 
 
 def copy_to(location: str, dest: Path) -> None:

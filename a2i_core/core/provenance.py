@@ -118,8 +118,8 @@ class Provenance:
             return found
         if found.get("postprocess") is not True:
             raise ProvenanceError(f"{what}: this mapper learnt from AudioSet's released embeddings (PCA, 8-bit), but "
-                                  "this VGGish has no PCA: set audio_encoder.pca, pca_sha256 and postprocess: true, "
-                                  "then rerun the audio_encoder stage")
+                                  "this VGGish has no PCA: set audio_encoder.postprocess: true, with pca naming its "
+                                  "PCA file (as params.yaml does), then rerun the audio_encoder stage")
         note_once(RELEASE_NOTE)
         return {name: value for name, value in found.items() if name not in AUDIO_FIELDS}
 

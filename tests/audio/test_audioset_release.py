@@ -230,8 +230,8 @@ def test_a_release_mapper_without_local_pca_is_one_line_saying_what_to_set(tiny_
         with pytest.raises(ProvenanceError) as err:
             encoder_for(trained, directory, postprocess)
         assert str(err.value) == (f"{directory}: this mapper learnt from AudioSet's released embeddings (PCA, 8-bit), "
-                                  "but this VGGish has no PCA: set audio_encoder.pca, pca_sha256 and postprocess: "
-                                  "true, then rerun the audio_encoder stage")
+                                  "but this VGGish has no PCA: set audio_encoder.postprocess: true, with pca naming "
+                                  "its PCA file (as params.yaml does), then rerun the audio_encoder stage")
 
 
 def test_a_local_mapper_still_refuses_release_features(tiny_vggish_dir):

@@ -15,7 +15,8 @@ from tests.conftest import offline
 
 
 def _params(**kw) -> AudioEncoderParams:
-    return offline("audio_encoder", **kw)
+    """The offline profile's audio_encoder without the PCA unless asked for: these tests are about the weights."""
+    return offline("audio_encoder", **{"postprocess": False, **kw})
 
 
 def test_tiny_vggish_is_saved_like_the_release_and_loads_back(tiny_vggish_dir):
@@ -35,6 +36,8 @@ def test_weights_from_a_file_url_are_sha_checked(tmp_path, tiny_vggish_dir):
         fetch_file(src.as_uri(), tmp_path / "x.pth", "0" * 64)
     with pytest.raises(A2IError, match="a URL needs its full sha256"):  # a prefix pins a URL too loosely
         fetch_file(src.as_uri(), tmp_path / "x.pth", digest[:8])
+    with pytest.raises(A2IError, match="a URL needs its full sha256"):  # none, and no pin file to trust it on first use
+        prepare_vggish(_params(weights=src.as_uri(), weights_sha256=None), tmp_path / "x")
     assert not (tmp_path / "x.pth").exists()
 
 
