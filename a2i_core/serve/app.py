@@ -2,9 +2,10 @@
 settings used, and download the images as PNGs (Gradio).
 
 Meant to be left running for other people, so it defends itself: uploads are capped in size and duration,
-each upload is deleted once its request is done, all of Gradio's files (uploads, examples, results, downloads) live
-in a private directory removed when the server stops, one generation runs at a time, and the browser only ever sees
-one short line per error. The checks are :mod:`a2i_core.serve.guards`, the uploads' lifetime
+each upload is deleted once its request is done (or refused), a request may name no file outside the app's own
+folder, all of Gradio's files (uploads, examples, results, downloads) live in a private directory removed when the
+server stops, one generation runs at a time, failed logins slow down, and the browser and the console only ever see
+one short line per error or refusal. The checks are :mod:`a2i_core.serve.guards`, the uploads' lifetime
 :mod:`a2i_core.serve.uploads`, the files handed back :mod:`a2i_core.serve.results`; this module is the page.
 """
 
@@ -16,7 +17,7 @@ import shutil
 import signal
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from a2i_core.core.errors import A2IError, first_line
@@ -26,16 +27,23 @@ from a2i_core.serve.examples import Example, ExampleMaker
 from a2i_core.serve.generate import SoundToImage, image_seeds
 from a2i_core.serve.guards import (
     FAILED,
+    LOGIN_NOTE,
+    MALFORMED,
     MAX_IMAGES,
     MB,
+    NOT_AN_UPLOAD,
+    LoginThrottle,
+    LogRefusedFiles,
     SoundRefused,
+    ThrottleLogins,
     check_sound,
     exposure_warning,
     image_count,
+    shown,
     user_line,
 )
 from a2i_core.serve.results import save_results
-from a2i_core.serve.uploads import CountUploads, UploadCounter, delete_upload
+from a2i_core.serve.uploads import CountUploads, UploadCounter, delete_upload, request_files, within
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves the machine
 
@@ -129,7 +137,45 @@ def build_app(generator: SoundToImage, defaults: RenderSettings, fill: SequenceF
     # Beyond max_size a request is told to come back later. api_open=False closes Gradio's direct REST route, which
     # would run requests beside the queue and so past its limit; the page and gradio_client go through the queue.
     app.queue(default_concurrency_limit=1, max_size=MAX_QUEUE, api_open=False)
+    _refuse_bad_inputs(app, gr, release)
     return app
+
+
+def _refuse_bad_inputs(app, gr, release: Callable[[Path], None]) -> None:
+    """Check each request's inputs before Gradio reads them, and make whatever Gradio refuses one line each way.
+
+    Gradio fetches a URL named as a file before it checks anything, and prints a 20- to 40-line traceback for every
+    input it refuses (a path outside its folders, a malformed payload, a number past a slider's end), so any client
+    could flood the console; the request's upload then stayed on disk until the sweep,
+    since ``run``, which deletes it, never started. Here a file outside the app's folder is refused before Gradio
+    sees it, every refusal is one console line and one line for the visitor, and the request's uploads are released
+    at once, as ``run`` would have released them.
+    """
+    preprocess = app.preprocess_data  # Gradio's step from the request's JSON to run's arguments
+
+    async def guarded(block_fn, inputs, *args, **kwargs):
+        root = Path(app.GRADIO_CACHE)
+        files = request_files(inputs)
+        foreign = [path for path in files if within(path, root) is None]
+        route = f"/{getattr(block_fn, 'api_name', None) or '?'}"
+        if foreign:
+            log.warning("refused a request to %s: a file outside the app's folder: %s", route, shown(foreign[0]))
+            message = NOT_AN_UPLOAD
+        else:
+            try:
+                return await preprocess(block_fn, inputs, *args, **kwargs)
+            except gr.Error as err:  # Gradio's own verdict on an input: the visitor sees it, as before
+                message = str(err.message)
+                log.info("refused a request to %s: %s", route, shown(message))
+            except Exception as err:
+                log.warning("refused a request to %s: %s: %s", route, type(err).__name__, shown(first_line(err)))
+                message = MALFORMED
+        # Once per file: a request naming its upload twice must not release another request's upload of it.
+        for path in {within(path, root) for path in files} - {None}:
+            release(path)
+        raise gr.Error(message, print_exception=False)
+
+    app.preprocess_data = guarded
 
 
 def _examples(gr, examples: Sequence[Example], audio) -> set[str]:
@@ -161,8 +207,10 @@ def serve(generator: SoundToImage, defaults: RenderSettings, fill: SequenceFill,
           max_upload_mb: float = 50, max_minutes: float = 10, auth: tuple[str, str] | None = None,
           examples: ExampleMaker | None = None) -> None:
     """Run the app until Ctrl-C or SIGTERM; every file Gradio wrote (uploads, examples, results, downloads) is
-    removed on the way out. ``examples`` writes the page's example sounds into the app's private temp dir at start
-    (``functools.partial(project_examples, candidates, audio)``, say); none when it finds none."""
+    removed on the way out. With ``auth``, a client's failed logins make it wait before its next try (see
+    :class:`~a2i_core.serve.guards.LoginThrottle`). ``examples`` writes the page's example sounds into the app's
+    private temp dir at start (``functools.partial(project_examples, candidates, audio)``, say); none when it finds
+    none."""
     from starlette.middleware import Middleware
 
     if not max_upload_mb > 0 or not max_minutes > 0:
@@ -181,9 +229,12 @@ def serve(generator: SoundToImage, defaults: RenderSettings, fill: SequenceFill,
         uploads = UploadCounter()
         app = build_app(generator, defaults, fill, max_upload_mb=max_upload_mb, max_minutes=max_minutes,
                         uploads=uploads, examples=_make_examples(examples, Path(temp_dir)))
+        middleware = [Middleware(LogRefusedFiles), Middleware(CountUploads, counter=uploads)]
+        if auth is not None:
+            middleware.insert(0, Middleware(ThrottleLogins, throttle=LoginThrottle()))
         app.launch(server_name=host, server_port=port, share=False, show_error=False, auth=auth,
-                   max_file_size=int(max_upload_mb * MB), prevent_thread_lock=True,
-                   app_kwargs={"middleware": [Middleware(CountUploads, counter=uploads)]})
+                   auth_message=LOGIN_NOTE if auth is not None else None, max_file_size=int(max_upload_mb * MB),
+                   prevent_thread_lock=True, app_kwargs={"middleware": middleware})
         try:
             if threading.current_thread() is threading.main_thread():
                 # SIGTERM's default kills the process on the spot, skipping the cleanup below.

@@ -1,5 +1,6 @@
 """Uploads the web app keeps only while a request needs them: counted as they arrive, deleted by the last request
-that waits for them, never anything outside Gradio's upload folder."""
+that waits for them (or by the request Gradio refuses before it starts), never anything outside Gradio's upload
+folder; and which files a request names."""
 
 from __future__ import annotations
 
@@ -41,6 +42,23 @@ class UploadCounter:
             return waiting == 1
 
 
+async def relay(app, scope, receive, send, body: bytearray | None = None) -> int:
+    """Let the ASGI ``app`` answer a request; return the status it answered with (0 for none), and collect the
+    answer's bytes into ``body`` when given: how a middleware learns what Gradio said."""
+    status = 0
+
+    async def capture(message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        elif message["type"] == "http.response.body" and body is not None:
+            body.extend(message.get("body", b""))
+        await send(message)
+
+    await app(scope, receive, capture)
+    return status
+
+
 class CountUploads:
     """ASGI middleware: feeds the paths Gradio's upload route answers with to an UploadCounter."""
 
@@ -51,33 +69,49 @@ class CountUploads:
         if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].rstrip("/").endswith("/upload"):
             await self.app(scope, receive, send)
             return
-        status, body = 0, bytearray()
-
-        async def capture(message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            elif message["type"] == "http.response.body":
-                body.extend(message.get("body", b""))
-            await send(message)
-
-        await self.app(scope, receive, capture)
-        if status == 200:
+        body = bytearray()
+        if await relay(self.app, scope, receive, send, body) == 200:
             # Anything unexpected only loses the count: that file then stays until the server stops.
             with contextlib.suppress(ValueError, TypeError):
                 paths = json.loads(body)
                 self.counter.uploaded([p for p in paths if isinstance(p, str)])
 
 
+def request_files(inputs: object) -> list[object]:
+    """The ``path`` of every file a request's inputs name (Gradio's FileData: a dict with a "path"), as the client
+    sent it: any JSON value, not necessarily a string."""
+    found, stack = [], [inputs]
+    while stack:  # not recursive: a client chooses how deep its JSON nests
+        value = stack.pop()
+        if isinstance(value, dict):
+            if "path" in value:
+                found.append(value["path"])
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return found
+
+
+def within(path: object, root: Path) -> Path | None:
+    """``path`` resolved (links, '..'), when it is a string naming something inside ``root``; else None."""
+    if not isinstance(path, str):
+        return None
+    try:
+        resolved = Path(path).resolve()
+        return resolved if root.resolve() in resolved.parents else None
+    except (OSError, ValueError, RuntimeError):  # a NUL byte, a name too long, a link loop
+        return None
+
+
 def delete_upload(path: Path, upload_root: Path) -> None:
     """Remove an uploaded file and its per-upload folder; never anything outside Gradio's upload folder."""
+    resolved = within(str(path), upload_root)
+    if resolved is None:
+        return
     with contextlib.suppress(OSError):
-        path = path.resolve()
         root = upload_root.resolve()
-        if root not in path.parents:
-            return
-        path.unlink(missing_ok=True)
-        parent = path.parent
+        resolved.unlink(missing_ok=True)
+        parent = resolved.parent
         while parent != root:
             parent.rmdir()  # OSError (and stop) when it still holds something
             parent = parent.parent
