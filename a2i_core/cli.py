@@ -16,10 +16,11 @@ from typing import Annotated, Literal
 
 import typer
 
-from a2i_core.core.errors import A2IError, first_line, setup_logging
+from a2i_core.core.errors import A2IError, first_line, printable, setup_logging
 from a2i_core.core.files import project_root
 from a2i_core.core.params import DType as DTypeName
-from a2i_core.core.params import RenderParams, check_device, load_params
+from a2i_core.core.params import Params, check_device, load_params
+from a2i_core.core.typed import ParamsError, typed_from_dict
 from a2i_core.diffusion.fills import SequenceFill
 from a2i_core.diffusion.images import save_png
 from a2i_core.diffusion.render import RenderSettings
@@ -28,13 +29,21 @@ from a2i_core.serve.generate import Sound, SoundToImage, expand_inputs, output_n
 
 # No rich markup: help texts hold "[default: ...]", which markup would read as a style tag and drop.
 log = logging.getLogger(__name__)
+OPTIONS = "the command line"  # where _with_options says a value came from, cut from its messages
+Section = typing.TypeVar("Section")
 app = typer.Typer(help="a2i: turn sound into pictures with a frozen Stable Diffusion 3.", no_args_is_help=True,
                   add_completion=False, rich_markup_mode=None)
 
 
+def _echo(line: str, err: bool = False) -> None:
+    """One line out, escaped by ``printable``: a file name (the user's, or one a folder brings) can hold a newline
+    or an escape sequence, and must not forge a line of its own or restyle the terminal."""
+    typer.echo(printable(line), err=err)
+
+
 def _show_version(asked: bool) -> None:
     if asked:
-        typer.echo(f"a2i {package_version('a2i')}")
+        _echo(f"a2i {package_version('a2i')}")
         raise typer.Exit()
 
 
@@ -61,20 +70,21 @@ def demo(
     try:
         root = project_root()
         path = ws.prepare(workspace, profile or ["offline"], root)
-        typer.echo(f"workspace: {path}  (its own git + DVC repo; the project's params.yaml is untouched)")
+        _echo(f"workspace: {path}  (its own git + DVC repo; the project's params.yaml is untouched)")
         ws.run(ws.dvc("repro"), path)
         ws.commit(path, "a2i demo: dvc repro")
     except A2IError as err:
-        typer.echo(f"error: {err}", err=True)
+        _echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None
     metrics = json.loads((path / "metrics" / "eval.json").read_text())
     typer.echo("\nHeld-out retrieval of the true prompt among all class prompts:")
-    typer.echo(f"  top-1 {metrics['top1']:.3f} (chance {metrics['chance_top1']:.3f})   "
-               f"top-5 {metrics['top5']:.3f}   cosine {metrics['cosine']:.3f}   mse {metrics['mse']:.4f}")
+    _echo(f"  top-1 {metrics['top1']:.3f} (chance {metrics['chance_top1']:.3f})   "
+          f"top-5 {metrics['top5']:.3f}   cosine {metrics['cosine']:.3f}   mse {metrics['mse']:.4f}")
     dvc = _dvc_command()
-    typer.echo(f"\nmetrics: {path / 'metrics'}/*.json   (cd {path} && {dvc} metrics show)")
-    typer.echo(f"images:  {path / 'metrics' / 'images'}/   (cd {path} && {dvc} plots show)")
-    typer.echo(f"try a variant: cd {path} && {dvc} exp run -S train.lr=0.0003 && {dvc} exp show")
+    typer.echo("")
+    _echo(f"metrics: {path / 'metrics'}/*.json   (cd {path} && {dvc} metrics show)")
+    _echo(f"images:  {path / 'metrics' / 'images'}/   (cd {path} && {dvc} plots show)")
+    _echo(f"try a variant: cd {path} && {dvc} exp run -S train.lr=0.0003 && {dvc} exp show")
 
 
 def _dvc_command() -> str:
@@ -87,18 +97,22 @@ def _dvc_command() -> str:
     return shlex.quote(str(beside)) if beside.is_file() else "dvc"
 
 
-def _render_params(project: Path) -> RenderParams:
-    """The project's render params (the demo's, say), else those of a2i's own params.yaml."""
+def _project_params(project: Path) -> Params:
+    """The project's params (the demo's, say), else a2i's own params.yaml."""
     path = project / "params.yaml"
-    return load_params(path if path.is_file() else project_root() / "params.yaml").render
+    return load_params(path if path.is_file() else project_root() / "params.yaml")
 
 
-def _with_options(render: RenderParams, **options: object) -> RenderParams:
-    """``render`` with the options given on the command line, checked by the same rules as params.yaml."""
+def _with_options(section: Section, **options: object) -> Section:
+    """A params section with the options given on the command line, built by the loader of params.yaml itself, so
+    that an option meets every rule a key does (types, finite numbers: --guidance inf, ranges, bounds)."""
+    given = {k: v for k, v in options.items() if v is not None}
+    if not given:
+        return section
     try:
-        return dataclasses.replace(render, **{k: v for k, v in options.items() if v is not None})
-    except ValueError as err:
-        raise _option_error(err) from None
+        return typed_from_dict(type(section), {**dataclasses.asdict(section), **given}, OPTIONS)
+    except ParamsError as err:
+        raise _option_error(ValueError(str(err).removeprefix(f"{OPTIONS}: "))) from None
 
 
 def _check_runtime(device: str, dtype: str) -> None:
@@ -117,14 +131,14 @@ def _option_error(err: ValueError) -> A2IError:
 
 
 def _load_generator(project: Path, mapper: Path | None, audio_encoder: Path | None, sd3: Path | None, device: str,
-                    dtype: str) -> SoundToImage:
+                    dtype: str, max_seconds: float) -> SoundToImage:
     models = project / "models"
     mapper_dir = mapper or models / "mapper"
     if not mapper_dir.is_dir() and mapper is None:
         raise A2IError(f"{mapper_dir}: no trained mapper here; pass --project DIR (a project after `dvc repro`), "
                        "or run `make demo` and use --project .demo")
     return SoundToImage.from_pretrained(mapper_dir, audio_encoder or _audio_encoder_dir(models),
-                                        sd3 or models / "sd3", pick_device(device), dtype)
+                                        sd3 or models / "sd3", pick_device(device), dtype, max_seconds)
 
 
 def _audio_encoder_dir(models: Path) -> Path:
@@ -176,6 +190,9 @@ def generate(
     batch_size: Annotated[int | None, typer.Option(
         help="Images rendered at once [default: the project's render.batch_size].")] = None,
     sequence_fill: Fill = None,
+    max_seconds: Annotated[float | None, typer.Option(
+        help="Each recording is heard up to here, with a note when it is longer (a header can claim days of audio) "
+             "[default: the project's generate.max_seconds].")] = None,
     device: Device = "auto",
     dtype: DType = "auto",
 ) -> None:
@@ -186,20 +203,22 @@ def generate(
     """
     setup_logging()
     try:
-        render_params = _with_options(_render_params(project), seed=seed, steps=steps, guidance=guidance, size=size,
+        params = _project_params(project)
+        render_params = _with_options(params.render, seed=seed, steps=steps, guidance=guidance, size=size,
                                       batch_size=batch_size, sequence_fill=sequence_fill)
+        generate_params = _with_options(params.generate, max_seconds=max_seconds)
         fill = SequenceFill.from_params(render_params)
         _check_runtime(device, dtype)
         inputs, problems = expand_inputs(list(audio))
         if not inputs:
             raise A2IError("; ".join(problems) or "no audio files given")
-        generator = _load_generator(project, mapper, audio_encoder, sd3, device, dtype)
+        generator = _load_generator(project, mapper, audio_encoder, sd3, device, dtype, generate_params.max_seconds)
         fill.check(generator.artifact.prompt_sequences)
     except A2IError as err:
-        typer.echo(f"error: {err}", err=True)
+        _echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None
     for problem in problems:
-        typer.echo(f"error: {problem}", err=True)
+        _echo(f"error: {problem}", err=True)
     settings = RenderSettings.from_params(render_params)
     names = output_names([name for _, name in inputs], images_per_sound)
     failed, written, seconds = len(problems), 0, 0.0
@@ -220,7 +239,7 @@ def generate(
         except (RuntimeError, OSError) as err:  # out of GPU memory, a full disk, --out not a directory
             first = first_line(err, limit=500)
             lost = [str(s.path) for s, _ in pending[saved:]]
-            typer.echo(f"error: rendering {', '.join(lost)}: {first}", err=True)
+            _echo(f"error: rendering {', '.join(lost)}: {first}", err=True)
             failed += len(lost)
         for sound, _ in pending:
             sound.images.clear()
@@ -230,19 +249,19 @@ def generate(
         try:
             sound = generator.sound(path)
         except A2IError as err:
-            typer.echo(f"error: {err}", err=True)
+            _echo(f"error: {err}", err=True)
             failed += 1
             continue
         for note in sound.notes:
-            typer.echo(f"note: {path}: {note}", err=True)
-        typer.echo(f"{path.name}: " + ", ".join(f"{p!r} {s:.3f}" for p, s in sound.nearest))
+            _echo(f"note: {path}: {note}", err=True)
+        _echo(f"{path.name}: " + ", ".join(f"{p!r} {s:.3f}" for p, s in sound.nearest))
         pending.append((sound, files))
         if len(pending) * images_per_sound >= settings.batch_size:
             flush()
     flush()
-    typer.echo(f"{written} images in {out} ({seconds:.1f} s rendering)" if written else "no images written")
+    _echo(f"{written} images in {out} ({seconds:.1f} s rendering)" if written else "no images written")
     if failed:
-        typer.echo(f"error: {failed} of {len(inputs) + len(problems)} inputs failed (see above)", err=True)
+        _echo(f"error: {failed} of {len(inputs) + len(problems)} inputs failed (see above)", err=True)
         raise typer.Exit(1)
 
 
@@ -278,12 +297,13 @@ def web_app(
         _check_runtime(device, dtype)
         credentials = parse_auth(auth) if auth is not None else None
         make_examples = _example_maker(project, examples, no_examples, host)
-        render_params = _with_options(_render_params(project), sequence_fill=sequence_fill)
+        params = _project_params(project)
+        render_params = _with_options(params.render, sequence_fill=sequence_fill)
         fill = SequenceFill.from_params(render_params)
-        generator = _load_generator(project, mapper, audio_encoder, sd3, device, dtype)
+        generator = _load_generator(project, mapper, audio_encoder, sd3, device, dtype, params.generate.max_seconds)
         fill.check(generator.artifact.prompt_sequences)
     except A2IError as err:
-        typer.echo(f"error: {err}", err=True)
+        _echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None
     serve(generator, RenderSettings.from_params(render_params), fill, host=host, port=port,
           max_upload_mb=max_upload_mb, max_minutes=max_minutes, auth=credentials, examples=make_examples)

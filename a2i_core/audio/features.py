@@ -18,7 +18,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -81,13 +81,19 @@ def fix_mmap_threshold() -> bool:
 
 @torch.inference_mode()
 def embed_path(encoder: AudioEncoder, frontend: nn.Module, path: str | Path, batch_size: int,
-               device: torch.device, window_seconds: float = 60.0) -> tuple[np.ndarray, int, float]:
+               device: torch.device, window_seconds: float = 60.0, max_samples: int | None = None,
+               progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, int, float]:
     """A file's (n, D) embeddings, its number of samples and its RMS, holding one streaming window of audio.
 
     The same embeddings as ``embed_waves`` of the whole decoded file: the encoder's windows start ``step`` apart,
     so each streaming window covers whole encoder windows and the next one starts where they end, keeping the
     ``overlap`` samples the last one reads past its step (VGGish, AST: 240). A recording shorter than one window is
     padded as the frontend pads it.
+
+    With ``max_samples``, only the first ``max_samples`` are heard (embedded and in the RMS): decoding stops (ffmpeg
+    is killed) with the chunk that passes them, so a header claiming days of audio costs at most the cap. The count
+    returned is then of the samples decoded, which is more than ``max_samples`` exactly when the recording is
+    longer. ``progress`` is called with the samples decoded so far after each decoded chunk.
     """
     fix_mmap_threshold()
     span = window_samples(encoder, window_seconds)
@@ -101,22 +107,29 @@ def embed_path(encoder: AudioEncoder, frontend: nn.Module, path: str | Path, bat
     with contextlib.closing(decode_stream(path, encoder.sample_rate)) as stream:
         for chunk in stream:
             total += chunk.size
-            wide = chunk.astype(np.float64)  # float32 sums of squares lose digits over an hour of audio
+            if progress is not None:
+                progress(total)
+            past = 0 if max_samples is None else max(0, total - max_samples)
+            heard = chunk[: chunk.size - past]
+            wide = heard.astype(np.float64)  # float32 sums of squares lose digits over an hour of audio
             square_sum += float(np.dot(wide, wide))
             used = 0
-            while used < chunk.size:
-                take = min(span - held, chunk.size - used)
-                window[held : held + take] = chunk[used : used + take]
+            while used < heard.size:
+                take = min(span - held, heard.size - used)
+                window[held : held + take] = heard[used : used + take]
                 held, used = held + take, used + take
                 if held == span:
                     outputs += embed_waves(encoder, frontend, [window], batch_size, device)  # (windows, D)
                     window[:overlap] = window[advance:]
                     held = overlap
+            if past:
+                break  # closing the stream stops ffmpeg: nothing further is decoded
     # Nothing embedded yet: this is the whole recording, padded by the frontend if shorter than a window.
     # Otherwise the tail makes a window only by the encoder's rule, as the frontend decides for a whole file.
     if not outputs or encoder.keeps_tail(held):
         outputs += embed_waves(encoder, frontend, [window[:held]], batch_size, device)
-    return np.concatenate(outputs), total, float(np.sqrt(square_sum / total))
+    heard_samples = total if max_samples is None else min(total, max_samples)
+    return np.concatenate(outputs), total, float(np.sqrt(square_sum / max(heard_samples, 1)))
 
 
 def inputs_digest(chunk: list[tuple[str, Path | PackedClip]], settings: dict[str, str]) -> str:

@@ -6,10 +6,13 @@ or the one the imageio-ffmpeg wheel carries.
 
 from __future__ import annotations
 
+import errno
 import functools
 import io
 import os
+import re
 import shutil
+import stat
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -28,6 +31,14 @@ SAMPLE_RATE = 16_000
 AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".wma", ".aiff", ".aif", ".webm",
                   ".mp4", ".mkv", ".caf", ".au"}
 STREAM_CHUNK_SAMPLES = 1 << 16  # 4.1 s at 16 kHz, 256 KiB: few reads, little memory
+# ffmpeg-python hashes its arguments as UTF-8, and a file name that is not UTF-8 (its bytes held as surrogates) made
+# that a traceback ending the whole run: the name takes this placeholder's place once the command is built.
+INPUT_SLOT = "a2i:input"
+PROBE_TIMEOUT_S = 20  # reading a header takes milliseconds; a stuck probe must not hold up what it reports on
+# What a file is, when it is not a regular one: said instead of "no such file" (a FIFO, /dev/zero and a link loop
+# all were), so that the user knows what they named.
+FILE_KINDS = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a named pipe", stat.S_IFCHR: "a character device",
+              stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}
 
 
 class AudioError(A2IError):
@@ -59,6 +70,51 @@ def ffmpeg_dir() -> str:
         tmp.symlink_to(binary)
         os.replace(tmp, link)
     return str(link_dir)
+
+
+def not_a_file(path: str | Path) -> str | None:
+    """Why ``path`` cannot be read as an audio file, judged from its metadata only, or None for a regular file we
+    may read. Never opened here: opening a named pipe blocks until something writes into it, and a device
+    (/dev/zero) never ends."""
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "is a symbolic link loop"
+        if err.errno == errno.EACCES:
+            return "permission denied (a folder on its path cannot be searched)"
+        if err.errno == errno.ENOENT and path.is_symlink():
+            try:
+                return f"is a symbolic link to {os.readlink(path)}, which does not exist"
+            except OSError:
+                pass
+        if err.errno == errno.ENOTDIR:
+            return "no such file or directory (a part of its path is a file, not a folder)"
+        return "no such file or directory" if err.errno == errno.ENOENT else (err.strerror or str(err)).lower()
+    if stat.S_ISREG(mode):
+        return None if os.access(path, os.R_OK) else "permission denied (the file cannot be read)"
+    return f"is {FILE_KINDS.get(stat.S_IFMT(mode), 'not a regular file')}, not a file"
+
+
+def claimed_seconds(path: str | Path) -> float | None:
+    """The duration a file's header claims, as ffmpeg reads it (estimated from the bitrate where the format keeps
+    none), or None where it claims nothing. A claim only, for progress lines: it can be missing or a lie."""
+    argv = [ffmpeg_binary(), "-nostdin", "-hide_banner", "-protocol_whitelist", "file", "-i", _ffmpeg_name(path)]
+    try:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return None
+    found = re.search(rb"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)", done.stderr)  # no output: ffmpeg exits 1 after it
+    if found is None:
+        return None
+    hours, minutes, seconds = (float(g) for g in found.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def _ffmpeg_name(path: str | Path) -> str:
+    # Absolute: ffmpeg reads a name such as "a:b.wav" as the URL of a protocol "a"; "/..." is always a file.
+    return str(Path(path).absolute())
 
 
 def _downmix(sample_rate: int) -> str:
@@ -107,13 +163,14 @@ def decode_stream(path: str | Path, sample_rate: int = SAMPLE_RATE,
     """Decode a file as ``decode`` does, yielding mono float32 chunks of ``chunk_samples`` (the last one shorter).
 
     One ffmpeg process is read as it decodes, so memory holds one chunk whatever the recording's length. A missing
-    file raises AudioError here; a file ffmpeg cannot decode, or one with no samples, raises it from the iteration
-    (after the chunks decoded before the failure). Closing the iterator early (``break``, ``close()``, dropping it)
-    kills and reaps ffmpeg.
+    file, or one that is not a regular file (``not_a_file``: never opened), raises AudioError here; a file ffmpeg
+    cannot decode, or one with no samples, raises it from the iteration (after the chunks decoded before the
+    failure). Closing the iterator early (``break``, ``close()``, dropping it) kills and reaps ffmpeg.
     """
     path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"{path}: no such file")
+    problem = not_a_file(path)
+    if problem:
+        raise AudioError(f"{path}: {problem}")
     if chunk_samples < 1:
         raise ValueError(f"chunk_samples must be positive, got {chunk_samples}")
     return _stream(path, sample_rate, chunk_samples)
@@ -123,11 +180,12 @@ def _stream(path: Path, sample_rate: int, chunk_samples: int) -> Iterator[np.nda
     argv = (
         # Local files only, whatever the file turns out to be (a playlist, a concat list): ffmpeg's demuxers already
         # keep nested URLs to their parent's protocols, and this says so for every one of them.
-        ffmpeg.input(str(path), protocol_whitelist="file")
+        ffmpeg.input(INPUT_SLOT, protocol_whitelist="file")
         .output("pipe:", format="f32le", acodec="pcm_f32le", ac=1, ar=sample_rate, vn=None, af=_downmix(sample_rate))
         .global_args("-nostdin", "-hide_banner", "-loglevel", "error")
         .compile(cmd=ffmpeg_binary())
     )
+    argv[argv.index(INPUT_SLOT)] = _ffmpeg_name(path)
     chunk_bytes = 4 * chunk_samples
     # stderr goes to a file, not a pipe: nobody reads it until ffmpeg ends, and a full pipe would block ffmpeg
     # while we block on its stdout.

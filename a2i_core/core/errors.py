@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+import unicodedata
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -13,8 +14,35 @@ from a2i_core.core.urls import redact_text
 F = TypeVar("F", bound=Callable[..., object])
 
 
+# What must not reach a terminal raw inside a line: C0 and C1 controls (a newline in a file name would start a
+# forged "error:" line, ESC would restyle the terminal), format characters (bidi overrides and isolates reorder
+# what is shown, zero-width ones hide text), line and paragraph separators, and the lone surrogates that stand
+# for a file name's bytes that are not UTF-8 (printing one raises UnicodeEncodeError).
+UNPRINTABLE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
 class A2IError(Exception):
     """A failure the user can act on (bad param, missing file, no GPU, ...)."""
+
+
+def printable(text: object) -> str:
+    """``str(text)`` safe to print as (part of) one line: every character that could break the line or change how
+    it reads is written as its Python escape (``\\n``, ``\\x1b``, ``\\u202e``; a file name's byte that is not
+    UTF-8 as ``\\xff``). Everything printable, any script's letters included, is kept as it is."""
+    text = str(text)
+    if text.isprintable():  # the common case, in C
+        return text
+    return "".join(_escape(c) if unicodedata.category(c) in UNPRINTABLE_CATEGORIES else c for c in text)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # os.fsdecode's stand-in for the undecodable byte code - 0xDC00
+        return f"\\x{code - 0xDC00:02x}"
+    if char in NAMED_ESCAPES:
+        return NAMED_ESCAPES[char]
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def first_line(err: BaseException, limit: int = 200) -> str:
@@ -31,7 +59,7 @@ def exit_cleanly(main: F) -> F:
         try:
             return main(*args, **kwargs)
         except A2IError as err:
-            print(f"error: {err}", file=sys.stderr)
+            print(f"error: {printable(err)}", file=sys.stderr)
             sys.exit(1)
         except KeyboardInterrupt:
             print("interrupted: finished outputs are kept, a rerun resumes", file=sys.stderr)
@@ -40,8 +68,18 @@ def exit_cleanly(main: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+class OneLineFormatter(logging.Formatter):
+    """Log records whose message is escaped by ``printable``: a path or a reason in a message cannot start a line
+    of its own. A traceback, appended after the message, keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        return printable(super().formatMessage(record))
+
+
 def setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLineFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
 
 
 def quiet_hf_libraries() -> None:
@@ -65,4 +103,4 @@ def describe(err: BaseException) -> str:
         text = str(err)
     else:
         text = f"{type(err).__name__}: {err}"
-    return redact_text(" ".join(text.split()))[:300]
+    return printable(redact_text(" ".join(text.split())))[:300]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import stat
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +18,8 @@ import numpy as np
 import pyarrow as pa
 
 from a2i_core.core import shards
-from a2i_core.core.audio_io import AUDIO_SUFFIXES, SAMPLE_RATE, AudioError, decode, decode_stream, write_wav
-from a2i_core.core.errors import A2IError, first_line
+from a2i_core.core.audio_io import AUDIO_SUFFIXES, SAMPLE_RATE, AudioError, decode, decode_stream, not_a_file, write_wav
+from a2i_core.core.errors import A2IError, first_line, printable
 from a2i_core.core.names import safe_name
 from a2i_core.core.packs import PackedClip
 from a2i_core.serve.generate import MIN_HEARD_SAMPLES, SILENCE_RMS
@@ -166,14 +165,10 @@ def _entry_problem(entry: Path) -> str | None:
     """Why a folder entry is not even tried as a sound; None when it is a readable file with an audio suffix."""
     if entry.name.startswith("."):
         return "hidden file"  # .DS_Store, and macOS's ._name.wav copies that hold no audio
-    try:
-        mode = entry.stat().st_mode  # follows links
-    except OSError as err:  # ELOOP, ENOENT (a dangling link), EACCES
-        return f"a link that leads nowhere ({err.strerror})" if entry.is_symlink() else f"cannot stat ({err.strerror})"
-    if stat.S_ISDIR(mode):
+    if entry.is_dir():
         return "a folder (not searched)"
-    if not stat.S_ISREG(mode):
-        return "not a regular file (a pipe, socket or device)"  # reading a pipe could block the start forever
+    if problem := not_a_file(entry):  # from its metadata: reading a pipe could block the start forever
+        return problem
     if entry.suffix.lower() not in AUDIO_SUFFIXES:
         return f"not an audio file name ({entry.suffix or 'no suffix'}; {', '.join(sorted(AUDIO_SUFFIXES))})"
     try:
@@ -228,8 +223,8 @@ def _unique(name: str, taken: set[str]) -> str:
 
 
 def _shown(text: str, limit: int = LABEL_CHARS) -> str:
-    """A name as the page and the log show it: printable characters only, short."""
-    clean = "".join(c if c.isprintable() else "?" for c in text)
+    """A name as the page and the log show it: one line, escaped as every printed line is, short."""
+    clean = printable(text)
     return clean if len(clean) <= limit else clean[:limit - 1] + "…"
 
 

@@ -1,6 +1,8 @@
 """Any sound to an image with a trained mapper: decode -> VGGish -> mapper -> SD3 (transformer + VAE only).
 
-Models are loaded once; many files are embedded in one batch and rendered in batches. The encoders are checked
+Models are loaded once; many files are embedded in one batch and rendered in batches. A file is heard up to a cap
+(``max_seconds``: a header can claim days of audio), with a progress line in the log now and then while a long one
+is decoded; anything that is not a regular file is named for what it is and never opened. The encoders are checked
 against the mapper's provenance: other VGGish weights, another postprocess setting or frontend, or another SD3
 are refused, since the mapper never saw such features (a mapper that learnt from AudioSet's released embeddings
 takes the local VGGish with the same PCA, with a note).
@@ -9,7 +11,9 @@ takes the local VGGish with the same PCA, with a note).
 from __future__ import annotations
 
 import logging
+import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +23,7 @@ from PIL import Image
 
 from a2i_core.audio.encoder import AudioEncoder, encoder_for
 from a2i_core.audio.features import clip_means, embed_path
-from a2i_core.core.audio_io import AUDIO_SUFFIXES, SAMPLE_RATE
+from a2i_core.core.audio_io import AUDIO_SUFFIXES, SAMPLE_RATE, claimed_seconds, not_a_file
 from a2i_core.core.devices import resolve_device, resolve_dtype
 from a2i_core.core.errors import A2IError
 from a2i_core.core.hub import model_identity
@@ -32,7 +36,10 @@ from a2i_core.mapper.model import pad_frames, predict
 log = logging.getLogger(__name__)
 SILENCE_RMS = 1e-4  # -80 dBFS: nothing for VGGish to hear
 MIN_HEARD_SAMPLES = 1600  # 0.1 s: shorter, repeating it to one VGGish example would be a tone of its own making
+# A dropped tail shorter than this is rounding, not worth a note (VGGish's is always under one 0.96 s example).
+UNHEARD_NOTE_SECONDS = 1.0
 WINDOW_NAMES = {"vggish": "VGGish example", "clap": "CLAP window", "ast": "AST window"}
+PROGRESS_EVERY_S = 10.0  # between progress lines: a long recording shows it is moving; a short one (most) prints none
 
 
 def image_seeds(first_seed: int, count: int) -> list[int]:
@@ -64,19 +71,22 @@ class SoundToImage:
     """Sound files to images: VGGish, the trained mapper and SD3's image side (no text encoders) on one device."""
 
     def __init__(self, artifact: MapperArtifact, encoder: AudioEncoder, pipe, device: torch.device,
-                 dtype: torch.dtype) -> None:
+                 dtype: torch.dtype, max_seconds: float | None = None) -> None:
         transformer, config = pipe.transformer.config, artifact.mapper.config
         width = artifact.empty_sequence.shape[1]
         if transformer.pooled_projection_dim != config.pooled_dim or transformer.joint_attention_dim != width:
             raise A2IError(f"this SD3 takes pooled {transformer.pooled_projection_dim} / text "
                            f"{transformer.joint_attention_dim} wide, the mapper gives {config.pooled_dim} / {width}")
         self.artifact, self.encoder, self.pipe, self.device, self.dtype = artifact, encoder, pipe, device, dtype
+        self.max_seconds = max_seconds  # a longer recording is heard up to here, with a note; None: no cap
         self.frontend = encoder.place(device)
 
     @classmethod
     def from_pretrained(cls, mapper_dir: str | Path, audio_encoder_dir: str | Path, sd3_dir: str | Path,
-                        device: torch.device, dtype: str = "bfloat16") -> SoundToImage:
-        """Load the three parts, checking that VGGish and SD3 are those whose features the mapper learnt from."""
+                        device: torch.device, dtype: str = "bfloat16", max_seconds: float | None = None,
+                        ) -> SoundToImage:
+        """Load the three parts, checking that VGGish and SD3 are those whose features the mapper learnt from; each
+        sound is then heard up to ``max_seconds`` (None: whole)."""
         artifact = MapperArtifact.load(mapper_dir)
         provenance = artifact.mapper.config.provenance
         encoder = encoder_for(provenance, audio_encoder_dir)
@@ -84,16 +94,19 @@ class SoundToImage:
         torch_dtype = resolve_dtype(dtype, device)
         pipe = load_sd3(sd3_dir, "image", device, torch_dtype)
         try:
-            return cls(artifact, encoder, pipe, device, torch_dtype)
+            return cls(artifact, encoder, pipe, device, torch_dtype, max_seconds)
         except A2IError as err:
             raise A2IError(f"{sd3_dir}: {err}") from None
 
     @torch.inference_mode()
     def sound(self, path: Path) -> Sound:
-        """Decode (a window at a time: memory does not grow with the recording), embed and map one file, with the
-        top-3 nearest prompts. A2IError when it cannot be heard."""
-        frames, samples, rms = embed_path(self.encoder, self.frontend, path, batch_size=64, device=self.device)
+        """Decode (a window at a time: memory does not grow with the recording), embed and map one file, up to
+        ``max_seconds``, with the top-3 nearest prompts. A2IError when it cannot be heard."""
         encoder = self.encoder
+        cap = None if self.max_seconds is None else max(1, round(self.max_seconds * encoder.sample_rate))
+        frames, decoded, rms = embed_path(encoder, self.frontend, path, batch_size=64, device=self.device,
+                                          max_samples=cap, progress=DecodeProgress(path, encoder.sample_rate, cap))
+        samples = decoded if cap is None else min(decoded, cap)
         seconds = samples / encoder.sample_rate
         if seconds * SAMPLE_RATE < MIN_HEARD_SAMPLES:
             raise A2IError(f"{path}: {seconds:.4f} s is too short to hear (at least "
@@ -101,9 +114,16 @@ class SoundToImage:
         if rms < SILENCE_RMS:
             raise A2IError(f"{path}: silent (RMS below -80 dBFS): there is nothing to hear")
         notes = []
+        if cap is not None and decoded > cap:
+            notes.append(f"longer than {self.max_seconds:g} s: only its first {self.max_seconds:g} s were heard (the "
+                         "cap: --max-seconds, or generate.max_seconds in params.yaml)")
         if samples < encoder.min_samples:
             notes.append(f"{seconds:.2f} s is shorter than one {encoder.min_samples / encoder.sample_rate:.3f} s "
                          f"{WINDOW_NAMES[encoder.kind]}: padded to fill one, as in training")
+        elif (unheard := encoder.unheard(samples) / encoder.sample_rate) >= UNHEARD_NOTE_SECONDS:
+            notes.append(f"its last {unheard:.2f} s were not heard: less than half a {WINDOW_NAMES[encoder.kind]} "
+                         "past the last whole one, which the window rule drops (as the encoder's own extractor drops "
+                         "what lies past its window)")
         mapper = self.artifact.mapper
         if mapper.config.input == "frames":
             x, mask = pad_frames([frames], mapper.config.max_frames)  # (1, T, D), (1, T)
@@ -146,20 +166,86 @@ class SoundToImage:
         return time.monotonic() - start
 
 
+class DecodeProgress:
+    """``embed_path``'s progress callback: every ``every`` seconds, a log line with the seconds decoded of the total
+    (what the header claims, up to the cap, when it claims anything), the speed and the time left. Files done
+    sooner print nothing, and pay for no header read."""
+
+    def __init__(self, path: Path, sample_rate: int, max_samples: int | None, every: float = PROGRESS_EVERY_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.path, self.sample_rate, self.every, self.clock = path, sample_rate, every, clock
+        self.cap = None if max_samples is None else max_samples / sample_rate
+        self.start = clock()
+        self.due = self.start + every
+        self.header_read = False
+        self.seconds: float | None = None  # the total to decode, when the header claims one
+        self.total = ""  # the same, as the line says it
+
+    def __call__(self, samples: int) -> None:
+        now = self.clock()
+        if now < self.due:
+            return
+        self.due = now + self.every
+        if not self.header_read:
+            self.header_read = True
+            self._read_header()
+        done = samples / self.sample_rate
+        speed = done / max(now - self.start, 1e-9)
+        if self.seconds is not None and self.seconds > done:
+            log.info("%s: %s of %s decoded (%.3gx real time), about %s left", self.path, duration_text(done),
+                     self.total, speed, duration_text((self.seconds - done) / speed))
+        else:
+            log.info("%s: %s decoded (%.3gx real time)", self.path, duration_text(done), speed)
+
+    def _read_header(self) -> None:
+        claimed = claimed_seconds(self.path)
+        if claimed is None:
+            return
+        if self.cap is not None and claimed > self.cap:
+            self.seconds = self.cap
+            self.total = f"{duration_text(self.cap)} (the cap; its header claims {duration_text(claimed)})"
+        else:
+            self.seconds = claimed
+            self.total = duration_text(claimed)
+
+
+def duration_text(seconds: float) -> str:
+    """A duration as a person reads it: 42 s, 3 min 05 s, 2 h 03 min."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
+
+
 def expand_inputs(paths: list[Path]) -> tuple[list[tuple[Path, str]], list[str]]:
     """Files to render, each with the name its images take (a directory's files keep their path inside it), and
-    one problem line per argument that is neither an audio file nor a directory holding some."""
+    one problem line per argument that is neither an audio file nor a directory holding some, and per audio name
+    in a directory that is not a file (a named pipe, a device, a broken link): each named for what it is, none
+    opened."""
     inputs, problems = [], []
     for path in paths:
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
-            if not found:
+        if os.path.isdir(path):  # False, not an error, for a link loop or a path it may not search
+            found, odd = [], []
+            for p in sorted(path.rglob("*")):
+                if p.suffix.lower() not in AUDIO_SUFFIXES or os.path.isdir(p):
+                    continue
+                problem = not_a_file(p)
+                if problem is None:
+                    found.append(p)
+                else:
+                    odd.append(f"{p}: {problem}")
+            problems += odd
+            if not found and not odd:
                 problems.append(f"{path}: a directory with no audio files ({', '.join(sorted(AUDIO_SUFFIXES))})")
             inputs += [(p, p.relative_to(path).with_suffix("").as_posix()) for p in found]
-        elif path.is_file():
-            inputs.append((path, path.stem))
         else:
-            problems.append(f"{path}: no such file or directory")
+            problem = not_a_file(path)
+            if problem is None:
+                inputs.append((path, path.stem))
+            else:
+                problems.append(f"{path}: {problem}")
     return inputs, problems
 
 

@@ -1,8 +1,17 @@
+import contextlib
+import errno
+import os
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
 
-from a2i_core.core.audio_io import AudioError, decode, write_wav
+from a2i_core.core.audio_io import SAMPLE_RATE, AudioError, claimed_seconds, decode, not_a_file, write_wav
 
 
 def test_decode_resamples_and_downmixes(tmp_path):
@@ -38,3 +47,106 @@ def test_stereo_is_averaged_like_the_reference(tmp_path):
     stereo = np.stack([0.5 * np.sin(2 * np.pi * 440 * t), 0.2 * np.sin(2 * np.pi * 660 * t)], axis=1)
     sf.write(tmp_path / "s.wav", stereo, 16000, subtype="FLOAT")
     assert np.abs(decode(tmp_path / "s.wav") - stereo.mean(axis=1)).max() < 1e-6
+
+
+# --- Special files, lying headers and names ffmpeg misreads (issue 25) -------------------------------------------
+
+FOUR_GB = 0xFFFFFFF0  # a WAV data size just under RIFF's 32-bit limit: 37 hours of 16 kHz 16-bit mono
+
+
+def huge_wav(path: Path, head: np.ndarray) -> Path:
+    """A 16 kHz 16-bit WAV whose RIFF and data sizes claim 4 GB: ``head``, then silence to the end the header claims.
+    Sparse: a few KB on disk, but every claimed byte reads (as zeros), so a decoder really meets 37 hours."""
+    data = (np.clip(head, -1, 1) * 32767).astype("<i2").tobytes()
+    header = (b"RIFF" + struct.pack("<I", 0xFFFFFFFF) + b"WAVE"
+              + b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, SAMPLE_RATE, 2 * SAMPLE_RATE, 2, 16)
+              + b"data" + struct.pack("<I", FOUR_GB))
+    with open(path, "wb") as f:
+        f.write(header + data)
+        f.truncate(len(header) + FOUR_GB)
+    return path
+
+
+@contextlib.contextmanager
+def fifo_never_waited_on(fifo: Path, patience: float = 5.0) -> Iterator[None]:
+    """Run the block; should anything in it (ffmpeg included) open ``fifo`` to read, which waits for a writer forever,
+    a writer comes after ``patience`` seconds and leaves at once: the reader gets end of file and the test fails
+    instead of hanging."""
+    done = threading.Event()
+
+    def rescue() -> None:
+        if done.wait(patience):
+            return
+        while not done.wait(0.2):
+            with contextlib.suppress(OSError):  # ENXIO: nobody is waiting to read
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+    thread = threading.Thread(target=rescue, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+def test_special_files_are_named_for_what_they_are_and_never_opened(tmp_path):
+    # Before: a FIFO, /dev/zero and a link loop were all "no such file".
+    os.mkfifo(tmp_path / "pipe.wav")
+    (tmp_path / "loop.wav").symlink_to(tmp_path / "loop.wav")
+    (tmp_path / "gone.wav").symlink_to(tmp_path / "nothing.wav")
+    (tmp_path / "folder.wav").mkdir()
+    (tmp_path / "file").write_bytes(b"")
+    expected = {
+        tmp_path / "pipe.wav": "is a named pipe, not a file",
+        Path("/dev/zero"): "is a character device, not a file",
+        tmp_path / "loop.wav": "is a symbolic link loop",
+        tmp_path / "gone.wav": f"is a symbolic link to {tmp_path / 'nothing.wav'}, which does not exist",
+        tmp_path / "folder.wav": "is a directory, not a file",
+        tmp_path / "nope.wav": "no such file or directory",
+        tmp_path / "file" / "x.wav": "no such file or directory (a part of its path is a file, not a folder)",
+    }
+    start = time.monotonic()
+    with fifo_never_waited_on(tmp_path / "pipe.wav"):
+        for path, reason in expected.items():
+            assert not_a_file(path) == reason
+            with pytest.raises(AudioError) as caught:
+                decode(path)
+            assert str(caught.value) == f"{path}: {reason}"
+    assert time.monotonic() - start < 5
+
+
+def test_what_the_file_system_refuses_is_said(tmp_path, monkeypatch):
+    # As root everything reads, so the refusals are staged: each is one line, not "no such file" or a traceback.
+    sf.write(tmp_path / "locked.wav", np.zeros(160), SAMPLE_RATE)
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    assert not_a_file(tmp_path / "locked.wav") == "permission denied (the file cannot be read)"
+
+    def unsearchable(path: Path) -> os.stat_result:
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(os, "stat", unsearchable)
+    assert not_a_file(tmp_path / "x" / "a.wav") == "permission denied (a folder on its path cannot be searched)"
+
+
+def test_names_ffmpeg_would_misread_decode(tmp_path):
+    # Before: "a:b.wav" was the URL of a protocol "a" ("Protocol not found"), and a name that is not UTF-8 was a
+    # UnicodeEncodeError traceback in ffmpeg-python that ended the whole run.
+    wave = (0.3 * np.sin(2 * np.pi * 440 * np.arange(8000) / SAMPLE_RATE)).astype(np.float32)
+    for name in ("a:b.wav", os.fsdecode(b"caf\xe9 \x1b[31m.wav")):
+        path = tmp_path / name
+        write_wav(tmp_path / "plain.wav", wave)
+        (tmp_path / "plain.wav").rename(path)  # libsndfile takes no name that is not UTF-8; ffmpeg does
+        assert np.abs(decode(path) - wave).max() < 1e-4
+        relative = Path(os.path.relpath(path))
+        assert decode(relative).size == wave.size
+
+
+def test_a_header_is_read_for_its_claim_only(tmp_path):
+    write_wav(tmp_path / "one.wav", np.zeros(SAMPLE_RATE, np.float32))
+    assert claimed_seconds(tmp_path / "one.wav") == pytest.approx(1.0, abs=0.01)
+    huge = huge_wav(tmp_path / "huge.wav", np.zeros(10, np.float32))
+    assert huge.stat().st_blocks * 512 < 1 << 20  # sparse: the test costs no disk
+    assert claimed_seconds(huge) == pytest.approx(FOUR_GB / 2 / SAMPLE_RATE, abs=1)  # 37 h
+    (tmp_path / "junk.wav").write_bytes(b"not audio at all")
+    assert claimed_seconds(tmp_path / "junk.wav") is None

@@ -56,3 +56,10 @@ def test_dtype_auto_is_the_default_and_chooses_for_the_device_without_a_warning(
     with caplog.at_level(logging.WARNING):
         assert resolve_dtype("bfloat16", torch.device("cpu")) == torch.float32  # an explicit ask is still told
     assert "using float32" in caplog.text
+
+
+def test_generate_takes_a_duration_cap_that_defaults_to_the_params():
+    # Before: no cap at all; a header claiming 4 GB of audio was decoded for hours.
+    described = " ".join(_help("generate").split())
+    assert "--max-seconds <float> Each recording is heard up to here" in described
+    assert "[default: the project's generate.max_seconds]" in described

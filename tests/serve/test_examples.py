@@ -16,7 +16,7 @@ import soundfile as sf
 from a2i_core.core import shards
 from a2i_core.core.audio_io import SAMPLE_RATE, decode, write_wav
 from a2i_core.core.candidates import CANDIDATES_KIND
-from a2i_core.core.errors import A2IError
+from a2i_core.core.errors import A2IError, printable
 from a2i_core.core.manifest import save_manifest
 from a2i_core.core.packs import PACK_DIR, PACK_KIND, encode_flac
 from a2i_core.serve.examples import EXAMPLE_SECONDS, MAX_EXAMPLES, Example, folder_examples, project_examples
@@ -159,17 +159,17 @@ def hostile_folder(folder: Path) -> dict[str, str | None]:
     write_wav(entry("good.wav", None), _tone(2))
     sf.write(entry("sirène d'été 1.flac", None), _tone(2, 660), SAMPLE_RATE)  # spaces, accents, a quote
     write_wav(entry("long.wav", None), _tone(30, 500))  # cut to EXAMPLE_SECONDS
-    unreadable = entry("unreadable.wav", None if os.geteuid() == 0 else "cannot be read (Permission denied)")
+    unreadable = entry("unreadable.wav", None if os.geteuid() == 0 else "permission denied")
     write_wav(unreadable, _tone(2, 250))
     unreadable.chmod(0)  # root reads it all the same: then it is simply a sound
     entry("notes.txt", "not an audio file name (.txt").write_text("not a sound")
     entry("fake.wav", "cannot decode audio").write_bytes(b"RIFF but not really audio " * 40)
     write_wav(entry("silent.wav", "silent"), np.zeros(SAMPLE_RATE, np.float32))
     write_wav(entry("blip.wav", "too short to hear"), _tone(0.05))
-    entry("loop1.wav", "a link that leads nowhere").symlink_to(folder / "loop2.wav")
-    entry("loop2.wav", "a link that leads nowhere").symlink_to(folder / "loop1.wav")
-    entry("dangling.wav", "a link that leads nowhere").symlink_to(folder / "nothing.wav")
-    os.mkfifo(entry("pipe.wav", "not a regular file"))  # opening it to read would wait for a writer forever
+    entry("loop1.wav", "is a symbolic link loop").symlink_to(folder / "loop2.wav")
+    entry("loop2.wav", "is a symbolic link loop").symlink_to(folder / "loop1.wav")
+    entry("dangling.wav", "is a symbolic link to").symlink_to(folder / "nothing.wav")
+    os.mkfifo(entry("pipe.wav", "is a named pipe"))  # opening it to read would wait for a writer forever
     entry("folder.wav", "a folder").mkdir()
     write_wav(entry(".hidden.wav", "hidden file"), _tone(1))
     entry("\u202eevil\nname.wav", "cannot decode audio").write_bytes(b"\0" * 100)  # controls never reach the log
@@ -178,7 +178,7 @@ def hostile_folder(folder: Path) -> dict[str, str | None]:
 
 def shown_name(name: str) -> str:
     """A file name as the log shows it: one printable line, whatever the name holds."""
-    return name.replace("\u202e", "?").replace("\n", "?")
+    return printable(name)
 
 
 def test_a_hostile_folder_is_skipped_entry_by_entry_with_reasons(tmp_path, caplog):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ from a2i_core.diffusion.prompt_embeddings import load_sequences
 from a2i_core.mapper.artifact import PROMPT_SEQUENCES_NAME, MapperArtifact
 from a2i_core.offline.workspace import tool_env
 from a2i_core.serve.generate import SoundToImage, image_seeds, output_names
+from tests.core.test_audio_io import fifo_never_waited_on, huge_wav
 
 pytestmark = pytest.mark.e2e
 FORMATS = [("dog", "mp3", 44100, 2), ("bell", "ogg", 22050, 1), ("siren", "flac", 48000, 2), ("clock", "wav", 8000, 1)]
@@ -75,8 +78,14 @@ def test_clear_errors(demo_workspace, tmp_path):
     assert not (tmp_path / "o").exists()  # nothing half-written
     no_mapper = _generate(str(tmp_path / "silence.wav"), "--out", str(tmp_path), "--project", str(tmp_path))
     assert no_mapper.returncode == 1 and "no trained mapper" in no_mapper.stderr and "--project" in no_mapper.stderr
+    # Options meet params.yaml's own rules, finite numbers included. Before: --guidance inf rendered an all-black PNG
+    # and exited 0; --guidance nan said "must be >= 0".
     for option, value, message in [("--size", "100", "--size: must be a multiple of 16"),
-                                   ("--steps", "0", "--steps: must be >= 1"),
+                                   ("--steps", "0", "--steps: must be in [1, 1,000], got 0"),
+                                   ("--guidance", "inf", "--guidance: must be a finite number, got inf"),
+                                   ("--guidance", "nan", "--guidance: must be a finite number, got nan"),
+                                   ("--max-seconds", "inf", "--max-seconds: must be a finite number, got inf"),
+                                   ("--max-seconds", "0", "--max-seconds: must be in (0, 86,400.0]"),
                                    ("--device", "gpu", "--device: unknown device 'gpu' (auto, cpu, cuda, cuda:N, mps)"),
                                    ("--dtype", "fp16", "--dtype: must be one of auto, float32, float16, bfloat16, "
                                                        "got 'fp16'")]:
@@ -113,6 +122,49 @@ def test_a_batch_goes_on_past_a_bad_file_and_names_never_collide(demo_workspace,
     assert "error: rendering" in blocked.stderr and "1 of 1 inputs failed" in blocked.stderr
     with Image.open(tmp_path / "out" / "s.png") as a, Image.open(tmp_path / "out" / "s-2.png") as b:
         assert not np.array_equal(np.asarray(a), np.asarray(b))  # two sounds, two pictures
+
+
+def test_special_files_a_lying_header_and_hostile_names(demo_workspace, tmp_path):
+    """Each special file is one line naming what it is, the others are still rendered, a 4 GB header stops at the cap
+    with a note, and no name can forge a line (issue 25)."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    os.mkfifo(inputs / "pipe.wav")
+    (inputs / "loop.wav").symlink_to(inputs / "loop.wav")
+    (inputs / "gone.wav").symlink_to(inputs / "nothing.wav")
+    forged = inputs / "a\nerror: forged.wav"
+    raw = inputs / os.fsdecode(b"b\x1b[31m\xff\xe2\x80\xae.wav")  # ESC, a byte that is not UTF-8, a bidi override
+    clip = synthesize(next(iter(clip_specs(["dog"], 1, 1.5, 1.5, seed=5).values())))
+    for path in (forged, raw):
+        sf.write(inputs / "plain.wav", clip, 16000)
+        (inputs / "plain.wav").rename(path)
+    huge = huge_wav(inputs / "huge.wav", clip)
+    start = time.monotonic()
+    with fifo_never_waited_on(inputs / "pipe.wav"):
+        result = _generate(*(str(inputs / n) for n in ("pipe.wav", "loop.wav", "gone.wav")), "/dev/zero", str(forged),
+                           str(raw), str(huge), "--out", str(tmp_path / "out"), "--project", str(demo_workspace[0]),
+                           "--steps", "1", "--device", "cpu", "--max-seconds", "1")
+    seconds = time.monotonic() - start
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    said = [line for line in result.stderr.splitlines() if line.startswith(("error:", "note:"))]
+    assert said == [
+        f"error: {inputs}/pipe.wav: is a named pipe, not a file",
+        f"error: {inputs}/loop.wav: is a symbolic link loop",
+        f"error: {inputs}/gone.wav: is a symbolic link to {inputs}/nothing.wav, which does not exist",
+        "error: /dev/zero: is a character device, not a file",
+        f"note: {inputs}/a\\nerror: forged.wav: longer than 1 s: only its first 1 s were heard (the cap: "
+        "--max-seconds, or generate.max_seconds in params.yaml)",
+        f"note: {inputs}/b\\x1b[31m\\xff\\u202e.wav: longer than 1 s: only its first 1 s were heard (the cap: "
+        "--max-seconds, or generate.max_seconds in params.yaml)",
+        f"note: {inputs}/huge.wav: longer than 1 s: only its first 1 s were heard (the cap: --max-seconds, or "
+        "generate.max_seconds in params.yaml)",
+        "error: 4 of 7 inputs failed (see above)"]
+    heard = result.stdout.splitlines()
+    assert [line.split(": ")[0] for line in heard[:3]] == ["a\\nerror", "b\\x1b[31m\\xff\\u202e.wav", "huge.wav"]
+    assert all(line.isprintable() for line in heard + said)
+    assert heard[3].startswith("3 images in")
+    assert len(list((tmp_path / "out").iterdir())) == 3
+    assert seconds < 120  # before: the 4 GB header alone ran for hours, with no line at all
 
 
 def test_output_names_stay_distinct():
