@@ -182,7 +182,8 @@ class AudioEncoderParams:
         check(vggish or self.checkpoint is not None, "checkpoint", f"required when model is {self.model}")
         check(not vggish or self.checkpoint is None, "checkpoint", "only read for model clap or ast (vggish reads "
               "weights)")
-        check(vggish or not self.postprocess, "postprocess", "VGGish's PCA: only for model vggish")
+        check(vggish or not self.postprocess, "postprocess", "VGGish's PCA: only for model vggish (set it to false "
+              f"for {self.model})")
         check(vggish or self.release is None, "release", "AudioSet's released embeddings are VGGish's: only for "
               "model vggish")
         check_at_most(self.batch_size, MAX_BATCH, "batch_size", low=1)
@@ -297,7 +298,7 @@ class RenderParams:
 class GenerateParams:
     """What `a2i generate` and the app read besides render's settings (no stage depends on them)."""
 
-    max_seconds: float  # a longer recording is heard up to here, with a note (a header can claim hours of audio)
+    max_seconds: float = 3600.0  # a longer recording is heard up to here, with a note (a header can claim hours)
 
     def __post_init__(self) -> None:
         check(0 < self.max_seconds <= MAX_SECONDS, "max_seconds", f"must be in (0, {MAX_SECONDS:,}]")
@@ -338,8 +339,8 @@ class Params:
     train: TrainParams
     evaluate: EvaluateParams
     render: RenderParams
-    generate: GenerateParams
     eval_sets: dict[str, EvalSetParams]  # name -> set; each is a stage eval_set@name
+    generate: GenerateParams = dataclasses.field(default_factory=GenerateParams)  # params files before 0.2 lack it
 
     def __post_init__(self) -> None:
         for name in self.eval_sets:

@@ -13,7 +13,7 @@ import pytest
 import torch
 from ruamel.yaml import YAML
 
-from a2i_core.audio.encoder import load_audio_encoder
+from a2i_core.audio.encoder import VGGishEncoder, load_audio_encoder
 from a2i_core.audio.features import embed_clips, embed_path, embed_waves, load_audio_embeddings
 from a2i_core.audio.prepare import prepare_audio_encoder
 from a2i_core.core.audio_io import SAMPLE_RATE, decode, write_wav
@@ -109,6 +109,28 @@ def test_a_pinned_local_folder_loads_and_another_model_is_refused(tmp_path, enco
     assert not (tmp_path / "wrong").exists()  # nothing half-made is left in place
 
 
+def test_a_refused_local_folder_is_named_once(tmp_path, encoders):
+    # Before: "/x/my_ast (/x/my_ast): cannot load the AST model (... look at the above report!)".
+    folder, _, _ = encoders["ast"]
+    copy = tmp_path / "my_ast"
+    shutil.copytree(folder, copy)
+    (copy / "source.json").unlink()
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 10**6}))
+    with pytest.raises(A2IError) as err:
+        prepare_audio_encoder(_params("ast", str(copy)), tmp_path / "pinned")
+    assert str(err.value).count(str(copy)) == 1 and "num_hidden_layers" in str(err.value), err.value
+
+
+def test_what_no_window_reads_is_counted(encoders):
+    # Before: a 14.9 s clip lost its last 4.9 s under CLAP's window rule, and nothing said so.
+    clap = encoders["clap"][1]
+    assert clap.unheard(int(14.9 * clap.sample_rate)) == pytest.approx(4.9 * clap.sample_rate, abs=1)
+    vggish = VGGishEncoder(model=None, postprocessor=None, weights_sha256="")  # the rule needs no weights
+    assert vggish.unheard(vggish.min_samples - 1) == 0  # padded to one example: all of it heard
+    assert vggish.unheard(vggish.min_samples + 2 * vggish.step + 100) == 100
+
+
 def test_params_name_what_each_model_reads(raw_params):
     raw_params["audio_encoder"].update(model="clap")
     with pytest.raises(ParamsError, match=r"audio_encoder\.checkpoint: required when model is clap"):
@@ -149,7 +171,8 @@ def test_the_demo_with_clap_reruns_embed_audio_and_after_and_generate_follows(de
     result = _run(ws, "dvc", "repro")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     ran = re.findall(r"Running stage '([\w@.-]+)'", result.stdout + result.stderr)
-    assert ran == ["check_params", "audio_encoder", "embed_audio", "train", "evaluate", "render", "image_eval"]
+    assert ran == ["check_params", "sources", "audio_encoder", "embed_audio", "train", "evaluate", "render",
+                   "image_eval"]
     _, means, provenance = load_audio_embeddings(ws / "data/features/audio")
     assert means.shape[1] == 24 and provenance["frontend"].startswith("clap-logmel-v1")
     mapper = MapperArtifact.load(ws / "models/mapper").mapper
@@ -157,11 +180,14 @@ def test_the_demo_with_clap_reruns_embed_audio_and_after_and_generate_follows(de
     assert json.loads((ws / "metrics/eval.json").read_text())["top1"] > 0.5  # CLAP's features are learnt from
 
     write_wav(tmp_path / "bell.wav", _signal(3.0, seed=5))
-    made = _run(tmp_path, "a2i_core.cli", "generate", "bell.wav", "--project", str(ws), "--out", "out",
+    write_wav(tmp_path / "long.wav", _signal(14.9, seed=6))
+    made = _run(tmp_path, "a2i_core.cli", "generate", "bell.wav", "long.wav", "--project", str(ws), "--out", "out",
                 "--steps", "2", "--device", "cpu")
     assert made.returncode == 0, made.stderr[-2000:]
     assert (tmp_path / "out/bell.png").is_file()
     assert "bell.wav: 3.00 s is shorter than one 10.000 s CLAP window: padded to fill one" in made.stderr
+    # Before: the last 4.9 s of a 14.9 s clip were dropped by the window rule without a word.
+    assert "long.wav: its last 4.90 s were not heard: less than half a CLAP window" in made.stderr
     refused = _run(tmp_path, "a2i_core.cli", "generate", "bell.wav", "--project", str(ws), "--mapper",
                    str(demo_workspace[0] / "models/mapper"), "--out", "out2", "--device", "cpu")
     assert refused.returncode == 1 and "Traceback" not in refused.stderr

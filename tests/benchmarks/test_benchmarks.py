@@ -114,3 +114,10 @@ def test_embed_audio_on_the_gpu_agrees_with_the_reference():
 def test_long_audio_benchmark_streams_in_bounded_memory():
     output = _run("long_audio.py")
     assert re.search(r"^streamed ratio [0-9.]+ / [0-9.]+ min: [0-9.]+ \(limit 1\.2\): bounded$", output, re.M)
+
+
+def test_tfrecord_memory_benchmark_stays_within_its_bound():
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tfrecord_memory.py"), "--tiny"],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "6 of 6 cases within the bound" in result.stdout
