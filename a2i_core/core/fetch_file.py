@@ -49,7 +49,10 @@ def fetch_file(location: str, dest: Path, sha256: str | None, pins: Path | None 
     checked the file, so that a file it refuses is never pinned. ``key`` names the sha256's setting in messages."""
     url = "://" in location
     # Whoever can change what a URL serves could match a short prefix (params checks this too).
-    if url and (sha256 is not None or pins is None) and not (sha256 and SHA256.fullmatch(sha256)):
+    if url and sha256 is None and pins is None:
+        raise A2IError(f"{redact(location)}: a URL needs its full sha256 (64 lowercase hex digits), got None, and "
+                       "nothing here pins it on first use (only the audio_encoder stage of dvc.yaml keeps pins.json)")
+    if url and sha256 is not None and not SHA256.fullmatch(sha256):
         raise A2IError(f"{redact(location)}: a URL needs its full sha256 (64 lowercase hex digits), got {sha256!r}")
     pinned = read_pins(pins).get(redact(location)) if url and pins is not None else None
     if sha256 is not None and pinned is not None and pinned != sha256:

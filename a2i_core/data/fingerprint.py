@@ -26,8 +26,8 @@ PROGRESS_SECONDS = 10.0  # a first fingerprint of a large folder hashes every by
 
 
 def local_paths(section: object) -> list[str]:
-    """Every string of a params section (a dataclass, nested) that names an existing local file or folder; URLs
-    and other strings (labels, templates) are not files, and a missing path is the reading stage's to report."""
+    """Every string of a params section (a dataclass, nested) that could name a local file or folder: not a URL.
+    Labels and templates are among them; :func:`write_fingerprint` keeps those that exist (or existed)."""
     found: list[str] = []
 
     def visit(value: object) -> None:
@@ -37,7 +37,7 @@ def local_paths(section: object) -> list[str]:
         elif isinstance(value, (list, tuple)):
             for item in value:
                 visit(item)
-        elif isinstance(value, str) and "://" not in value and "\0" not in value and os.path.exists(value):
+        elif isinstance(value, str) and "://" not in value and "\0" not in value:
             found.append(value)
 
     visit(section)
@@ -76,25 +76,23 @@ class Digests:
 
 
 def fingerprint(paths: list[str], digests: Digests) -> dict[str, dict[str, str] | str]:
-    """Each path's content: a file's sha256, or a folder's {relative path: sha256} (links followed, as DVC's
-    symlink cache needs; hidden names skipped, as editors and OSes leave them)."""
+    """Each path's content: a file's sha256, or a folder's {relative path: sha256}. Every file counts, hidden ones
+    too (the readers' ``rglob`` sees them); links to files are followed (DVC's symlink cache), links to folders are
+    not, as ``rglob`` does not. A file that cannot be read is recorded as such: the reader reports it."""
     result: dict[str, dict[str, str] | str] = {}
     started, last, hashed = time.monotonic(), time.monotonic(), 0
     for path in paths:
         if os.path.isfile(path):
-            result[path] = digests.of(path)
+            result[path] = _digest(path, digests)
             continue
         files: dict[str, str] = {}
-        seen: set[str] = set()  # real folders walked: a link loop is walked once, not forever
-        for folder, dirs, names in os.walk(path, followlinks=True):
-            seen.add(os.path.realpath(folder))
-            dirs[:] = sorted(d for d in dirs if not d.startswith(".")
-                             and os.path.realpath(os.path.join(folder, d)) not in seen)
-            for name in sorted(n for n in names if not n.startswith(".")):
+        for folder, dirs, names in os.walk(path):
+            dirs.sort()
+            for name in sorted(names):
                 full = os.path.join(folder, name)
                 if not os.path.isfile(full):  # a dangling link or a special file: the reader reports it
                     continue
-                files[os.path.relpath(full, path)] = digests.of(full)
+                files[os.path.relpath(full, path)] = _digest(full, digests)
                 hashed += 1
                 if time.monotonic() - last > PROGRESS_SECONDS:
                     last = time.monotonic()
@@ -104,9 +102,32 @@ def fingerprint(paths: list[str], digests: Digests) -> dict[str, dict[str, str] 
     return result
 
 
-def write_fingerprint(out: str | Path, paths: list[str], digests: Digests) -> None:
-    """``out`` holds the fingerprint of ``paths``; its bytes are the same whenever the files are."""
-    found = fingerprint(paths, digests)
+def _digest(path: str, digests: Digests) -> str:
+    try:
+        return digests.of(path)
+    except OSError as err:  # unreadable, or gone during the walk: a change all the same, and the reader says why
+        return f"unreadable: {err.strerror or type(err).__name__}"
+
+
+def write_fingerprint(out: str | Path, names: list[str], digests: Digests) -> None:
+    """``out`` holds the fingerprint of those of ``names`` that exist; its bytes are the same whenever the files are.
+
+    A name the previous fingerprint held that is not on this machine (a teammate who pulled the outputs but not the
+    recordings) keeps its previous entry, with a warning: its readers are taken as unchanged, so experiments on the
+    pulled outputs still run.
+    """
+    out = Path(out)
+    try:
+        previous = json.loads(out.read_text())
+    except (OSError, ValueError):
+        previous = {}
+    here = [name for name in names if os.path.exists(name)]
+    found = fingerprint(here, digests)
+    for name in names:
+        if name not in found and name in previous:
+            log.warning("%s: not on this machine: its fingerprint from the last run is kept, so the stages that read "
+                        "it are taken as unchanged", name)
+            found[name] = previous[name]
     files = sum(len(v) if isinstance(v, dict) else 1 for v in found.values())
-    log.info("%s: %d local paths, %d files", out, len(paths), files)
-    write_json(out, found)
+    log.info("%s: %d local paths, %d files", out, len(found), files)
+    write_json(out, dict(sorted(found.items())))

@@ -30,7 +30,8 @@ def to_fetch(audio_dir: Path, clip_ids: pd.Index, rows: dict[str, dict], packer:
         log.info("%d local files changed since they were taken: taken again", len(changed))
     done = {cid for cid, r in rows.items()
             if r["status"] == "ok" and (audio_dir / r["path"]).is_file() and cid not in changed}
-    done |= packer.pending_ids() if packer else set()  # adopted, in the next pack
+    # Adopted, in the next pack (already gathered: taking it again would pack it twice).
+    done |= packer.pending_ids() if packer else set()
     final = {cid for cid, r in rows.items() if r["status"] not in RETRYABLE | {"ok"} and cid not in changed}
     todo = [cid for cid in clip_ids if cid not in done and cid not in final]
     log.info("%d clips: %d already done and %d failed for good (skipped), %d to fetch", len(clip_ids), len(done),

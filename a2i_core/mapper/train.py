@@ -211,6 +211,10 @@ def train_mapper(train: Split, val: Split, config: MapperConfig, params: TrainPa
                 val_loss += mapper_loss(model, out, y, params.w_cos, params.w_mse).item() * len(y)
                 val_cos += F.cosine_similarity(pooled, target_pooled, dim=-1).mean().item() * len(y)
         val_loss, val_cos = val_loss / len(val), val_cos / len(val)
+        if not math.isfinite(val_loss):  # no epoch could ever be "best": the untrained weights would be saved
+            raise A2IError(f"train: the validation loss became {val_loss} at epoch {epoch}: the mapper or the "
+                           "validation features are not finite (check the features, or lower train.lr); the mapper "
+                           "is left as it was")
         record = {"epoch": epoch, "train_loss": total / n, "val_loss": val_loss, "val_cosine": val_cos}
         history.append(record)
         if on_epoch is not None:

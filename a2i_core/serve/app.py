@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from a2i_core.core.errors import A2IError, first_line
+from a2i_core.core.params import MAX_SEED
 from a2i_core.diffusion.fills import SequenceFill
 from a2i_core.diffusion.render import RenderSettings
 from a2i_core.serve.examples import Example, ExampleMaker
@@ -118,7 +119,7 @@ def build_app(generator: SoundToImage, defaults: RenderSettings, fill: SequenceF
                             "the server once its images are made.")
                 steps = gr.Slider(1, 100, value=defaults.steps, step=1, label="Steps")
                 guidance = gr.Slider(0, 15, value=defaults.guidance, step=0.5, label="Guidance")
-                seed = gr.Number(value=defaults.seed, precision=0, label="Seed",
+                seed = gr.Number(value=defaults.seed, precision=0, label="Seed", minimum=0, maximum=MAX_SEED,
                                  info="Image k of the sound takes seed + k.")
                 images = gr.Slider(1, MAX_IMAGES, value=1, step=1, label="Images")
                 size = gr.Dropdown([64, 128, 256, 512, 768, 1024], value=defaults.size, label="Size")

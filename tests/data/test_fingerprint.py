@@ -3,6 +3,7 @@ added, replaced or removed; a link loop, hidden files and special files do not c
 
 from __future__ import annotations
 
+import logging
 import os
 
 from a2i_core.core.params import params_from_dict
@@ -18,13 +19,21 @@ def _tree(root, files: dict[str, bytes]) -> None:
 
 def test_a_fingerprint_changes_exactly_when_the_files_do(tmp_path):
     root = tmp_path / "sounds"
-    _tree(root, {"dog/a.wav": b"woof", "bell/b.wav": b"ding", ".DS_Store": b"x", "dog/.a.wav.swp": b"y"})
-    os.symlink(root, root / "dog" / "loop")  # a link loop is walked once, not forever
+    _tree(root, {"dog/a.wav": b"woof", "bell/b.wav": b"ding", "dog/.b.wav": b"hidden"})
+    os.symlink(root, root / "dog" / "loop")  # a link to a folder is not walked (ingest's rglob does not), so no loop
+    os.symlink(root / "dog" / "a.wav", root / "bell" / "link.wav")  # a link to a file is its file (DVC's cache)
+    unreadable = root / "bell" / "locked.wav"
+    unreadable.write_bytes(b"x")
+    unreadable.chmod(0)
     digests = Digests(tmp_path / "cache.json")
     out = tmp_path / "fp.json"
-    write_fingerprint(out, [str(root)], digests)
+    write_fingerprint(out, [str(root), "Dog", "an image of a {name}"], digests)  # strings that name nothing: skipped
     first = out.read_bytes()
-    assert set(fingerprint([str(root)], digests)[str(root)]) == {"bell/b.wav", "dog/a.wav"}
+    found = fingerprint([str(root)], digests)[str(root)]
+    assert set(found) == {"bell/b.wav", "bell/link.wav", "bell/locked.wav", "dog/a.wav", "dog/.b.wav"}
+    assert found["bell/link.wav"] == found["dog/a.wav"]
+    if os.geteuid() != 0:  # root reads it all the same
+        assert found["bell/locked.wav"] == "unreadable: Permission denied"
 
     write_fingerprint(out, [str(root)], digests)
     assert out.read_bytes() == first
@@ -34,6 +43,22 @@ def test_a_fingerprint_changes_exactly_when_the_files_do(tmp_path):
         write_fingerprint(out, [str(root)], digests)
         assert out.read_bytes() != first
         first = out.read_bytes()
+
+
+def test_a_path_not_on_this_machine_keeps_its_last_fingerprint(tmp_path, caplog):
+    # A teammate who pulled the outputs but not the recordings: the readers stay up to date, with a warning.
+    root = tmp_path / "sounds"
+    _tree(root, {"dog/a.wav": b"woof"})
+    out = tmp_path / "fp.json"
+    write_fingerprint(out, [str(root)], Digests(tmp_path / "cache.json"))
+    first = out.read_bytes()
+    (root / "dog" / "a.wav").unlink()
+    (root / "dog").rmdir()
+    root.rmdir()
+    with caplog.at_level(logging.WARNING):
+        write_fingerprint(out, [str(root)], Digests(tmp_path / "cache.json"))
+    assert out.read_bytes() == first
+    assert f"{root}: not on this machine: its fingerprint from the last run is kept" in caplog.text
 
 
 def test_digests_are_cached_by_size_time_and_inode(tmp_path):
@@ -60,8 +85,8 @@ def test_only_local_paths_are_fingerprinted(raw_params, tmp_path, monkeypatch):
     raw_params["audio_encoder"]["release"] = "release"
     raw_params["eval_sets"] = {"mine": {"source": "folder", "folder": {"root": "mine"}}}
     params = params_from_dict(raw_params)
-    assert local_paths(params.data.audiocaps) == ["caps.csv"]
-    assert reader_paths(params) == {"data.json": ["caps.csv"], "release.json": ["release"],
+    assert local_paths(params.data.audiocaps) == ["caps.csv", "missing.csv"]  # written only if they exist
+    assert reader_paths(params) == {"data.json": ["caps.csv", "missing.csv"], "release.json": ["release"],
                                     "eval_set_mine.json": ["mine"]}
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "eval_set_gone.json").write_text("{}")  # a set no longer in params

@@ -36,7 +36,7 @@ def test_weights_from_a_file_url_are_sha_checked(tmp_path, tiny_vggish_dir):
         fetch_file(src.as_uri(), tmp_path / "x.pth", "0" * 64)
     with pytest.raises(A2IError, match="a URL needs its full sha256"):  # a prefix pins a URL too loosely
         fetch_file(src.as_uri(), tmp_path / "x.pth", digest[:8])
-    with pytest.raises(A2IError, match="a URL needs its full sha256"):  # none, and no pin file to trust it on first use
+    with pytest.raises(A2IError, match="got None, and nothing here pins it on first use"):  # no pin file given
         prepare_vggish(_params(weights=src.as_uri(), weights_sha256=None), tmp_path / "x")
     assert not (tmp_path / "x.pth").exists()
 

@@ -69,7 +69,7 @@ def test_params_refuse_a_bad_k_or_temperature(raw_params):
     from a2i_core.core.params import ParamsError, params_from_dict
 
     assert params_from_dict(raw_params).render.nearest_k >= 1
-    for key, value, message in [("nearest_k", 0, r"render\.nearest_k: must be >= 1"),
+    for key, value, message in [("nearest_k", 0, r"render\.nearest_k: must be in \[1, 1,000,000\], got 0"),
                                 ("nearest_temperature", 0.0, r"render\.nearest_temperature: must be > 0"),
                                 ("nearest_temperature", float("nan"), r"render\.nearest_temperature: must be a finite"),
                                 ("nearest_temperature", "warm", r"render\.nearest_temperature: expected float"),

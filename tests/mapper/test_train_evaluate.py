@@ -60,6 +60,17 @@ def test_a_diverging_run_stops_with_one_line_and_returns_nothing():
         _train(x, y, x, y, _mapper([32, 32], [0.1, 0.1]), train)
 
 
+def test_a_validation_loss_that_is_not_finite_stops_with_one_line():
+    # Before: nan only in the validation features never made an epoch "best": patience ran out and the untrained
+    # weights were saved as the mapper, exit 0.
+    x, y, _, _ = _toy(40, 0)
+    xv, yv, _, _ = _toy(10, 0)
+    xv[3, 0] = np.nan
+    train = offline("train", lr=1e-3, batch_size=16, epochs=50, patience=5, seed=0)
+    with pytest.raises(A2IError, match=r"^train: the validation loss became nan at epoch 1: "):
+        _train(x, y, xv, yv, _mapper([32, 32], [0.1, 0.1]), train)
+
+
 def test_same_seed_same_model():
     x, y, _, _ = _toy(20, 1)
     train = offline("train", lr=1e-3, batch_size=8, epochs=3, patience=3, seed=7)
