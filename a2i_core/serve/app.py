@@ -2,7 +2,8 @@
 settings used, and download the images as PNGs (Gradio).
 
 Meant to be left running for other people, so it defends itself: uploads are capped in size and duration,
-each upload is deleted once its request is done (or refused), a request may name no file outside the app's own
+each upload is deleted once its request is done or refused (the page's sound once the page replaces it, or leaves
+it unused for ten minutes: the page keeps it for another try), a request may name no file outside the app's own
 folder, all of Gradio's files (uploads, examples, results, downloads) live in a private directory removed when the
 server stops, one generation runs at a time, failed logins slow down, and the browser and the console only ever see
 one short line per error or refusal. The checks are :mod:`a2i_core.serve.guards`, the uploads' lifetime
@@ -43,8 +44,8 @@ from a2i_core.serve.guards import (
     shown,
     user_line,
 )
-from a2i_core.serve.results import save_results
-from a2i_core.serve.uploads import CountUploads, UploadCounter, delete_upload, request_files, within
+from a2i_core.serve.results import save_results, settings_used
+from a2i_core.serve.uploads import CountUploads, UploadCounter, delete_upload, renew, request_files, within
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves the machine
 
@@ -55,26 +56,35 @@ log = logging.getLogger(__name__)
 # server's concurrency settings, on top of the event's concurrency_limit=1.
 _GENERATOR_LOCK = threading.Lock()
 MAX_QUEUE = 32  # requests waiting for the one generation slot
+# Gradio's sweep: every SWEEP_S, the files it made or took (uploads, results, downloads) last changed over SWEEP_S
+# ago are deleted, the example sounds excepted (see _examples). Long enough for a visitor to look and try another
+# seed (a sound a page keeps is renewed at each use), short enough that an abandoned page's files do not pile up.
+SWEEP_S = 600
 
 
 def build_app(generator: SoundToImage, defaults: RenderSettings, fill: SequenceFill, max_upload_mb: float = 50,
               max_minutes: float = 10, uploads: UploadCounter | None = None, examples: Sequence[Example] = ()):
     """The Gradio Blocks; ``serve`` launches it with the matching size limit, auth, upload counting, a private
-    temp dir and the example sounds it wrote there."""
+    temp dir and the example sounds it wrote there.
+
+    Two events do the same work. The page's Generate keeps its sound for the next try (another seed, say) and
+    shows a refusal as one line in its status, the last good result left in place. ``/run``, for API clients,
+    deletes the request's upload once it is done (a client sends its file with each call) and answers a refusal
+    with an error event.
+    """
     import gradio as gr
 
     kept: set[str] = set()  # the example sounds' server files: the app's own, for every visitor, never deleted
+    no_sound = f"Upload or record a sound{', or pick an example,' if examples else ''} first."
 
     def release(path: Path) -> None:
-        # The sound is the user's, not ours to keep; the input is cleared below so the page agrees.
+        # The sound is the user's, not ours to keep: gone once no request or page needs it.
         if (uploads is None or uploads.release(path)) and os.path.realpath(path) not in kept:
             delete_upload(path, Path(app.GRADIO_CACHE))
 
-    def run(audio: str | None, steps: int, guidance: float, seed: int, size: int, images: int):
-        if not audio:
-            raise gr.Error(f"Upload or record a sound{', or pick an example,' if examples else ''} first.",
-                           print_exception=False)
-        path = Path(audio)
+    def make(path: Path, steps: int, guidance: float, seed: int, size: int, images: int):
+        """One request's gallery, nearest prompts, settings used and download. SoundRefused (the visitor's line)
+        when this sound or request cannot be used; gr.Error(FAILED) when the work failed for another reason."""
         try:
             count = image_count(images)
             check_sound(path, max_upload_mb, max_minutes)
@@ -85,38 +95,66 @@ def build_app(generator: SoundToImage, defaults: RenderSettings, fill: SequenceF
                 seconds = generator.render([sound], settings, images_per_sound=count, fill=fill)
         except SoundRefused as err:
             log.info("refused %r: %s", path.name, err)
-            raise gr.Error(str(err), print_exception=False) from None
+            raise
         except A2IError as err:  # the generator's own verdict on this sound (too short, say)
             log.info("refused %r: %s", path.name, err)
-            raise gr.Error(user_line(err, path), print_exception=False) from None
+            raise SoundRefused(user_line(err, path)) from None
         except Exception as err:  # the browser gets one line, the console one line, never a trace
             log.error("generation failed for %r: %s: %s", path.name, type(err).__name__, err)
             raise gr.Error(FAILED, print_exception=False) from None
-        finally:
-            release(path)
         nearest = [[prompt, round(score, 4)] for prompt, score in sound.nearest]
         seeds = image_seeds(settings.seed, count)  # `a2i generate --images-per-sound`'s rule
-        used = {"steps": settings.steps, "guidance": settings.guidance, "seed": settings.seed, "images": count,
-                "size": settings.size, "sequence_fill": fill.name, "device": str(generator.device),
-                "render_seconds": round(seconds, 2)}
+        used = settings_used(settings, count, fill, generator.device, seconds)
         try:
             gallery, download = save_results(sound, seeds, Path(app.GRADIO_CACHE), used)
         except OSError as err:  # a full disk, say
             log.error("saving the images of %r failed: %s", path.name, first_line(err))
             raise gr.Error(FAILED, print_exception=False) from None
-        return gallery, nearest, used, None, download
+        return gallery, nearest, used, download
 
-    # Results, downloads and stray uploads older than 10 minutes are swept every 10 minutes while the server runs;
-    # the example sounds are exempt (see _examples).
-    with gr.Blocks(title="a2i: sound to image", delete_cache=(600, 600)) as app:
+    def run(audio: str | None, steps: int, guidance: float, seed: int, size: int, images: int):
+        if not audio:
+            raise gr.Error(no_sound, print_exception=False)
+        path = Path(audio)
+        try:
+            gallery, nearest, used, download = make(path, steps, guidance, seed, size, images)
+        except SoundRefused as err:
+            raise gr.Error(str(err), print_exception=False) from None
+        finally:
+            release(path)
+        return gallery, nearest, used, None, download  # None: the sound input is cleared, as its file is gone
+
+    def generate(audio: str | None, steps: int, guidance: float, seed: int, size: int, images: int,
+                 held: str | None):
+        # `held` is the sound this page kept after its last request (server-side state: a client cannot name it).
+        path = Path(audio) if audio else None
+        if held and (path is None or os.path.realpath(path) != os.path.realpath(held)):
+            release(Path(held))  # replaced or removed on the page: the page no longer needs it
+        unchanged = (gr.skip(),) * 4  # a refusal leaves the last good result on screen
+        if path is None:
+            return *unchanged, _status(gr, no_sound), gr.skip(), None
+        try:
+            results = make(path, steps, guidance, seed, size, images)
+        except SoundRefused as err:  # this sound cannot be used: deleted, and the input cleared to match
+            release(path)
+            return *unchanged, _status(gr, str(err)), None, None
+        except gr.Error as err:  # the sound may be fine: kept for another try
+            return *unchanged, _status(gr, str(err.message)), gr.skip(), str(path)
+        renew(path, Path(app.GRADIO_CACHE))
+        return *results, _status(gr, None), gr.skip(), str(path)
+
+    with gr.Blocks(title="a2i: sound to image", delete_cache=(SWEEP_S, SWEEP_S)) as app:
         gr.Markdown("# a2i — turn a sound into an image\nA frozen Stable Diffusion 3, steered by your audio.")
+        # Gradio calls delete_callback when it drops a session's state (an hour after its tab closed).
+        held = gr.State(None, delete_callback=lambda path: path and release(Path(path)))
         with gr.Row():
             with gr.Column():
                 audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Sound", elem_id="sound")
                 if examples:
                     kept.update(_examples(gr, examples, audio))
-                gr.Markdown(f"Up to {max_upload_mb:g} MB and {max_minutes:g} minutes. The sound is deleted from "
-                            "the server once its images are made.")
+                gr.Markdown(f"Up to {max_upload_mb:g} MB and {max_minutes:g} minutes. The sound stays on the server "
+                            f"for your next try while this page uses it, and is deleted when you replace it or after "
+                            f"{SWEEP_S // 60} minutes unused.")
                 steps = gr.Slider(1, 100, value=defaults.steps, step=1, label="Steps")
                 guidance = gr.Slider(0, 15, value=defaults.guidance, step=0.5, label="Guidance")
                 seed = gr.Number(value=defaults.seed, precision=0, label="Seed", minimum=0, maximum=MAX_SEED,
@@ -124,6 +162,7 @@ def build_app(generator: SoundToImage, defaults: RenderSettings, fill: SequenceF
                 images = gr.Slider(1, MAX_IMAGES, value=1, step=1, label="Images")
                 size = gr.Dropdown([64, 128, 256, 512, 768, 1024], value=defaults.size, label="Size")
                 button = gr.Button("Generate", variant="primary")
+                status = gr.Markdown(visible=False, elem_id="status")  # the one place a refusal is shown
             with gr.Column():
                 # No "download all" of Gradio's own: the button below is the one download of them all.
                 gallery = gr.Gallery(label="Result", elem_id="result", columns=2, object_fit="contain",
@@ -132,14 +171,27 @@ def build_app(generator: SoundToImage, defaults: RenderSettings, fill: SequenceF
                 nearest = gr.Dataframe(headers=["nearest prompt", "cosine"], label="Nearest prompts",
                                        elem_id="nearest")
                 used = gr.JSON(label="Settings used", elem_id="settings")
-        # Explicit, not Gradio's default: GRADIO_DEFAULT_CONCURRENCY_LIMIT must not be able to raise it.
-        button.click(run, [audio, steps, guidance, seed, size, images], [gallery, nearest, used, audio, download],
-                     api_name="run", concurrency_limit=1)
+        controls = [steps, guidance, seed, size, images]
+        # Explicit, not Gradio's default: GRADIO_DEFAULT_CONCURRENCY_LIMIT must not be able to raise it. One
+        # concurrency_id: the page and the API share the one generation slot.
+        # An event that raises marks every output "Error" and hides what it showed: the page's never raises, and
+        # shows its progress on the gallery alone.
+        button.click(generate, [audio, *controls, held], [gallery, nearest, used, download, status, audio, held],
+                     api_name="generate", api_visibility="private", concurrency_limit=1, concurrency_id="generate",
+                     show_progress_on=[gallery])
+        # Not on the page: API clients' /run, unchanged (outputs, errors) from before the page kept its sound.
+        gr.Button(visible=False).click(run, [audio, *controls], [gallery, nearest, used, audio, download],
+                                       api_name="run", concurrency_limit=1, concurrency_id="generate")
     # Beyond max_size a request is told to come back later. api_open=False closes Gradio's direct REST route, which
     # would run requests beside the queue and so past its limit; the page and gradio_client go through the queue.
     app.queue(default_concurrency_limit=1, max_size=MAX_QUEUE, api_open=False)
     _refuse_bad_inputs(app, gr, release)
     return app
+
+
+def _status(gr, message: str | None):
+    """The status line under Generate: the refusal, or hidden."""
+    return gr.Markdown(f"⚠️ {message}" if message else "", visible=bool(message))
 
 
 def _refuse_bad_inputs(app, gr, release: Callable[[Path], None]) -> None:

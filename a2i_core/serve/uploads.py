@@ -1,6 +1,7 @@
-"""Uploads the web app keeps only while a request needs them: counted as they arrive, deleted by the last request
-that waits for them (or by the request Gradio refuses before it starts), never anything outside Gradio's upload
-folder; and which files a request names."""
+"""Uploads the web app keeps only while a request or a page needs them: counted as they arrive, deleted by the last
+request that waits for them (or by the request Gradio refuses before it starts), or, for the sound a page keeps for
+its next try, when the page replaces it or closes or leaves it unused until Gradio's sweep; never anything outside
+Gradio's upload folder; and which files a request names."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ class UploadCounter:
     Gradio files an upload under the hash of its bytes, so two uploads of the same sound (the same file sent with
     two seeds at once, say) share one path: the first request to finish must not delete what the other still
     needs. ``serve`` counts uploads as they arrive (an ASGI middleware on the upload route); a request deletes its
-    file only when it was the last one waiting. Without a counter (``build_app`` alone), each request deletes its
-    file, if in the upload folder, at once.
+    file only when it was the last one waiting. A page that keeps its sound after generating takes over its
+    request's count and releases it when it lets the sound go, so another page holding the same bytes keeps them.
+    Without a counter (``build_app`` alone), each release deletes the file, if in the upload folder, at once.
     """
 
     def __init__(self) -> None:
@@ -115,3 +117,12 @@ def delete_upload(path: Path, upload_root: Path) -> None:
         while parent != root:
             parent.rmdir()  # OSError (and stop) when it still holds something
             parent = parent.parent
+
+
+def renew(path: Path, upload_root: Path) -> None:
+    """Start an upload's age afresh for Gradio's sweep, which deletes files by their inode change time: a sound a
+    page keeps using is swept only once it has gone unused that long. Never anything outside the upload folder."""
+    resolved = within(str(path), upload_root)
+    if resolved is not None:
+        with contextlib.suppress(OSError):  # gone already: the next request says so
+            os.utime(resolved)

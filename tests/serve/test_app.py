@@ -1,6 +1,7 @@
 """`a2i app` end to end: a real headless browser (Debian's chromium, driven by Playwright), and the server under real
-use: example sounds (the project's, or a hostile folder's), several images per sound and their download, parallel
-requests, upload limits, upload and temp-file cleanup (Gradio's sweep too), short errors, login."""
+use: example sounds (the project's, or a hostile folder's), several images per sound and their download, a page that
+keeps its sound and its last good result, parallel requests, upload limits, upload and temp-file cleanup (Gradio's
+sweep too), short errors, login."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 import zipfile
 from collections.abc import Callable
@@ -268,6 +270,77 @@ def test_the_page_shows_its_example_sounds(app_server, tmp_path):
     assert area.std() > 10, where  # the examples' buttons and labels are drawn there, not an empty patch
 
 
+def _server_file(href: str) -> Path:
+    """The server's file behind a link of the page (``…/gradio_api/file=/path``): the server runs on this machine."""
+    return Path(urllib.parse.unquote(href.split("/gradio_api/file=", 1)[1]))
+
+
+def _size(locator) -> tuple[float, float]:
+    box = locator.bounding_box()  # its x and y move as the page scrolls
+    return box["width"], box["height"]
+
+
+@needs_chromium
+def test_the_page_keeps_its_sound_and_its_last_good_result(app_server, tmp_path):
+    """Another seed needs no new upload; no sound, then a file that is not audio, each give one line under Generate
+    (no "Error" badge on the panels), and the last images stay where they were. The page lets a sound go when it is
+    replaced or removed, and a refused file at once."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    # Bytes no other test sends: a page elsewhere holding the same bytes (one server file) would keep it, rightly.
+    wav = _sound(tmp_path / "engine.wav", "engine", seconds=2.5)
+    junk = tmp_path / "notes.wav"
+    junk.write_bytes(b"this is not audio " * 100)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        page = browser.new_page()
+        page.goto(app_server.url)
+        sound = page.locator("#sound [data-testid=download-link]")  # the player shows while the input holds one
+        generate, status, image = (page.get_by_role("button", name="Generate"), page.locator("#status"),
+                                   page.locator("#result img").first)
+
+        def upload(path: Path) -> Path:
+            page.locator("#sound input[type=file]").set_input_files(str(path))
+            sound.wait_for(state="attached", timeout=60_000)
+            return _server_file(sound.get_attribute("href"))
+
+        uploaded = upload(wav)
+        generate.click()
+        image.wait_for(state="visible", timeout=180_000)  # a liveness bound, not a speed target
+        first = image.get_attribute("src")
+        # The input still holds the sound, and its file is on the server for the next try.
+        assert sound.count() == 1 and _server_file(sound.get_attribute("href")) == uploaded and uploaded.is_file()
+        page.get_by_label("Seed").fill("5")
+        generate.click()  # no upload in between
+        playwright.expect(image).not_to_have_attribute("src", first, timeout=180_000)
+        second = image.get_attribute("src")
+        pngs = [page.request.get(src if src.startswith("http") else app_server.url + src.lstrip("/")).body()
+                for src in (first, second)]
+        size = _size(page.locator("#result"))
+        assert uploaded.is_file()
+
+        page.locator("#sound").get_by_role("button", name="Clear").click()
+        sound.wait_for(state="detached", timeout=30_000)
+        generate.click()
+        playwright.expect(status).to_have_text("⚠️ Upload or record a sound, or pick an example, first.",
+                                               timeout=60_000)
+        cleared = (image.get_attribute("src"), page.get_by_text("Error", exact=True).count(),
+                   _size(page.locator("#result")), uploaded.exists())
+
+        refused_file = upload(junk)
+        generate.click()
+        playwright.expect(status).to_have_text("⚠️ That file could not be read as audio.", timeout=60_000)
+        sound.wait_for(state="detached", timeout=30_000)  # the refused file's input cleared, as the file is gone
+        refused = (image.get_attribute("src"), page.get_by_text("Error", exact=True).count(),
+                   _size(page.locator("#result")), refused_file.exists())
+        shown = image.is_visible()
+        browser.close()
+    assert first.endswith("/engine-seed0.png") and second.endswith("/engine-seed5.png"), (first, second)
+    assert not np.array_equal(*(_png(png) for png in pngs))  # two seeds, two images, one upload
+    assert cleared == (second, 0, size, False)  # one line; the last images as they were; the sound let go
+    assert refused == (second, 0, size, False) and shown
+    assert "Traceback" not in app_server.console()
+
+
 def test_an_example_serves_every_visitor_and_each_image_has_its_seed(app_server):
     api = Api(app_server.url, login=False)
     assert api.example_labels()[3] == "dog"
@@ -382,7 +455,7 @@ def test_an_upload_is_deleted_once_its_request_is_done(guarded, tmp_path):
     event, data = api.run(server_path)
     assert event == "complete", data
     (image,), nearest, used, sound, download = json.loads(data)
-    assert "an image of" in nearest["data"][0][0] and sound is None  # the page's input is cleared too
+    assert "an image of" in nearest["data"][0][0] and sound is None  # a client's upload is gone: so says /run
     assert Path(image["image"]["path"]).is_file() and Path(download["path"]).is_file()  # kept to be shown
     assert not Path(server_path).exists()
     event, data = api.run(server_path)  # the page still holds the old reference: say so, plainly
