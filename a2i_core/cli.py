@@ -1,4 +1,9 @@
-"""The ``a2i`` command line."""
+"""The ``a2i`` command line.
+
+Starting it loads no framework: torch, diffusers, transformers, Gradio, NumPy, PyArrow and the modules that need them
+are imported inside the commands that use them, so `a2i --version`, `--help` and a mistyped option answer at once
+(tests/serve/test_cli_help.py checks it).
+"""
 
 from __future__ import annotations
 
@@ -12,25 +17,28 @@ import sys
 import typing
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+import click
 import typer
 
 from a2i_core.core.errors import A2IError, first_line, printable, setup_logging
 from a2i_core.core.files import project_root
 from a2i_core.core.params import DType as DTypeName
-from a2i_core.core.params import Params, check_device, load_params
+from a2i_core.core.params import check_device, load_sections
 from a2i_core.core.typed import ParamsError, typed_from_dict
-from a2i_core.diffusion.fills import SequenceFill
-from a2i_core.diffusion.images import save_png
-from a2i_core.diffusion.render import RenderSettings
-from a2i_core.serve.examples import MAX_EXAMPLES, ExampleMaker, folder_examples, project_examples
-from a2i_core.serve.generate import Sound, SoundToImage, expand_inputs, output_names, pick_device
+
+if TYPE_CHECKING:
+    from a2i_core.serve.examples import ExampleMaker
+    from a2i_core.serve.generate import Sound, SoundToImage
 
 # No rich markup: help texts hold "[default: ...]", which markup would read as a style tag and drop.
 log = logging.getLogger(__name__)
 OPTIONS = "the command line"  # where _with_options says a value came from, cut from its messages
 Section = typing.TypeVar("Section")
+# The comparison README shows: the params that differ and every top-1 column, changed or not (a plain `dvc exp show`
+# has ~150 columns; --only-changed alone hides a metric that stayed the same).
+EXP_SHOW = "exp show --only-changed --drop '.*/' --keep '.*top1$'"
 app = typer.Typer(help="a2i: turn sound into pictures with a frozen Stable Diffusion 3.", no_args_is_help=True,
                   add_completion=False, rich_markup_mode=None)
 
@@ -71,7 +79,7 @@ def demo(
         root = project_root()
         path = ws.prepare(workspace, profile or ["offline"], root)
         _echo(f"workspace: {path}  (its own git + DVC repo; the project's params.yaml is untouched)")
-        ws.run(ws.dvc("repro"), path)
+        ws.repro(path)
         ws.commit(path, "a2i demo: dvc repro")
     except A2IError as err:
         _echo(f"error: {err}", err=True)
@@ -84,7 +92,7 @@ def demo(
     typer.echo("")
     _echo(f"metrics: {path / 'metrics'}/*.json   (cd {path} && {dvc} metrics show)")
     _echo(f"images:  {path / 'metrics' / 'images'}/   (cd {path} && {dvc} plots show)")
-    _echo(f"try a variant: cd {path} && {dvc} exp run -S train.lr=0.0003 && {dvc} exp show")
+    _echo(f"try a variant: cd {path} && {dvc} exp run -S train.lr=0.0003 && {dvc} {EXP_SHOW}")
 
 
 def _dvc_command() -> str:
@@ -97,10 +105,19 @@ def _dvc_command() -> str:
     return shlex.quote(str(beside)) if beside.is_file() else "dvc"
 
 
-def _project_params(project: Path) -> Params:
-    """The project's params (the demo's, say), else a2i's own params.yaml."""
+# The params sections `a2i generate` and the app read; a mistake anywhere else in params.yaml is only a note to them.
+SERVING_SECTIONS = ("render", "generate")
+
+
+def _project_params(project: Path, reader: str) -> Any:
+    """The sections SERVING_SECTIONS of the project's params (the demo's, say), else of a2i's own params.yaml, by
+    params.yaml's rules; a mistake elsewhere in the file (a failed `dvc exp run -S train.lr=fast` leaves one) is one
+    note, and no reason for ``reader`` not to run."""
     path = project / "params.yaml"
-    return load_params(path if path.is_file() else project_root() / "params.yaml")
+    sections, problem = load_sections(path if path.is_file() else project_root() / "params.yaml", SERVING_SECTIONS)
+    if problem is not None:
+        _echo(f"note: {problem} (not read by {reader})", err=True)
+    return sections
 
 
 def _with_options(section: Section, **options: object) -> Section:
@@ -132,6 +149,8 @@ def _option_error(err: ValueError) -> A2IError:
 
 def _load_generator(project: Path, mapper: Path | None, audio_encoder: Path | None, sd3: Path | None, device: str,
                     dtype: str, max_seconds: float) -> SoundToImage:
+    from a2i_core.serve.generate import SoundToImage, pick_device
+
     models = project / "models"
     mapper_dir = mapper or models / "mapper"
     if not mapper_dir.is_dir() and mapper is None:
@@ -202,8 +221,13 @@ def generate(
     any failed.
     """
     setup_logging()
+    from a2i_core.diffusion.fills import SequenceFill
+    from a2i_core.diffusion.render import RenderSettings
+    from a2i_core.serve.generate import expand_inputs, image_seeds, output_names
+    from a2i_core.serve.results import save_image, settings_used
+
     try:
-        params = _project_params(project)
+        params = _project_params(project, "generate")
         render_params = _with_options(params.render, seed=seed, steps=steps, guidance=guidance, size=size,
                                       batch_size=batch_size, sequence_fill=sequence_fill)
         generate_params = _with_options(params.generate, max_seconds=max_seconds)
@@ -220,6 +244,7 @@ def generate(
     for problem in problems:
         _echo(f"error: {problem}", err=True)
     settings = RenderSettings.from_params(render_params)
+    seeds = image_seeds(settings.seed, images_per_sound)  # each sound's, as SoundToImage.render gives them
     names = output_names([name for _, name in inputs], images_per_sound)
     failed, written, seconds = len(problems), 0, 0.0
     pending: list[tuple[Sound, list[str]]] = []
@@ -230,10 +255,12 @@ def generate(
             return
         saved = 0
         try:
-            seconds += generator.render([s for s, _ in pending], settings, images_per_sound, fill)
+            batch_seconds = generator.render([s for s, _ in pending], settings, images_per_sound, fill)
+            seconds += batch_seconds
+            used = settings_used(settings, images_per_sound, fill, generator.device, batch_seconds)
             for sound, files in pending:
-                for image, name in zip(sound.images, files, strict=True):
-                    save_png(image, out / name)  # atomic: a kill never leaves a half-written PNG
+                for image, name, seed in zip(sound.images, files, seeds, strict=True):
+                    save_image(image, out / name, used, seed)  # atomic: a kill never leaves a half-written PNG
                     written += 1
                 saved += 1
         except (RuntimeError, OSError) as err:  # out of GPU memory, a full disk, --out not a directory
@@ -265,7 +292,24 @@ def generate(
         raise typer.Exit(1)
 
 
-@app.command(name="app")
+MAX_EXAMPLES_FIELD = "{max_examples}"  # in a help text: serve.examples' MAX_EXAMPLES, filled in by _AppCommand
+
+
+class _AppCommand(typer.core.TyperCommand):
+    """`a2i app`, whose help names the examples' limit: it lives beside the examples' code, which loads torch and
+    PyArrow, so it is read only when the help is shown, and every other start of the CLI goes without them."""
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from a2i_core.serve.examples import MAX_EXAMPLES
+
+        for param in self.params:
+            text = getattr(param, "help", None)
+            if text:
+                param.help = text.replace(MAX_EXAMPLES_FIELD, str(MAX_EXAMPLES))
+        super().format_help(ctx, formatter)
+
+
+@app.command(name="app", cls=_AppCommand)
 def web_app(
     project: Project = Path("."),
     mapper: MapperDir = None,
@@ -278,8 +322,8 @@ def web_app(
     max_minutes: Annotated[float, typer.Option(min=0.01, help="Longest sound accepted.")] = 10.0,
     auth: Annotated[str | None, typer.Option(help="USER:PASSWORD that the page asks for [default: no login].")] = None,
     examples: Annotated[Path | None, typer.Option(
-        help=f"A folder of your own sounds to offer as examples: its first {MAX_EXAMPLES} audio files by name that "
-             "can be heard, any format ffmpeg reads [default: one clip per class from the project's test split, "
+        help=f"A folder of your own sounds to offer as examples: its first {MAX_EXAMPLES_FIELD} audio files by name "
+             "that can be heard, any format ffmpeg reads [default: one clip per class from the project's test split, "
              "when its data is there and --host is this machine only].")] = None,
     no_examples: Annotated[bool, typer.Option(
         "--no-examples", help="Offer no example sounds: the project's clips stay off a shared page "
@@ -290,6 +334,8 @@ def web_app(
 ) -> None:
     """Start the web app: upload, record or pick an example sound, get images, their nearest prompts and a download."""
     setup_logging()
+    from a2i_core.diffusion.fills import SequenceFill
+    from a2i_core.diffusion.render import RenderSettings
     from a2i_core.serve.app import serve
     from a2i_core.serve.guards import parse_auth
 
@@ -297,7 +343,7 @@ def web_app(
         _check_runtime(device, dtype)
         credentials = parse_auth(auth) if auth is not None else None
         make_examples = _example_maker(project, examples, no_examples, host)
-        params = _project_params(project)
+        params = _project_params(project, "the app")
         render_params = _with_options(params.render, sequence_fill=sequence_fill)
         fill = SequenceFill.from_params(render_params)
         generator = _load_generator(project, mapper, audio_encoder, sd3, device, dtype, params.generate.max_seconds)
@@ -313,6 +359,7 @@ def _example_maker(project: Path, folder: Path | None, none: bool, host: str = "
     """What writes the app's example sounds at start (see a2i_core.serve.examples); None for none. Checked before the
     models load, so a mistyped folder costs no wait. The project's own clips only on the loopback: a ``host`` that
     other machines reach gets them only as an explicit --examples DIR (the project's data may be private)."""
+    from a2i_core.serve.examples import folder_examples, project_examples
     from a2i_core.serve.guards import is_loopback
 
     if folder is not None and none:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import typing
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -384,3 +386,36 @@ def read_yaml(path: str | Path) -> Any:
 
 def params_from_dict(raw: Any, source: str = "params") -> Params:
     return typed_from_dict(Params, raw, source)
+
+
+def load_sections(path: str | Path, names: Sequence[str]) -> tuple[Any, str | None]:
+    """Only the sections ``names`` of params.yaml, typed and checked by load_params' own rules and messages
+    (``render.steps: must be ...``), for a reader that needs no others (`a2i generate` and the app read render and
+    generate only); and load_params' one line on the rest of the file, or None when the whole file is valid.
+
+    The sections come as one object with an attribute per name (``sections.render``); a section that params.yaml
+    may leave out (generate) takes its default, as in :class:`Params`. A mistake elsewhere (``train.lr: fast`` left
+    by a failed experiment) is the caller's to show as a note: it never stops such a reader.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: not found (run from the project root, or pass the params file)")
+    raw = read_yaml(path)
+    fields = {f.name: f for f in dataclasses.fields(Params)}
+    unknown = [name for name in names if name not in fields]
+    if unknown:
+        raise ValueError(f"not sections of params.yaml: {', '.join(unknown)}")
+    hints = typing.get_type_hints(Params)
+    # A dataclass of just these fields, with Params' own types and defaults: the one loader then names keys by their
+    # whole path and applies every rule, as it does for the whole file.
+    chosen = dataclasses.make_dataclass(
+        "Sections", [(name, hints[name], dataclasses.field(default=fields[name].default,
+                                                             default_factory=fields[name].default_factory))
+                     for name in names], frozen=True, kw_only=True)  # kw_only: any order
+    given = {name: raw[name] for name in names if name in raw} if isinstance(raw, dict) else raw
+    sections = typed_from_dict(chosen, given, str(path))
+    try:
+        params_from_dict(raw, source=str(path))
+    except ParamsError as err:
+        return sections, str(err)
+    return sections, None

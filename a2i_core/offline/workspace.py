@@ -61,6 +61,25 @@ def run(args: list[str], cwd: Path, capture: bool = False) -> subprocess.Complet
     return result
 
 
+PUSH_HINT = "Use `dvc push`"  # DVC's closing line after a repro that ran something
+
+
+def repro(workspace: Path) -> None:
+    """`dvc repro` in ``workspace``, its output shown as it comes, less DVC's closing "Use `dvc push` to send your
+    updates to remote storage" where the workspace has no remote to push to (a new demo has none)."""
+    remotes = run(dvc("remote", "list"), workspace, capture=True).stdout.strip()
+    # Unbuffered: DVC's and the stages' lines reach the terminal as they are written, not when a buffer fills.
+    with subprocess.Popen(dvc("repro"), cwd=workspace, env={**tool_env(), "PYTHONUNBUFFERED": "1"}, text=True,
+                          stdout=subprocess.PIPE) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if remotes or not line.startswith(PUSH_HINT):
+                sys.stdout.write(line)
+                sys.stdout.flush()
+    if process.returncode != 0:
+        raise A2IError(f"`dvc repro` failed in {workspace} (exit {process.returncode})")
+
+
 def dvc(*args: str) -> list[str]:
     return [sys.executable, "-m", "dvc", *args]
 
@@ -132,7 +151,8 @@ def prepare(workspace: str | Path, profiles: Sequence[str | Path], root: Path | 
         log.warning("%s differed from a fresh merge of the profiles (your edits, or a changed profile): it is now "
                     "the fresh merge, and the old one is kept in %s", params, kept)
     # DVC git-ignores the outputs it tracks; render's staging folder is not one of them.
-    (workspace / ".gitignore").write_text("__pycache__/\nmetrics/.images.tmp/\n")
+    # `dvc plots show` writes its HTML into dvc_plots/: a view, not a result.
+    (workspace / ".gitignore").write_text("__pycache__/\nmetrics/.images.tmp/\ndvc_plots/\n")
     if not (workspace / ".git").exists():
         run(["git", "init", "-q", "-b", "main"], workspace)
     if not (workspace / ".dvc").exists():

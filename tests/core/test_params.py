@@ -134,3 +134,41 @@ def test_an_absurd_layer_width_is_named_by_its_index(raw_params):
     raw_params["mapper"]["dropout"] = [0.1] * 65
     with pytest.raises(ParamsError, match=r"mapper\.hidden: needs 1 to 64 layers"):
         params_from_dict(raw_params)
+
+
+def _params_file(tmp_path, raw: dict):
+    from ruamel.yaml import YAML
+
+    path = tmp_path / "params.yaml"
+    with open(path, "w") as f:
+        YAML().dump(raw, f)
+    return path
+
+
+def test_loading_only_some_sections_leaves_a_mistake_elsewhere_as_a_note(tmp_path, raw_params):
+    # Issue 26. Before: a failed `dvc exp run -S train.lr=fast` left lr: fast, and `a2i generate`, which reads only
+    # render and generate, refused with "train.lr: expected float".
+    from a2i_core.core.params import GenerateParams, load_sections
+
+    raw_params["train"]["lr"] = "fast"
+    raw_params.pop("generate", None)  # a file from before 0.2: the section's default, as load_params gives it
+    path = _params_file(tmp_path, raw_params)
+    sections, note = load_sections(path, ("generate", "render"))  # any order
+    assert sections.render == params_from_dict({**raw_params, "train": {**raw_params["train"], "lr": 1.0}}).render
+    assert sections.generate == GenerateParams()
+    assert note == f"{path}: train.lr: expected float, got str 'fast'"
+    raw_params["train"]["lr"] = 0.001
+    assert load_sections(_params_file(tmp_path, raw_params), ("render",))[1] is None
+
+
+@pytest.mark.parametrize("change", [{"steps": "many"}, {"stepz": 3}, {"size": 100}])
+def test_a_mistake_in_a_loaded_section_is_load_params_own_line(tmp_path, raw_params, change):
+    from a2i_core.core.params import load_sections
+
+    raw_params["render"].update(change)
+    path = _params_file(tmp_path, raw_params)
+    with pytest.raises(ParamsError) as full:
+        load_params(path)
+    with pytest.raises(ParamsError) as part:
+        load_sections(path, ("render", "generate"))
+    assert str(part.value) == str(full.value) and str(full.value).startswith(f"{path}: render.")

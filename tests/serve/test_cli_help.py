@@ -1,7 +1,9 @@
-"""The CLI describes itself: every option of every command has help, and its default is shown (issue 16)."""
+"""The CLI describes itself: every option of every command has help, and its default is shown (issue 16); it starts
+without the frameworks, and the app starts past a params mistake it does not read (issue 26)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import subprocess
@@ -63,3 +65,49 @@ def test_generate_takes_a_duration_cap_that_defaults_to_the_params():
     described = " ".join(_help("generate").split())
     assert "--max-seconds <float> Each recording is heard up to here" in described
     assert "[default: the project's generate.max_seconds]" in described
+
+
+# What `a2i --version` waited 2 to 5 s for before (issue 26), every command loading them at start.
+FRAMEWORKS = ("torch", "diffusers", "transformers", "gradio", "pandas", "pyarrow", "numpy")
+
+
+@pytest.mark.parametrize("args", [["--version"], ["generate", "--help"]])
+def test_the_command_line_starts_without_the_frameworks(args):
+    code = ("import json, sys\nimport a2i_core.cli\nloaded = [m for m in sys.argv[1:] if m in sys.modules]\n"
+            f"try:\n    a2i_core.cli.app({args!r})\nexcept SystemExit:\n    pass\n"
+            "print(json.dumps([loaded, [m for m in sys.argv[1:] if m in sys.modules]]))")
+    result = subprocess.run([sys.executable, "-c", code, *FRAMEWORKS], capture_output=True, text=True, check=True)
+    assert json.loads(result.stdout.splitlines()[-1]) == [[], []]
+
+
+def test_the_app_help_still_names_the_examples_limit():
+    from a2i_core.serve.examples import MAX_EXAMPLES
+
+    assert f"its first {MAX_EXAMPLES} audio files" in " ".join(_help("app").split())
+
+
+def test_the_app_starts_past_a_params_mistake_it_does_not_read(tmp_path):
+    # Issue 26. Before: `a2i app` refused "train.lr: expected float", which it never reads. Here it goes on to the
+    # models (none in this project: the next line, without any server started).
+    from ruamel.yaml import YAML
+
+    from tests.conftest import ROOT
+
+    yaml = YAML()
+    raw = yaml.load((ROOT / "params.yaml").read_text())
+    raw["train"]["lr"] = "fast"
+    with open(tmp_path / "params.yaml", "w") as f:
+        yaml.dump(raw, f)
+    args = [sys.executable, "-m", "a2i_core.cli", "app", "--project", str(tmp_path), "--no-examples"]
+    result = subprocess.run(args, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert [line for line in result.stderr.splitlines() if line.startswith(("note:", "error:"))] == [
+        f"note: {tmp_path}/params.yaml: train.lr: expected float, got str 'fast' (not read by the app)",
+        f"error: {tmp_path}/models/mapper: no trained mapper here; pass --project DIR (a project after `dvc repro`), "
+        "or run `make demo` and use --project .demo"]
+    raw["render"]["size"] = 100
+    with open(tmp_path / "params.yaml", "w") as f:
+        yaml.dump(raw, f)
+    refused = subprocess.run(args, capture_output=True, text=True)
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == f"error: {tmp_path}/params.yaml: render.size: must be a multiple of 16"

@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 
 from a2i_core.core.audio_io import ffmpeg_binary
 from a2i_core.core.errors import A2IError
+from a2i_core.core.params import load_params
 from a2i_core.data.sources.synthetic import clip_specs, synthesize
 from a2i_core.diffusion.prompt_embeddings import load_sequences
 from a2i_core.mapper.artifact import PROMPT_SEQUENCES_NAME, MapperArtifact
@@ -165,6 +166,54 @@ def test_special_files_a_lying_header_and_hostile_names(demo_workspace, tmp_path
     assert heard[3].startswith("3 images in")
     assert len(list((tmp_path / "out").iterdir())) == 3
     assert seconds < 120  # before: the 4 GB header alone ran for hours, with no line at all
+
+
+def _project_with(models: Path, params: Path, folder: Path, **changes: dict) -> Path:
+    """A project of ``models`` (linked) and a copy of ``params`` with ``changes`` (section -> keys) made to it."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML()
+    raw = yaml.load(params.read_text())
+    for section, keys in changes.items():
+        raw[section].update(keys)
+    folder.mkdir()
+    (folder / "models").symlink_to(models)
+    with open(folder / "params.yaml", "w") as f:
+        yaml.dump(raw, f)
+    return folder
+
+
+def test_a_mistake_outside_what_generate_reads_is_a_note_and_each_png_carries_its_settings(demo_workspace,
+                                                                                             mixed_folder, tmp_path):
+    """Issue 26. Before: a failed `dvc exp run -S train.lr=fast` left lr: fast in params.yaml, and generate refused
+    (train.lr: expected float) although it reads only render and generate; and its PNGs carried no settings text,
+    while the app's carry them."""
+    import json
+
+    from a2i_core.diffusion.images import png_text
+
+    ws = demo_workspace[0]
+    project = _project_with(ws / "models", ws / "params.yaml", tmp_path / "p", train={"lr": "fast"})
+    out = tmp_path / "out"
+    result = _generate(str(mixed_folder / "dog.mp3"), "--out", str(out), "--project", str(project), "--steps", "1",
+                       "--seed", "7", "--images-per-sound", "2", "--device", "cpu")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert [line for line in result.stderr.splitlines() if line.startswith(("note:", "error:"))] == [
+        f"note: {project}/params.yaml: train.lr: expected float, got str 'fast' (not read by generate)"]
+    render = load_params(ws / "params.yaml").render
+    for name, seed in (("dog-0.png", 7), ("dog-1.png", 8)):
+        used = json.loads(png_text(out / name)["a2i"])  # the app's chunk and keys (a2i_core.serve.results)
+        assert used == {"steps": 1, "guidance": render.guidance, "seed": seed, "images": 2, "size": render.size,
+                        "sequence_fill": render.sequence_fill, "device": "cpu",
+                        "render_seconds": used["render_seconds"]}
+        assert used["render_seconds"] > 0
+    # A mistake in what generate does read still refuses, with the line params.yaml's loader always gives.
+    broken = _project_with(ws / "models", ws / "params.yaml", tmp_path / "b", train={"lr": "fast"},
+                           render={"steps": "many"})
+    refused = _generate(str(mixed_folder / "dog.mp3"), "--out", str(tmp_path / "none"), "--project", str(broken))
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == f"error: {broken}/params.yaml: render.steps: expected int, got str 'many'"
+    assert not (tmp_path / "none").exists()
 
 
 def test_output_names_stay_distinct():
