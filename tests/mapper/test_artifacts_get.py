@@ -311,21 +311,26 @@ def test_dvc_artifacts_get_fetches_the_mapper_from_the_remote(demo_workspace, s3
     elsewhere.mkdir()
     url = repo.as_uri()
 
-    def get(name: str, out: str) -> subprocess.CompletedProcess:
+    def get(name: str, out: str, *more: str) -> subprocess.CompletedProcess:
         return dvc(elsewhere, "artifacts", "get", url, name, "-o", out, "--remote-config", f"endpointurl={s3['url']}",
-                   env=env, ok=False)
+                   *more, env=env, ok=False)
 
     # `dvc artifacts get` takes a registered version (GTO's annotated tag name@vX.Y.Z), the latest by default.
     assert "Unable to find artifact 'mapper'" in get("mapper", "mapper").stderr
     _run(repo, "git", "tag", "-a", "mapper@v0.1.0", "-m", "Register mapper v0.1.0")  # what `gto register` makes
     got = get("mapper", "mapper")
     assert got.returncode == 0, got.stdout[-2000:] + got.stderr[-2000:]
-    assert sorted(p.name for p in elsewhere.iterdir()) == ["mapper"]
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["mapper"]  # before the versions below
     assert _files(elsewhere / "mapper") == _files(ws / "models/mapper") and CARD_NAME in _files(elsewhere / "mapper")
     artifact = MapperArtifact.load(elsewhere / "mapper")
     reference = MapperArtifact.load(ws / "models/mapper")
     assert all(torch.equal(a, b) for a, b in zip(artifact.mapper.state_dict().values(),
                                                  reference.mapper.state_dict().values(), strict=True))
+
+    # A chosen version is `--rev vX.Y.Z` (docs/sharing.md shows it); the tag's own name is not an artifact's name.
+    pinned = get("mapper", "pinned", "--rev", "v0.1.0")
+    assert pinned.returncode == 0 and _files(elsewhere / "pinned") == _files(ws / "models/mapper"), pinned.stderr
+    assert get("mapper@v0.1.0", "tagname").returncode != 0 and not (elsewhere / "tagname").exists()
 
     # A name the repository does not declare: DVC's own error, nothing written.
     wrong = get("no-such-model", "other")
