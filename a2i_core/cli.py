@@ -91,7 +91,8 @@ def demo(
     dvc = _dvc_command()
     typer.echo("")
     _echo(f"metrics: {path / 'metrics'}/*.json   (cd {path} && {dvc} metrics show)")
-    _echo(f"images:  {path / 'metrics' / 'images'}/   (cd {path} && {dvc} plots show)")
+    _echo(f"images:  {path / 'metrics' / 'contact_sheet.png'}, images/, images_reference/   "
+          f"(cd {path} && {dvc} plots show)")
     _echo(f"try a variant: cd {path} && {dvc} exp run -S train.lr=0.0003 && {dvc} {EXP_SHOW}")
 
 

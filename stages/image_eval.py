@@ -9,7 +9,8 @@ from a2i_core.pipeline.image_eval import image_eval
 @exit_cleanly
 def main() -> None:
     setup_logging()
-    paths = stage_paths("images", "index", "text_features", "clip", "metrics", "scores")
+    paths = stage_paths("images", "index", "reference_images", "reference_index", "text_features", "clip", "metrics",
+                        "scores")
     image_eval(load_params().evaluate, **paths)
 
 

@@ -1,4 +1,5 @@
-"""render: images of held-out clips (mapper, true prompt, mean baseline), a contact sheet, an index and timings.
+"""render: the mapper's images of the clips render_reference drew (one row per sequence fill), an index and
+timings, and the contact sheet of every row, the reference rows included.
 
 Spreads over GPUs under torchrun; every image is the same however it is run.
 """
@@ -13,8 +14,8 @@ from a2i_core.pipeline.render import render_rows
 @exit_cleanly
 def main() -> None:
     setup_logging()
-    paths = stage_paths("mapper_dir", "candidates", "audio_features", "text_features", "sd3", "images", "sheet",
-                        "index", "metrics")
+    paths = stage_paths("mapper_dir", "candidates", "audio_features", "text_features", "sd3", "reference_images",
+                        "reference_index", "images", "sheet", "index", "metrics")
     cfg = load_params().render
     world = init_world()
     render_rows(cfg, world=world, **paths)

@@ -150,9 +150,10 @@ def prepare(workspace: str | Path, profiles: Sequence[str | Path], root: Path | 
         kept.write_text(before)
         log.warning("%s differed from a fresh merge of the profiles (your edits, or a changed profile): it is now "
                     "the fresh merge, and the old one is kept in %s", params, kept)
-    # DVC git-ignores the outputs it tracks; render's staging folder is not one of them.
+    # DVC git-ignores the outputs it tracks; the render stages' staging folders are not among them.
     # `dvc plots show` writes its HTML into dvc_plots/: a view, not a result.
-    (workspace / ".gitignore").write_text("__pycache__/\nmetrics/.images.tmp/\ndvc_plots/\n")
+    ignored = ["__pycache__/", "metrics/.images.tmp/", "metrics/.images_reference.tmp/", "dvc_plots/"]
+    (workspace / ".gitignore").write_text("".join(f"{line}\n" for line in ignored))
     if not (workspace / ".git").exists():
         run(["git", "init", "-q", "-b", "main"], workspace)
     if not (workspace / ".dvc").exists():

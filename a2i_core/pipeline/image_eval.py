@@ -1,9 +1,10 @@
 """image_eval: CLIP score and zero-shot class accuracy of every rendered row.
 
-Rows: the mapper's images (with each sequence fill), the true prompt's (upper bound), the mean embedding's
-(lower bound). Zero-shot: is the image closest, under CLIP, to its own class prompt among all class prompts?
-The metrics file holds each row's zero-shot accuracy on the test clips (and the mapper row's on held-out classes'
-clips, when there are some); the table beside it, every image's CLIP score, verdict and split.
+Rows: the mapper's images (with each sequence fill: the render stage's); the true prompt's (upper bound) and the
+mean embedding's (lower bound): the render_reference stage's. Zero-shot: is the image closest, under CLIP, to its own
+class prompt among all class prompts? The metrics file holds each row's zero-shot accuracy on the test clips (and
+the mapper row's on held-out classes' clips, when there are some); the table beside it, every image's CLIP score,
+verdict and split (its file under the render stage's images or, for the reference rows, under render_reference's).
 """
 
 from __future__ import annotations
@@ -22,13 +23,15 @@ from a2i_core.diffusion.image_scores import ClipScorer, clip_scores, zero_shot_c
 from a2i_core.diffusion.prompt_embeddings import load_text_features
 
 
-def image_eval(cfg: EvaluateParams, images: Path, index: Path, text_features: Path, clip: Path, metrics: Path,
-               scores: Path) -> dict:
-    table = pd.read_csv(index)
+def image_eval(cfg: EvaluateParams, images: Path, index: Path, reference_images: Path, reference_index: Path,
+               text_features: Path, clip: Path, metrics: Path, scores: Path) -> dict:
+    parts = [(pd.read_csv(index), images), (pd.read_csv(reference_index), reference_images)]
+    table = pd.concat([part for part, _ in parts], ignore_index=True)  # the mapper's rows, then the references'
+    paths = [folder / file for part, folder in parts for file in part["file"]]
     prompts, _ = load_text_features(text_features)
     scorer = ClipScorer(clip, resolve_device(cfg.device))
     prompt_emb = scorer.embed_prompts(prompts)  # (K, d)
-    image_emb = scorer.embed_images([Image.open(images / f).convert("RGB") for f in table["file"]])  # (n, d)
+    image_emb = scorer.embed_images([Image.open(path).convert("RGB") for path in paths])  # (n, d)
     true = np.array([prompts.index(p) for p in table["prompt"]])
     table["clip_score"] = clip_scores(image_emb, prompt_emb, true)
     table["zero_shot"] = zero_shot_correct(image_emb, prompt_emb, true)

@@ -1,11 +1,13 @@
-"""render: images for a few test clips per class (held-out classes' clips too), a contact sheet, an index of the
-images and their timing.
+"""render_reference and render: images for a few test clips per class (held-out classes' clips too), each with an
+index of its images and their timing; render also draws the contact sheet of both.
 
-Rows, each with the same seed per clip: the mapper (with render.sequence_fill, then with each other fill),
-the true prompt's own SD3 embeddings (the upper bound), and the training-set mean embedding (the lower bound).
-Spreads over GPUs under torchrun; every image is the same however it is run. Each image is saved as soon as it is
-rendered into a staging directory beside the images, with a digest of its inputs in the PNG; a rerun after a kill
-keeps the staged images whose digest matches and renders the rest.
+Rows, each with the same seed per clip. render_reference draws what needs no mapper: the true prompt's own SD3
+embeddings (the upper bound) and the training-set mean embedding (the lower bound); render draws the mapper's rows
+(with render.sequence_fill, then with each other fill). So an experiment on the mapper alone redraws only its rows.
+Both stages choose their clips and render with the same functions. Spreads over GPUs under torchrun; every image is
+the same however it is run. Each image is saved as soon as it is rendered into a staging directory beside the
+images, with a digest of its inputs in the PNG; a rerun after a kill keeps the staged images whose digest matches and
+renders the rest.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +28,7 @@ from PIL import Image
 from a2i_core.core.candidates import HELDOUT
 from a2i_core.core.devices import resolve_dtype
 from a2i_core.core.distributed import SOLO, World
+from a2i_core.core.errors import A2IError
 from a2i_core.core.files import atomic_path, replace_dir, write_json
 from a2i_core.core.hub import model_identity
 from a2i_core.core.names import safe_name
@@ -36,56 +40,146 @@ from a2i_core.diffusion.render import RenderSettings, compile_for_speed, image_d
 from a2i_core.diffusion.sd3 import load_sd3
 from a2i_core.mapper.artifact import MapperArtifact
 from a2i_core.mapper.model import predict
-from a2i_core.mapper.pairs import load_pairs_for, load_token_targets
+from a2i_core.mapper.pairs import Pairs, load_pairs, load_pairs_for, load_token_targets
 
 log = logging.getLogger(__name__)
 
 DIGEST_KEY = "a2i.inputs_sha256"  # the PNG text chunk holding what the image was made from
+INDEX_COLUMNS = ["row", "file", "label", "clip_id", "prompt", "split"]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One way of conditioning the chosen clips: a folder of images, a column of the contact sheet."""
+
+    name: str
+    pooled: np.ndarray  # (n, P): clip i's pooled embedding
+    sequence: Callable[[int], np.ndarray]  # clip i -> its (L, D) sequence embedding
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """What ``_render`` made, on the main process: the images, still in ``staging``, and their index."""
+
+    staging: Path
+    table: pd.DataFrame  # INDEX_COLUMNS, one line per image, files relative to staging (and then to the images)
+    report: dict  # settings and speed
+
+
+def render_reference(cfg: RenderParams, candidates: Path, audio_features: Path, text_features: Path, sd3: Path,
+                     images: Path, index: Path, metrics: Path, world: World = SOLO) -> None:
+    """The rows no mapper takes part in: the true prompt's and the training-set mean's images of the chosen clips."""
+    pairs = load_pairs(candidates, audio_features, text_features)
+    made_with, found = pairs.provenance["diffusion_model"], model_identity(sd3)
+    if made_with != found:
+        raise A2IError(f"{text_features}: embedded with {made_with!r}, but {sd3} is {found!r}: rerun embed_text")
+    picked = pick_clips(pairs, cfg.clips_per_class)
+    clips = picked.frame
+    guidance = load_guidance(text_features)  # (P,), (L, D): the negative branch, and the empty_prompt fill
+    full = load_sequences(text_features, clips["prompt"].tolist())  # None unless diffusion.store_sequence
+    # The prompt bank a mapper is trained with (train stage): the same prompts, pooled and stored sequences.
+    bank_sequences = load_sequences(text_features, pairs.prompts)
+
+    def filled(pooled: np.ndarray, heads: np.ndarray | None) -> Callable[[int], np.ndarray]:
+        fill = SequenceFill.from_params(cfg).rows(pooled, guidance[1], pairs.prompt_pooled, bank_sequences)
+        return lambda i: fill_sequence(fill(i), None if heads is None else heads[i])
+
+    # Without whole sequences, the true prompt gets its stored first tokens over the fill.
+    true_fill = full.__getitem__ if full is not None else filled(
+        picked.pooled, load_token_targets(text_features, clips["prompt"].tolist()))
+    mean_pooled = pairs.subset("train").mean_pooled()[None]  # (1, P)
+    mean_fill = filled(mean_pooled, None)
+    rows = [Row("true_prompt", picked.pooled, true_fill),
+            Row("baseline_mean", np.repeat(mean_pooled, len(clips), axis=0), lambda i: mean_fill(0))]
+    done = _render(cfg, clips, rows, sd3, guidance, images, world)
+    if done is not None:
+        _publish(done, images, index)
+        write_json(metrics, {**done.report, "true_prompt_sequence": "full" if full is not None else "head"})
 
 
 def render_rows(cfg: RenderParams, mapper_dir: Path, candidates: Path, audio_features: Path, text_features: Path,
-                sd3: Path, images: Path, sheet: Path, index: Path, metrics: Path, world: World = SOLO) -> None:
+                sd3: Path, reference_images: Path, reference_index: Path, images: Path, sheet: Path, index: Path,
+                metrics: Path, world: World = SOLO) -> None:
+    """The mapper's rows, one per sequence fill; and the contact sheet of these with render_reference's rows."""
     artifact = MapperArtifact.load(mapper_dir)
     mapper = artifact.mapper
     mapper.config.provenance.check(str(sd3), diffusion_model=model_identity(sd3))
     pairs = load_pairs_for(mapper, candidates, audio_features, text_features, tokens=False)
-    # Held-out classes have no test clips: theirs are drawn too, to show what an unseen sound becomes.
-    unseen = pairs.take(np.flatnonzero(pairs.frame["split"].isin(["test", HELDOUT]).to_numpy()))
-    chosen = unseen.frame.sort_values("clip_id").groupby("label").head(cfg.clips_per_class).index.to_numpy()
-    picked = unseen.take(chosen)  # only the chosen clips' inputs and targets are gathered
+    picked = pick_clips(pairs, cfg.clips_per_class)  # only the chosen clips' inputs are gathered
     clips = picked.frame
+    references = _reference_files(reference_index, reference_images, clips)  # refused now, not after rendering
     pred_pooled, pred_tokens = predict(mapper, *picked.inputs(mapper.config.input))
-    empty_pooled, empty_sequence = load_guidance(text_features)
-    full = load_sequences(text_features, clips["prompt"].tolist())  # None unless diffusion.store_sequence
-    # Without whole sequences, the true prompt gets its stored first tokens over the fill.
-    true_heads = load_token_targets(text_features, clips["prompt"].tolist()) if full is None else None
-    mean_pooled = pairs.subset("train").mean_pooled()[None]  # (1, P)
+    guidance = load_guidance(text_features)  # (P,), (L, D): the negative branch, and the empty_prompt fill
     fills = [cfg.sequence_fill, *(f for f in FILLS if f != cfg.sequence_fill)]
     if artifact.prompt_sequences is None and "nearest_prompts" in fills[1:]:
         log.info("no nearest_prompts row: the mapper has no prompt sequences (diffusion.store_sequence: false)")
         fills.remove("nearest_prompts")
 
-    def filled(name: str, pooled: np.ndarray, tokens: np.ndarray | None) -> Callable[[int], np.ndarray]:
-        fill = SequenceFill.from_params(cfg, name).rows(pooled, empty_sequence, artifact.prompt_pooled,
+    def filled(name: str) -> Callable[[int], np.ndarray]:
+        fill = SequenceFill.from_params(cfg, name).rows(pred_pooled, guidance[1], artifact.prompt_pooled,
                                                         artifact.prompt_sequences)
-        return lambda i: fill_sequence(fill(i), None if tokens is None else tokens[i])
+        return lambda i: fill_sequence(fill(i), None if pred_tokens is None else pred_tokens[i])
 
-    main_fill = filled(cfg.sequence_fill, pred_pooled, pred_tokens)
-    true_fill = full.__getitem__ if full is not None else filled(cfg.sequence_fill, picked.pooled, true_heads)
-    mean_fill = filled(cfg.sequence_fill, mean_pooled, None)
-    # Each row: (name, pooled (n, P), sequence of clip i).
-    rows = [
-        ("mapper", pred_pooled, main_fill),
-        *((f"mapper_fill_{name}", pred_pooled, filled(name, pred_pooled, pred_tokens)) for name in fills[1:]),
-        ("true_prompt", picked.pooled, true_fill),
-        ("baseline_mean", np.repeat(mean_pooled, len(clips), axis=0), lambda i: mean_fill(0)),
-    ]
+    rows = [Row("mapper" if k == 0 else f"mapper_fill_{name}", pred_pooled, filled(name))
+            for k, name in enumerate(fills)]
+    done = _render(cfg, clips, rows, sd3, guidance, images, world)
+    if done is None:
+        return
+    # Every row is a column of the sheet: the mapper's in the order above, then the references'; every clip a row.
+    n, own = len(clips), done.table["file"].tolist()
+    sheet_rows = [(f"{clips['label'][i]} ({clips['clip_id'][i]})",
+                   [_thumbnail(done.staging / own[r * n + i]) for r in range(len(rows))]
+                   + [_thumbnail(reference_images / files[i]) for files in references.values()]) for i in range(n)]
+    columns = [row.name for row in rows] + list(references)
+    with atomic_path(sheet) as tmp:
+        contact_sheet(sheet_rows, [name.replace("_", " ") for name in columns]).save(tmp, format="PNG")
+    _publish(done, images, index)
+    write_json(metrics, done.report)
+
+
+def pick_clips(pairs: Pairs, clips_per_class: int) -> Pairs:
+    """The clips every row draws: the first ``clips_per_class`` test clips of each class by id; held-out classes
+    have no test clips, so theirs are drawn too, to show what an unseen sound becomes."""
+    unseen = pairs.take(np.flatnonzero(pairs.frame["split"].isin(["test", HELDOUT]).to_numpy()))
+    chosen = unseen.frame.sort_values("clip_id").groupby("label").head(clips_per_class).index.to_numpy()
+    return unseen.take(chosen)
+
+
+def _reference_files(index: Path, images: Path, clips: pd.DataFrame) -> dict[str, list[str]]:
+    """Each reference row's image files under ``images``, in the order of ``clips``; an index drawn for other
+    clips, or naming a file that is not there, is refused."""
+    try:
+        table = pd.read_csv(index, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as err:
+        raise A2IError(f"{index}: unreadable ({err}): rerun render_reference") from None
+    if list(table.columns) != INDEX_COLUMNS:
+        raise A2IError(f"{index}: columns {list(table.columns)}, expected {INDEX_COLUMNS}: rerun render_reference")
+    want = list(zip(clips["clip_id"], clips["prompt"], strict=True))
+    files = {}
+    for name, part in table.groupby("row", sort=False):
+        if list(zip(part["clip_id"], part["prompt"], strict=True)) != want:
+            raise A2IError(f"{index}: row {name!r} was drawn for other clips than these {len(want)}: "
+                           "rerun render_reference")
+        files[str(name)] = part["file"].tolist()
+    missing = [file for names in files.values() for file in names if not (images / file).is_file()]
+    if missing:
+        raise A2IError(f"{images / missing[0]}: missing ({len(missing)} of the images {index} lists): "
+                       "rerun render_reference")
+    return files
+
+
+def _render(cfg: RenderParams, clips: pd.DataFrame, rows: list[Row], sd3: Path,
+            guidance: tuple[np.ndarray, np.ndarray], images: Path, world: World) -> Rendered | None:
+    """Each row's image of each clip (clip i's seed: render.seed + i, in every row), staged beside ``images``,
+    with the empty prompt's ``guidance`` (pooled, sequence) as the negative; on the main process, what was made
+    (None on the others)."""
     n = len(clips)
-    pooled = np.concatenate([r[1] for r in rows]).astype(np.float32)  # (rows * n, P)
+    pooled = np.concatenate([row.pooled for row in rows]).astype(np.float32)  # (rows * n, P)
 
     def sequences(indices: list[int]) -> np.ndarray:
-        return np.stack([rows[j // n][2](j % n) for j in indices])  # (B, L, D)
+        return np.stack([rows[j // n].sequence(j % n) for j in indices])  # (B, L, D)
 
+    empty_pooled, empty_sequence = guidance
     device = world.device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
     pipe = load_sd3(sd3, "image", device, dtype)
@@ -93,14 +187,14 @@ def render_rows(cfg: RenderParams, mapper_dir: Path, candidates: Path, audio_fea
         compile_for_speed(pipe)
     seeds = [cfg.seed + j % n for j in range(len(pooled))]  # one seed per clip, shared by its rows
     # Labels come from data ('../x', '/', 10 KB): a file is named by the label only when it is plain, else a safe id.
-    files = [f"{rows[j // n][0]}/{safe_name(clips['label'][j % n])}-{clips['clip_id'][j % n]}.png"
+    files = [f"{rows[j // n].name}/{safe_name(clips['label'][j % n])}-{clips['clip_id'][j % n]}.png"
              for j in range(len(pooled))]
     # Staged images survive a kill (DVC's outputs do not): a rerun keeps those whose inputs are unchanged.
     staging = images.with_name(f".{images.name}.tmp")
     if world.is_main:
         _prune_staging(staging, set(files))
-        for name, _, _ in rows:
-            (staging / name).mkdir(parents=True, exist_ok=True)
+        for row in rows:
+            (staging / row.name).mkdir(parents=True, exist_ok=True)
     world.barrier()
 
     settings = RenderSettings.from_params(cfg)
@@ -125,30 +219,27 @@ def render_rows(cfg: RenderParams, mapper_dir: Path, candidates: Path, audio_fea
         save_png(image, staging / files[j], {DIGEST_KEY: digests[j]})  # saved now: a kill loses one batch at most
         rendered += 1
     parts = world.gather((time.monotonic() - start, len(kept), rendered))  # also waits for every process's images
+    if not world.is_main:
+        return None
     seconds = max(p[0] for p in parts)
     n_kept, n_rendered = sum(p[1] for p in parts), sum(p[2] for p in parts)
-    if world.is_main:
-        log.info("rendered %d images; kept %d staged by an earlier run with the same inputs", n_rendered, n_kept)
-        table = pd.DataFrame({"row": [rows[j // n][0] for j in range(len(files))], "file": files,
-                              "label": [clips["label"][j % n] for j in range(len(files))],
-                              "clip_id": [clips["clip_id"][j % n] for j in range(len(files))],
-                              "prompt": [clips["prompt"][j % n] for j in range(len(files))],
-                              "split": [clips["split"][j % n] for j in range(len(files))]})
-        # Every rendered row is a column of the sheet, in the order of the rows above.
-        sheet_rows = [(f"{clips['label'][i]} ({clips['clip_id'][i]})",
-                       [_thumbnail(staging / files[r * n + i]) for r in range(len(rows))]) for i in range(n)]
-        with atomic_path(sheet) as tmp:
-            contact_sheet(sheet_rows, [name.replace("_", " ") for name, _, _ in rows]).save(tmp, format="PNG")
-        replace_dir(staging, images)
-        with atomic_path(index) as tmp:
-            table.to_csv(tmp, index=False)
-        write_json(metrics, {
-            "images": len(files), "clips": n, "size": cfg.size, "steps": cfg.steps, "guidance": cfg.guidance,
-            "sequence_fill": cfg.sequence_fill, "rows": [name for name, _, _ in rows],
-            "true_prompt_sequence": "full" if full is not None else "head",
-            "processes": world.size, "device": device.type, "dtype": str(dtype).removeprefix("torch."),
-            "images_rendered": n_rendered, "images_kept": n_kept,
-            "seconds_per_image": round(seconds / max(n_rendered, 1), 4)})
+    log.info("rendered %d images; kept %d staged by an earlier run with the same inputs", n_rendered, n_kept)
+    table = pd.DataFrame({"row": [rows[j // n].name for j in range(len(files))], "file": files,
+                          **{key: [clips[key][j % n] for j in range(len(files))]
+                             for key in ("label", "clip_id", "prompt", "split")}})
+    return Rendered(staging, table, {
+        "images": len(files), "clips": n, "size": cfg.size, "steps": cfg.steps, "guidance": cfg.guidance,
+        "sequence_fill": cfg.sequence_fill, "rows": [row.name for row in rows],
+        "processes": world.size, "device": device.type, "dtype": str(dtype).removeprefix("torch."),
+        "images_rendered": n_rendered, "images_kept": n_kept,
+        "seconds_per_image": round(seconds / max(n_rendered, 1), 4)})
+
+
+def _publish(done: Rendered, images: Path, index: Path) -> None:
+    """The staged images become ``images`` whole, then their index is written."""
+    replace_dir(done.staging, images)
+    with atomic_path(index) as tmp:
+        done.table.to_csv(tmp, index=False)
 
 
 def _prune_staging(staging: Path, planned: set[str]) -> None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 
-from a2i_core.cli import _dvc_command
+from a2i_core.cli import EXP_SHOW, _dvc_command
 from a2i_core.offline import workspace as ws
 from tests.conftest import OFFLINE_PROFILE, ROOT
+from tests.helpers import dvc, manual_commands, run
 
 BARE_PATH = "/usr/local/bin:/usr/bin:/bin"  # a shell where .venv was never activated
 
@@ -40,3 +42,21 @@ def test_a_new_demo_says_when_it_replaced_edited_params_and_keeps_them(tmp_path,
     with caplog.at_level(logging.WARNING, logger="a2i_core.offline.workspace"):
         ws.prepare(workspace, [OFFLINE_PROFILE], ROOT)  # nothing edited since: nothing said
     assert not caplog.records
+
+
+def test_every_hint_is_true_where_it_is_printed(demo_workspace, tmp_path):
+    # Before: the demo ended with DVC's "Use `dvc push` to send your updates to remote storage" (the workspace has no
+    # remote) and suggested a plain `dvc exp show` (174 columns).
+    _, output = demo_workspace
+    assert ws.PUSH_HINT not in output and "Running stage 'train'" in output  # DVC's own lines still shown
+    assert "exp show --only-changed --drop '.*/' --keep '.*top1$'" in output and EXP_SHOW in output
+    assert manual_commands("dvc exp show --only-changed") == [f"dvc {EXP_SHOW}"]  # README shows the same one
+
+
+def test_dvc_plots_show_leaves_the_workspace_clean(demo_workspace, tmp_path):
+    # Before: `dvc plots show` left dvc_plots/ untracked in the workspace's git.
+    copy = tmp_path / "ws"
+    shutil.copytree(demo_workspace[0], copy, symlinks=True)
+    dvc(copy, "plots", "show")
+    assert (copy / "dvc_plots" / "index.html").is_file()
+    assert run(copy, "git", "status", "--porcelain").stdout == ""

@@ -1,4 +1,5 @@
-"""embed_audio, embed_text and render give identical outputs with 2 torchrun processes (gloo, CPU) and with 1."""
+"""embed_audio, embed_text and both render stages give identical outputs with 2 torchrun processes (gloo, CPU) and
+with 1."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from a2i_core.diffusion.prompt_embeddings import TEXT_KIND
 from a2i_core.offline.workspace import tool_env
 
 pytestmark = pytest.mark.e2e
-OUTPUTS = {"embed_audio": "data/features/audio", "embed_text": "data/features/text", "render": "metrics/images"}
+OUTPUTS = {"embed_audio": "data/features/audio", "embed_text": "data/features/text",
+           "render_reference": "metrics/images_reference", "render": "metrics/images"}
 
 
 def _run(ws: Path, stage: str, processes: int) -> None:
@@ -59,9 +61,10 @@ def test_two_processes_give_the_same_outputs_as_one(demo_workspace, tmp_path):
     assert len(text_1) == len(text_2) >= 3 and all(a.equals(b) for a, b in zip(text_1, text_2, strict=True))
     assert (single["embed_text"] / "guidance.parquet").read_bytes() == \
         (ws / OUTPUTS["embed_text"] / "guidance.parquet").read_bytes()
-    images_1 = sorted(str(p.relative_to(single["render"])) for p in single["render"].glob("*/*.png"))
-    images_2 = sorted(str(p.relative_to(ws / OUTPUTS["render"])) for p in (ws / OUTPUTS["render"]).glob("*/*.png"))
-    assert images_1 == images_2 and len(images_1) >= 4
-    for name in images_1:
-        with Image.open(single["render"] / name) as a, Image.open(ws / OUTPUTS["render"] / name) as b:
-            assert np.array_equal(np.asarray(a), np.asarray(b)), name
+    for stage in ("render_reference", "render"):
+        images_1 = sorted(str(p.relative_to(single[stage])) for p in single[stage].glob("*/*.png"))
+        images_2 = sorted(str(p.relative_to(ws / OUTPUTS[stage])) for p in (ws / OUTPUTS[stage]).glob("*/*.png"))
+        assert images_1 == images_2 and len(images_1) >= 4
+        for name in images_1:
+            with Image.open(single[stage] / name) as a, Image.open(ws / OUTPUTS[stage] / name) as b:
+                assert np.array_equal(np.asarray(a), np.asarray(b)), name

@@ -33,8 +33,11 @@ PROTECTED = ("params.yaml", "dvc.yaml", "dvc.lock")
 PROTECTED_DIGESTS = {name: hashlib.sha256((ROOT / name).read_bytes()).hexdigest() if (ROOT / name).exists()
                      else None for name in PROTECTED}  # taken at import, before any fixture runs the demo
 STAGES = ["check_params", "sources", "ingest", "download", "audio_encoder", "encoders", "embed_audio", "embed_text",
-          "train", "evaluate", "render", "image_eval"]
-ROWS = ["baseline_mean", "mapper", "mapper_fill_nearest_prompts", "mapper_fill_zeros", "true_prompt"]
+          "train", "evaluate", "render_reference", "render", "image_eval"]
+MAPPER_ROWS = ["mapper", "mapper_fill_zeros", "mapper_fill_nearest_prompts"]  # the render stage's, in its order
+REFERENCE_ROWS = ["true_prompt", "baseline_mean"]  # the render_reference stage's: no mapper takes part
+ROWS = sorted(MAPPER_ROWS + REFERENCE_ROWS)
+IMAGE_DIRS = ["metrics/images", "metrics/images_reference"]
 
 
 def _digest(path: Path) -> str | None:
@@ -83,10 +86,19 @@ def test_every_stage_ran_and_wrote_valid_outputs(workspace):
     assert {k: report[k] for k in ("top1", "mse")} == {k: eval_metrics[k] for k in ("top1", "mse")}
     assert report["pairs"] == len(candidates.query("split == 'test'")) and "combined" in report["baseline_mean"]
     render = json.loads((ws / "metrics/render.json").read_text())
+    reference = json.loads((ws / "metrics/render_reference.json").read_text())
     n_clips = candidates.query("split == 'test'")["label"].nunique()
-    assert sorted(p.name for p in (ws / "metrics/images").iterdir()) == ROWS
-    images = sorted((ws / "metrics/images").glob("*/*.png"))
-    assert render["images"] == len(images) == len(ROWS) * n_clips and render["true_prompt_sequence"] == "full"
+    assert sorted(p.name for p in (ws / "metrics/images").iterdir()) == sorted(MAPPER_ROWS)
+    assert sorted(p.name for p in (ws / "metrics/images_reference").iterdir()) == sorted(REFERENCE_ROWS)
+    images = sorted(p for d in IMAGE_DIRS for p in (ws / d).glob("*/*.png"))
+    assert len(images) == len(ROWS) * n_clips and reference["true_prompt_sequence"] == "full"
+    assert (render["images"], reference["images"]) == (len(MAPPER_ROWS) * n_clips, len(REFERENCE_ROWS) * n_clips)
+    # Both stages drew the same clips, in the same order, with the same seeds (the rows' images of a clip line up).
+    index = pd.read_csv(ws / "metrics/render_index.csv")
+    reference_index = pd.read_csv(ws / "metrics/render_reference_index.csv")
+    clips = index.query("row == 'mapper'")["clip_id"].tolist()
+    assert len(clips) == n_clips and all(part["clip_id"].tolist() == clips
+                                         for table in (index, reference_index) for _, part in table.groupby("row"))
     for path in images:
         with Image.open(path) as image:
             assert image.format == "PNG" and image.size == (128, 128)
@@ -98,8 +110,7 @@ def test_every_stage_ran_and_wrote_valid_outputs(workspace):
     assert len(scores) == len(images) and (scores.groupby("row").size() == n_clips).all()
     for row in ROWS:
         assert image_eval[row]["zero_shot_top1"] == pytest.approx(scores.query("row == @row")["zero_shot"].mean())
-    assert render["rows"] == ["mapper", "mapper_fill_zeros", "mapper_fill_nearest_prompts", "true_prompt",
-                              "baseline_mean"]
+    assert (render["rows"], reference["rows"]) == (MAPPER_ROWS, REFERENCE_ROWS)
     curve = (ws / "metrics/train/plots/metrics/val_loss.tsv").read_text().splitlines()
     assert curve[0].split("\t") == ["step", "val_loss"] and len(curve) > 5
 
@@ -134,15 +145,56 @@ def test_metrics_are_the_headline_numbers(workspace):
                for row, values in files["metrics/image_eval.json"]["data"].items() if row in ROWS)
 
 
+def _files(folder: Path) -> dict[str, tuple[int, bytes]]:
+    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(folder.rglob("*.png"))}
+
+
 def test_experiment_reruns_only_train_and_after(workspace):
+    # The reference rows need no mapper: an experiment on the mapper alone draws only the mapper's rows, and
+    # leaves the reference images as they were (their files not even rewritten), though every row is scored again.
     ws, _ = workspace
+    reference = _files(ws / "metrics/images_reference")
+    mapper = _files(ws / "metrics/images")
     output = _dvc(ws, "exp", "run", "-S", "train.epochs=3")
     assert _ran(output) == ["check_params", "sources", "train", "evaluate", "render", "image_eval"]
+    assert "Stage 'render_reference' didn't change, skipping" in output
+    assert reference and _files(ws / "metrics/images_reference") == reference
+    after = _files(ws / "metrics/images")
+    assert after.keys() == mapper.keys() and all(after[name][0] != mapper[name][0] for name in mapper)
+    assert json.loads((ws / "metrics/render.json").read_text())["images_rendered"] == len(mapper)
+    assert len(pd.read_csv(ws / "metrics/image_scores.csv")) == len(mapper) + len(reference)
     assert json.loads((ws / "metrics/train.json").read_text())["stopped_epoch"] <= 3
     rows = json.loads(_dvc(ws, "exp", "show", "--json"))
     experiments = [exp["revs"][0]["data"] for row in rows for exp in (row.get("experiments") or [])]
     ours = [e for e in experiments if e["params"]["params.yaml"]["data"]["train"]["epochs"] == 3]
     assert ours and "top1" in ours[0]["metrics"]["metrics/eval.json"]["data"]
+
+
+def test_render_refuses_reference_rows_it_cannot_put_beside_its_own(workspace, tmp_path):
+    # Run by hand (outside DVC, which keeps the two stages in step), render could lay another run's reference images
+    # beside its own on the sheet: refused in one line naming the file, before anything is rendered or written.
+    from a2i_core.core.errors import A2IError
+    from a2i_core.core.params import load_params
+    from a2i_core.pipeline.render import render_rows
+
+    ws, _ = workspace
+    args = shlex.split(YAML(typ="safe", pure=True).load((ws / "dvc.yaml").read_text())["stages"]["render"]["cmd"])
+    flags = args[args.index("stages.render") + 1:]
+    paths = {flag[2:].replace("-", "_"): ws / value for flag, value in zip(flags[::2], flags[1::2], strict=True)}
+    paths.update({name: tmp_path / "out" / name for name in ("images", "sheet", "index", "metrics")})
+    index = pd.read_csv(paths["reference_index"])
+    cfg = load_params(ws / "params.yaml").render
+
+    other_clips = tmp_path / "other_clips.csv"
+    index.groupby("row", sort=False).head(len(index) // 2 - 1).to_csv(other_clips, index=False)  # a clip fewer
+    with pytest.raises(A2IError, match=r"other_clips.csv: row 'true_prompt' was drawn for other clips than these"):
+        render_rows(cfg, **{**paths, "reference_index": other_clips})
+    images = tmp_path / "images_reference"
+    shutil.copytree(paths["reference_images"], images)
+    (images / index["file"].iloc[-1]).unlink()
+    with pytest.raises(A2IError, match=re.escape(f"{images / index['file'].iloc[-1]}: missing (1 of the images")):
+        render_rows(cfg, **{**paths, "reference_images": images})
+    assert not (tmp_path / "out").exists()
 
 
 STATIC_CHARTS = ["metrics/eval_per_class.svg", "metrics/train_curves.svg"]
@@ -157,7 +209,7 @@ def test_plots_show_each_plot_once_with_static_charts(workspace):
     shown = json.loads(_dvc(ws, "plots", "show", "--json"))
     assert not shown.get("errors")
     plots = shown["data"]
-    images = [str(p.relative_to(ws)) for p in (ws / "metrics/images").rglob("*.png")]
+    images = [str(p.relative_to(ws)) for d in IMAGE_DIRS for p in (ws / d).rglob("*.png")]
     assert _image_plots(plots) == sorted([*images, "metrics/contact_sheet.png", *STATIC_CHARTS])
     assert all(len(plots[name]) == 1 for name in _image_plots(plots))  # each image once
     assert sorted(set(plots) - set(_image_plots(plots))) == ["Per-class retrieval (top-1)", "Training curves"]
@@ -184,11 +236,12 @@ def test_variants_run_as_experiments(workspace):
     assert render["sequence_fill"] == "nearest_prompts"  # the predicted tokens over a mix of the nearest prompts'
     assert render["rows"][:3] == ["mapper", "mapper_fill_empty_prompt", "mapper_fill_zeros"]
     # The held-out class's clip is drawn too, and each row is scored on it apart.
-    index = pd.read_csv(ws / "metrics/render_index.csv")
-    assert set(index.query("split == 'heldout'")["label"]) == {"dog"} and "dog" in set(index["label"])
+    for name in ("render_index.csv", "render_reference_index.csv"):  # the held-out classes changed the clips
+        index = pd.read_csv(ws / "metrics" / name)
+        assert set(index.query("split == 'heldout'")["label"]) == {"dog"} and "dog" in set(index["label"])
     image_eval = json.loads((ws / "metrics/image_eval.json").read_text())
     assert set(image_eval["mapper"]) == {"zero_shot_top1", "heldout_zero_shot_top1"}
-    assert all(set(image_eval[row]) == {"zero_shot_top1"} for row in render["rows"][1:])
+    assert all(set(image_eval[row]) == {"zero_shot_top1"} for row in render["rows"][1:] + REFERENCE_ROWS)
 
 
 @pytest.fixture(scope="module")
