@@ -78,7 +78,7 @@ def tiny_sd3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_workspace(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """The offline pipeline, made smaller, run once through `a2i demo` (the real `dvc repro`) in a temp repo.
+    """The offline pipeline, run once through `a2i demo` (the real `dvc repro`) in a temp repo.
 
     Returns the workspace and what the run printed. Tests that change the workspace must work on a copy.
     """
@@ -86,12 +86,10 @@ def demo_workspace(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]
 
     tmp = tmp_path_factory.mktemp("demo")
     profile = YAML(typ="safe", pure=True).load(OFFLINE_PROFILE.read_text())
-    profile["data"]["synthetic"]["clips_per_class"] = 10  # smaller than the demo, same code paths
-    # Rendered as `make demo` renders (128 px, 8 steps: 40 images in seconds), so test_pipeline holds the demo's
-    # image targets; the mapper trains the profile's epochs (seconds) to get near the demo's.
-    profile["render"]["batch_size"] = 2
-    # Several units of work, so that tests/pipeline/test_distributed.py can spread them over 2 processes.
-    profile["audio_encoder"]["shard_rows"] = 16
+    # The demo's data, training and rendering as `make demo` has them: README's figures and contact sheet are this
+    # run's (tests/pipeline/test_readme_figures.py). Only the shards differ, cut smaller so that
+    # tests/pipeline/test_distributed.py can spread several over 2 processes (their contents do not change).
+    profile["audio_encoder"]["shard_rows"] = 64
     profile["diffusion"]["shard_rows"] = 3
     with open(tmp / "profile.yaml", "w") as f:
         YAML().dump(profile, f)
