@@ -22,7 +22,7 @@ import numpy as np
 from a2i_core.core.audio_io import SAMPLE_RATE, AudioError, decode_stream
 from a2i_core.core.errors import A2IError
 from a2i_core.serve.generate import SILENCE_RMS
-from a2i_core.serve.uploads import relay
+from a2i_core.serve.uploads import posts_to, relay
 
 MB = 1024 * 1024  # Gradio's own unit for max_file_size, so both limits agree to the byte
 DURATION_SLACK_S = 0.5  # encoders pad a few frames: a file cut at exactly the limit must still pass
@@ -224,7 +224,7 @@ class ThrottleLogins:
         self.app, self.throttle = app, throttle
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].rstrip("/").endswith("/login"):
+        if not posts_to(scope, "login"):
             await self.app(scope, receive, send)
             return
         # uvicorn has already put the real client here when a proxy on this machine forwards the request

@@ -61,6 +61,11 @@ async def relay(app, scope, receive, send, body: bytearray | None = None) -> int
     return status
 
 
+def posts_to(scope: dict, route: str) -> bool:
+    """Whether an ASGI request is a POST to Gradio's ``route`` (``upload``, ``login``), under any mount prefix."""
+    return scope["type"] == "http" and scope["method"] == "POST" and scope["path"].rstrip("/").endswith(f"/{route}")
+
+
 class CountUploads:
     """ASGI middleware: feeds the paths Gradio's upload route answers with to an UploadCounter."""
 
@@ -68,7 +73,7 @@ class CountUploads:
         self.app, self.counter = app, counter
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].rstrip("/").endswith("/upload"):
+        if not posts_to(scope, "upload"):
             await self.app(scope, receive, send)
             return
         body = bytearray()
