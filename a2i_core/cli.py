@@ -14,6 +14,7 @@ import logging
 import shlex
 import shutil
 import sys
+import types
 import typing
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -25,7 +26,7 @@ import typer
 from a2i_core.core.errors import A2IError, first_line, printable, setup_logging
 from a2i_core.core.files import project_root
 from a2i_core.core.params import DType as DTypeName
-from a2i_core.core.params import check_device, load_sections
+from a2i_core.core.params import check_device, load_sections, read_yaml
 from a2i_core.core.typed import ParamsError, typed_from_dict
 
 if TYPE_CHECKING:
@@ -93,6 +94,13 @@ def demo(
     _echo(f"metrics: {path / 'metrics'}/*.json   (cd {path} && {dvc} metrics show)")
     _echo(f"images:  {path / 'metrics' / 'contact_sheet.png'}, images/, images_reference/   "
           f"(cd {path} && {dvc} plots show)")
+    timeline = json.loads((path / "metrics" / "timeline.json").read_text())
+    first = path / "metrics" / "timelines" / "timeline-00"
+    _echo(f"timelines: segment F1 {timeline['segment_f1']:.2f}, event F1 {timeline['event_f1']:.2f}, keyframes "
+          f"zero-shot {timeline['keyframes_zero_shot_top1']:.2f} over {timeline['recordings']} recordings of test "
+          f"clips end to end")
+    _echo(f"           {first / 'storyboard.png'}, {first / 'film.mp4'} (a2i timeline SOUND --out DIR --project "
+          f"{path}: your own)")
     _echo(f"try a variant: cd {path} && {dvc} exp run -S train.lr=0.0003 && {dvc} {EXP_SHOW}")
 
 
@@ -110,15 +118,24 @@ def _dvc_command() -> str:
 SERVING_SECTIONS = ("render", "generate")
 
 
-def _project_params(project: Path, reader: str) -> Any:
-    """The sections SERVING_SECTIONS of the project's params (the demo's, say), else of a2i's own params.yaml, by
+def _project_params(project: Path, reader: str, names: tuple[str, ...] = SERVING_SECTIONS,
+                    optional: tuple[str, ...] = ()) -> Any:
+    """The sections ``names`` of the project's params (the demo's, say), else of a2i's own params.yaml, by
     params.yaml's rules; a mistake elsewhere in the file (a failed `dvc exp run -S train.lr=fast` leaves one) is one
-    note, and no reason for ``reader`` not to run."""
+    note, and no reason for ``reader`` not to run. A section of ``optional`` is read when the file has one (and then
+    by the same rules), and is None with a note when it has none (a project's params.yaml from an older a2i)."""
     path = project / "params.yaml"
-    sections, problem = load_sections(path if path.is_file() else project_root() / "params.yaml", SERVING_SECTIONS)
+    path = path if path.is_file() else project_root() / "params.yaml"
+    raw = read_yaml(path) if optional else {}
+    present = tuple(name for name in optional if isinstance(raw, dict) and name in raw)
+    sections, problem = load_sections(path, (*names, *present))
     if problem is not None:
         _echo(f"note: {problem} (not read by {reader})", err=True)
-    return sections
+    for name in optional:
+        if name not in present:
+            _echo(f"note: {path}: no {name} section: {reader} goes without what needs it (a2i's params.yaml has "
+                  "one to copy)", err=True)
+    return types.SimpleNamespace(**{**{n: None for n in optional}, **vars(sections)})
 
 
 def _with_options(section: Section, **options: object) -> Section:
@@ -223,9 +240,10 @@ def generate(
     """
     setup_logging()
     from a2i_core.diffusion.fills import SequenceFill
+    from a2i_core.diffusion.images import save_image
     from a2i_core.diffusion.render import RenderSettings
     from a2i_core.serve.generate import expand_inputs, image_seeds, output_names
-    from a2i_core.serve.results import save_image, settings_used
+    from a2i_core.serve.results import settings_used
 
     try:
         params = _project_params(project, "generate")
@@ -293,6 +311,73 @@ def generate(
         raise typer.Exit(1)
 
 
+@app.command()
+def timeline(
+    audio: Annotated[Path, typer.Argument(help="A recording of any length: any format ffmpeg reads (a video's audio "
+                                               "track is taken).")],
+    out: Annotated[Path, typer.Option(help="Where timeline.csv, timeline.vtt, keyframes/, storyboard.png and "
+                                           "film.mp4 go.")],
+    project: Project = Path("."),
+    mapper: MapperDir = None,
+    audio_encoder: AudioEncoderDir = None,
+    sd3: Sd3Dir = None,
+    film: Annotated[bool, typer.Option(help="Also draw the film (a frame every 1/fps s, the audio muxed in).")] = True,
+    fps: Annotated[float | None, typer.Option(
+        help="The film's frames per second [default: the project's timeline.fps].")] = None,
+    seed: Annotated[int | None, typer.Option(
+        help="The noise every keyframe and frame starts from [default: the project's render.seed].")] = None,
+    steps: Annotated[int | None, typer.Option(help="Denoising steps [default: render.steps].")] = None,
+    guidance: Annotated[float | None, typer.Option(help="Guidance scale [default: render.guidance].")] = None,
+    size: Annotated[int | None, typer.Option(help="Image side in pixels [default: render.size].")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Images rendered at once [default: render.batch_size].")
+                          ] = None,
+    sequence_fill: Fill = None,
+    max_seconds: Annotated[float | None, typer.Option(
+        help="The recording is heard up to here [default: the project's generate.max_seconds].")] = None,
+    device: Device = "auto",
+    dtype: DType = "auto",
+) -> None:
+    """A recording over time: its events (labelled window by window, smoothed), a keyframe per event, and a film.
+
+    The film's frames are kept in OUT/film.mp4.frames until it is whole: run the same command again after an
+    interruption and only the missing frames are drawn.
+    """
+    setup_logging()
+    from a2i_core.core.audio_io import not_a_file
+    from a2i_core.diffusion.fills import SequenceFill
+    from a2i_core.diffusion.render import RenderSettings
+    from a2i_core.timeline.make import make_timeline
+    from a2i_core.timeline.storyboard import caption
+
+    try:
+        params = _project_params(project, "timeline", (*SERVING_SECTIONS, "timeline"))
+        render_params = _with_options(params.render, seed=seed, steps=steps, guidance=guidance, size=size,
+                                      batch_size=batch_size, sequence_fill=sequence_fill)
+        cfg = _with_options(params.timeline, fps=fps)
+        generate_params = _with_options(params.generate, max_seconds=max_seconds)
+        fill = SequenceFill.from_params(render_params)
+        _check_runtime(device, dtype)
+        problem = not_a_file(audio)
+        if problem is not None:
+            raise A2IError(f"{audio}: {problem}")
+        engine = _load_generator(project, mapper, audio_encoder, sd3, device, dtype, generate_params.max_seconds)
+        fill.check(engine.artifact.prompt_sequences)
+        settings = RenderSettings.from_params(render_params)
+        used = {"steps": settings.steps, "guidance": settings.guidance, "size": settings.size,
+                "sequence_fill": fill.name, "device": str(engine.device), "source": audio.name}
+        made = make_timeline(engine, audio, out, cfg, settings, fill, film=film, used=used)
+    except (A2IError, OSError) as err:  # OSError: --out not a directory, a full disk (frames made are kept)
+        _echo(f"error: {first_line(err, limit=500) if isinstance(err, OSError) else err}", err=True)
+        raise typer.Exit(1) from None
+    for note in made.notes:
+        _echo(f"note: {audio}: {note}", err=True)
+    for event in made.labelled:
+        times, label = caption(event)
+        _echo(f"{times}  {label}")
+    _echo(f"{len(made.labelled)} events in {made.seconds:.1f} s: {out / 'timeline.csv'}, timeline.vtt"
+          + (", storyboard.png" if made.storyboard else "") + (", film.mp4" if made.film else ""))
+
+
 MAX_EXAMPLES_FIELD = "{max_examples}"  # in a help text: serve.examples' MAX_EXAMPLES, filled in by _AppCommand
 
 
@@ -333,7 +418,8 @@ def web_app(
     device: Device = "auto",
     dtype: DType = "auto",
 ) -> None:
-    """Start the web app: upload, record or pick an example sound, get images, their nearest prompts and a download."""
+    """Start the web app: upload, record or pick an example sound, get images, their nearest prompts and a download;
+    or, in its Over time tab, a recording's events, a keyframe for each and a film."""
     setup_logging()
     from a2i_core.diffusion.fills import SequenceFill
     from a2i_core.diffusion.render import RenderSettings
@@ -344,7 +430,7 @@ def web_app(
         _check_runtime(device, dtype)
         credentials = parse_auth(auth) if auth is not None else None
         make_examples = _example_maker(project, examples, no_examples, host)
-        params = _project_params(project, "the app")
+        params = _project_params(project, "the app", optional=("timeline",))  # none: no "Over time" tab
         render_params = _with_options(params.render, sequence_fill=sequence_fill)
         fill = SequenceFill.from_params(render_params)
         generator = _load_generator(project, mapper, audio_encoder, sd3, device, dtype, params.generate.max_seconds)
@@ -353,7 +439,8 @@ def web_app(
         _echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None
     serve(generator, RenderSettings.from_params(render_params), fill, host=host, port=port,
-          max_upload_mb=max_upload_mb, max_minutes=max_minutes, auth=credentials, examples=make_examples)
+          max_upload_mb=max_upload_mb, max_minutes=max_minutes, auth=credentials, examples=make_examples,
+          timeline=params.timeline)
 
 
 def _example_maker(project: Path, folder: Path | None, none: bool, host: str = "127.0.0.1") -> ExampleMaker | None:

@@ -82,7 +82,8 @@ def fix_mmap_threshold() -> bool:
 @torch.inference_mode()
 def embed_path(encoder: AudioEncoder, frontend: nn.Module, path: str | Path, batch_size: int,
                device: torch.device, window_seconds: float = 60.0, max_samples: int | None = None,
-               progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, int, float]:
+               progress: Callable[[int], None] | None = None,
+               levels: list[np.ndarray] | None = None) -> tuple[np.ndarray, int, float]:
     """A file's (n, D) embeddings, its number of samples and its RMS, holding one streaming window of audio.
 
     The same embeddings as ``embed_waves`` of the whole decoded file: the encoder's windows start ``step`` apart,
@@ -93,7 +94,8 @@ def embed_path(encoder: AudioEncoder, frontend: nn.Module, path: str | Path, bat
     With ``max_samples``, only the first ``max_samples`` are heard (embedded and in the RMS): decoding stops (ffmpeg
     is killed) with the chunk that passes them, so a header claiming days of audio costs at most the cap. The count
     returned is then of the samples decoded, which is more than ``max_samples`` exactly when the recording is
-    longer. ``progress`` is called with the samples decoded so far after each decoded chunk.
+    longer. ``progress`` is called with the samples decoded so far after each decoded chunk. Given ``levels``, each
+    embedded span appends its windows' levels in dBFS (``window_levels``): one per embedding row.
     """
     fix_mmap_threshold()
     span = window_samples(encoder, window_seconds)
@@ -120,6 +122,8 @@ def embed_path(encoder: AudioEncoder, frontend: nn.Module, path: str | Path, bat
                 held, used = held + take, used + take
                 if held == span:
                     outputs += embed_waves(encoder, frontend, [window], batch_size, device)  # (windows, D)
+                    if levels is not None:
+                        levels.append(window_levels(encoder, window, len(outputs[-1])))
                     window[:overlap] = window[advance:]
                     held = overlap
             if past:
@@ -128,8 +132,22 @@ def embed_path(encoder: AudioEncoder, frontend: nn.Module, path: str | Path, bat
     # Otherwise the tail makes a window only by the encoder's rule, as the frontend decides for a whole file.
     if not outputs or encoder.keeps_tail(held):
         outputs += embed_waves(encoder, frontend, [window[:held]], batch_size, device)
+        if levels is not None:
+            levels.append(window_levels(encoder, window[:held], len(outputs[-1])))
     heard_samples = total if max_samples is None else min(total, max_samples)
     return np.concatenate(outputs), total, float(np.sqrt(square_sum / max(heard_samples, 1)))
+
+
+def window_levels(encoder: AudioEncoder, wave: np.ndarray, count: int) -> np.ndarray:
+    """The level in dBFS of each of the ``count`` encoder windows of ``wave`` (window k reads from k * step,
+    ``step + overlap`` samples; a padded short clip's one window, what it holds): silence is -inf's neighbour, -200."""
+    length = encoder.step + encoder.overlap
+    out = np.empty(count, np.float32)  # (count,)
+    for k in range(count):
+        part = wave[k * encoder.step : k * encoder.step + length].astype(np.float64)
+        power = float(np.dot(part, part)) / max(part.size, 1)
+        out[k] = 10 * np.log10(max(power, 1e-20))
+    return out
 
 
 def inputs_digest(chunk: list[tuple[str, Path | PackedClip]], settings: dict[str, str]) -> str:

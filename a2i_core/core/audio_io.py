@@ -214,6 +214,8 @@ def _stream(path: Path, sample_rate: int, chunk_samples: int) -> Iterator[np.nda
                 # Only the end: a long damaged file can log an error per packet, and the last line says why it stopped.
                 errors.seek(max(0, errors.seek(0, os.SEEK_END) - 4096))
                 lines = errors.read().decode(errors="replace").strip().splitlines()
+                if any("does not contain any stream" in line for line in lines):  # -vn left ffmpeg nothing to take
+                    raise AudioError(f"{path}: has no audio stream (a video without sound?)")
                 raise AudioError(f"{path}: cannot decode audio ({lines[-1] if lines else 'ffmpeg failed'})")
             if total == 0:
                 raise AudioError(f"{path}: no audio samples")

@@ -80,6 +80,8 @@ def setup_logging() -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(OneLineFormatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
+    # matplotlib (sed_eval's, and Gradio imports it) logs at INFO when it first builds its font cache: not ours to say.
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
 
 
 def quiet_hf_libraries() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
 import json
 import logging
 import math
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from a2i_core.core.errors import A2IError, first_line
+from a2i_core.core.errors import A2IError, describe, first_line
 
 log = logging.getLogger(__name__)
 
@@ -148,3 +149,24 @@ def project_root() -> Path:
     if not (root / "dvc.yaml").is_file():
         raise A2IError(f"{root}: no dvc.yaml here; run from a source checkout of a2i (pip install -e .)")
     return root
+
+
+@contextlib.contextmanager
+def hold_folder(folder: str | Path, lock_name: str, busy: str) -> Iterator[None]:
+    """Hold ``folder`` for one writer: a second holder, in this process or another, is refused at once with one line
+    (``busy`` says what is going on). The lock goes with the open file, so it is released on exit and when the
+    process dies."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / lock_name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    except OSError as err:
+        raise A2IError(f"{folder}: cannot write there ({describe(err)})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise A2IError(f"{folder}: {busy}") from None
+        yield
+    finally:
+        os.close(fd)

@@ -34,6 +34,8 @@ MAX_COUNT = 1_000_000  # counts of work: epochs, patience, clips or pairs per cl
 MAX_WORKERS = 256  # processes or threads on one machine
 MAX_SHARD_ROWS = 10_000_000  # rows in one Parquet shard
 MAX_SECONDS = 86_400.0  # any duration: a day
+MAX_FPS = 60.0  # a film's frames per second: every frame is a whole diffusion run, so more is only cost
+MAX_FILM_FRAMES = 216_000  # an hour at 60 frames/s: a film's frames are counted before any is drawn
 
 
 def check_at_most(value: float, high: float, key: str, low: float = 0) -> None:
@@ -307,6 +309,61 @@ class GenerateParams:
 
 
 @dataclass(frozen=True)
+class TimelineEvalParams:
+    """The timeline stage's evaluation recordings: seeded concatenations of test clips with known boundaries."""
+
+    recordings: int  # how many recordings are built
+    events: int  # clips per recording (different classes, with some same-class neighbours, short events, gaps)
+    short_seconds: float  # a short event: a clip cut to this length
+    gap_seconds: float  # a silence gap between two clips
+    seed: int
+    films: int  # of the recordings, how many are drawn as a film (flicker is measured on them)
+
+    def __post_init__(self) -> None:
+        check_at_most(self.recordings, MAX_COUNT, "recordings", low=1)
+        check_at_most(self.events, MAX_COUNT, "events", low=2)
+        check(0 < self.short_seconds <= 30, "short_seconds", "must be in (0, 30]")
+        check(0 < self.gap_seconds <= 30, "gap_seconds", "must be in (0, 30]")
+        check_at_most(self.seed, MAX_SEED, "seed")
+        check_at_most(self.films, self.recordings, "films")
+
+
+@dataclass(frozen=True)
+class TimelineParams:
+    """A recording over time: per-window labels (`a2i timeline`, the app's timeline tab, the timeline stage), its
+    storyboard and its film."""
+
+    context: int  # windows each prediction hears, centred on its own (odd): 1 is each window alone
+    temperature: float  # the softmax over the prompt bank's cosines that turns them into scores
+    min_score: float  # a window whose best score is below this is "no event"
+    silence_db: float  # a window quieter than this (dBFS) is "no event", whatever the mapper says
+    switch_penalty: float  # the cost, in log-score, of changing label between two windows (smoothing)
+    min_event_seconds: float  # a shorter event is merged into its neighbour
+    fps: float  # the film's frames per second
+    ease_seconds: float  # how long the conditioning takes to move from one event's keyframe to the next
+    warm_strength: float  # 0: every frame from the fixed noise; else from the previous frame's latent, this noised
+    max_frames: int  # a film of more frames is refused before any work (duration x fps)
+    segment_seconds: float  # segment-based F1's segment length
+    collar_seconds: float  # event-based F1's onset (and offset) collar
+    eval: TimelineEvalParams
+
+    def __post_init__(self) -> None:
+        check(self.context % 2 == 1, "context", f"must be odd (centred on its window), got {self.context}")
+        check_at_most(self.context, MAX_FRAMES, "context", low=1)
+        check(0 < self.temperature <= 10, "temperature", f"must be in (0, 10], got {self.temperature}")
+        check(0 <= self.min_score <= 1, "min_score", f"must be in [0, 1], got {self.min_score}")
+        check(-200 <= self.silence_db <= 0, "silence_db", f"must be in [-200, 0] dBFS, got {self.silence_db}")
+        check_at_most(self.switch_penalty, 1000.0, "switch_penalty")
+        check_at_most(self.min_event_seconds, MAX_SECONDS, "min_event_seconds")
+        check(0 < self.fps <= MAX_FPS, "fps", f"must be in (0, {MAX_FPS:g}], got {self.fps:g}")
+        check_at_most(self.ease_seconds, MAX_SECONDS, "ease_seconds")
+        check(0 <= self.warm_strength < 1, "warm_strength", f"must be in [0, 1), got {self.warm_strength}")
+        check_at_most(self.max_frames, MAX_FILM_FRAMES, "max_frames", low=1)
+        check(0 < self.segment_seconds <= 60, "segment_seconds", f"must be in (0, 60], got {self.segment_seconds}")
+        check_at_most(self.collar_seconds, 60.0, "collar_seconds")
+
+
+@dataclass(frozen=True)
 class EvalSetParams:
     """An extra evaluation set: its source, evaluated whole (ESC-50: per official fold)."""
 
@@ -342,6 +399,7 @@ class Params:
     evaluate: EvaluateParams
     render: RenderParams
     eval_sets: dict[str, EvalSetParams]  # name -> set; each is a stage eval_set@name
+    timeline: TimelineParams
     generate: GenerateParams = dataclasses.field(default_factory=GenerateParams)  # params files before 0.2 lack it
 
     def __post_init__(self) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, ImageDraw
 from PIL.PngImagePlugin import PngInfo
@@ -11,6 +13,7 @@ from a2i_core.core.files import atomic_path
 
 SHEET_CELL = 160  # pixels per contact-sheet image
 SHEET_LABEL_WIDTH = 180  # the sound's label, left of its images
+SETTINGS_KEY = "a2i"  # the PNG text chunk holding what made an image (read back by ``png_text``)
 
 
 def contact_sheet(rows: list[tuple[str, list[Image.Image]]], columns: list[str], cell: int = SHEET_CELL) -> Image.Image:
@@ -37,6 +40,12 @@ def save_png(image, path: str | Path, text: dict[str, str] | None = None) -> Non
             info.add_text(key, value)
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG", pnginfo=info)
+
+
+def save_image(image, path: str | Path, used: dict[str, Any], seed: int) -> None:
+    """One image as a PNG, written whole or not at all, with ``used`` (the settings that made it: the app's, `a2i
+    generate`'s, a keyframe's) and its seed in its text: the image can be made again from the file alone."""
+    save_png(image, path, text={SETTINGS_KEY: json.dumps({**used, "seed": seed})})
 
 
 def png_text(path: str | Path) -> dict[str, str]:

@@ -47,7 +47,7 @@ def plan_batches(n: int, batch_size: int) -> list[list[int]]:
 def render_iter(pipe, pooled: np.ndarray, sequences: Callable[[list[int]], np.ndarray], empty_pooled: np.ndarray,
                 empty_sequence: np.ndarray, settings: RenderSettings, device: torch.device, dtype: torch.dtype,
                 seeds: list[int] | None = None, world: World = SOLO,
-                skip: AbstractSet[int] = frozenset()) -> Iterator[tuple[int, Image.Image]]:
+                skip: AbstractSet[int] = frozenset(), desc: str = "render") -> Iterator[tuple[int, Image.Image]]:
     """(index, PIL image) for the rows of ``pooled`` (n, P) this process renders, yielded as each batch finishes.
 
     ``sequences(indices)`` gives the sequence embeddings (B, L, D) of those images; the negative (guidance)
@@ -61,10 +61,11 @@ def render_iter(pipe, pooled: np.ndarray, sequences: Callable[[list[int]], np.nd
     seeds = seeds if seeds is not None else [settings.seed + i for i in range(n)]
     negative_sequence = torch.from_numpy(np.asarray(empty_sequence, np.float32)).to(device, dtype)  # (L, D)
     negative_pooled = torch.from_numpy(empty_pooled).to(device, dtype)  # (P,)
-    for _, indices in tqdm(world.mine(plan_batches(n, settings.batch_size)), desc=f"render[{world.rank}]",
-                           unit="batch", position=world.rank):
-        if all(i in skip for i in indices):
-            continue
+    batches = [indices for _, indices in world.mine(plan_batches(n, settings.batch_size))
+               if not all(i in skip for i in indices)]
+    # Counted in images, not batches: the bar's rate and time left are then what a reader wants to know.
+    bar = tqdm(total=sum(len(b) for b in batches), desc=f"{desc}[{world.rank}]", unit="image", position=world.rank)
+    for indices in batches:
         batch = torch.from_numpy(pooled[indices]).to(device, dtype)  # (B, P)
         b = batch.shape[0]
         # Precomputed embeddings are not expanded by the pipeline: give every image its own row.
@@ -76,7 +77,9 @@ def render_iter(pipe, pooled: np.ndarray, sequences: Callable[[list[int]], np.nd
             negative_pooled_prompt_embeds=negative_pooled.expand(b, -1),
             num_inference_steps=settings.steps, guidance_scale=settings.guidance,
             height=settings.size, width=settings.size, generator=generators, output_type="pil")
+        bar.update(len(indices))
         yield from ((i, image) for i, image in zip(indices, out.images, strict=True) if i not in skip)
+    bar.close()
 
 
 def render(pipe, pooled: np.ndarray, sequences: Callable[[list[int]], np.ndarray], empty_pooled: np.ndarray,

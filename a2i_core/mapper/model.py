@@ -266,3 +266,13 @@ def predict(model: AudioToSD3Mapper, audio: np.ndarray,
     output = model.eval()(torch.from_numpy(audio), None if mask is None else torch.from_numpy(mask))
     pooled, tokens = model.pooled_and_tokens(output)
     return pooled.numpy(), None if tokens is None else tokens.numpy()
+
+
+def predict_clips(model: AudioToSD3Mapper, clips: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Each clip's (n_i, D) window embeddings mapped as training saw clips (their mean, or the frames themselves):
+    pooled (c, P) and, for a tokens mapper, tokens (c, N, D)."""
+    if model.config.input == "frames":
+        x, mask = pad_frames(clips, model.config.max_frames)  # (c, T, D), (c, T)
+    else:
+        x, mask = np.stack([c.mean(axis=0) for c in clips]).astype(np.float32), None  # (c, D)
+    return predict(model, x, mask)

@@ -152,7 +152,8 @@ def prepare(workspace: str | Path, profiles: Sequence[str | Path], root: Path | 
                     "the fresh merge, and the old one is kept in %s", params, kept)
     # DVC git-ignores the outputs it tracks; the render stages' staging folders are not among them.
     # `dvc plots show` writes its HTML into dvc_plots/: a view, not a result.
-    ignored = ["__pycache__/", "metrics/.images.tmp/", "metrics/.images_reference.tmp/", "dvc_plots/"]
+    ignored = ["__pycache__/", "metrics/.images.tmp/", "metrics/.images_reference.tmp/", "metrics/.timelines.tmp/",
+               "metrics/.timelines.frames/", "dvc_plots/"]
     (workspace / ".gitignore").write_text("".join(f"{line}\n" for line in ignored))
     if not (workspace / ".git").exists():
         run(["git", "init", "-q", "-b", "main"], workspace)

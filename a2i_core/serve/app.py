@@ -1,5 +1,6 @@
 """The web app: upload, record or pick an example sound, get images (one per seed), the nearest prompts and the
-settings used, and download the images as PNGs (Gradio).
+settings used, and download the images as PNGs (Gradio); in its second tab, a recording over time: its events, a
+keyframe for each (the storyboard) and a film with the sound, to play and download.
 
 Meant to be left running for other people, so it defends itself: uploads are capped in size and duration,
 each upload is deleted once its request is done or refused (the page's sound once the page replaces it, or leaves
@@ -7,7 +8,8 @@ it unused for ten minutes: the page keeps it for another try), a request may nam
 folder, all of Gradio's files (uploads, examples, results, downloads) live in a private directory removed when the
 server stops, one generation runs at a time, failed logins slow down, and the browser and the console only ever see
 one short line per error or refusal. The checks are :mod:`a2i_core.serve.guards`, the uploads' lifetime
-:mod:`a2i_core.serve.uploads`, the files handed back :mod:`a2i_core.serve.results`; this module is the page.
+:mod:`a2i_core.serve.uploads`, the files handed back :mod:`a2i_core.serve.results`, what the tabs share
+:mod:`a2i_core.serve.page`, the second tab :mod:`a2i_core.serve.timeline_tab`; this module is the page.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from a2i_core.core.errors import A2IError, first_line
-from a2i_core.core.params import MAX_SEED
+from a2i_core.core.params import MAX_SEED, TimelineParams
 from a2i_core.diffusion.fills import SequenceFill
 from a2i_core.diffusion.render import RenderSettings
 from a2i_core.serve.examples import Example, ExampleMaker
@@ -44,28 +46,25 @@ from a2i_core.serve.guards import (
     shown,
     user_line,
 )
+from a2i_core.serve.page import GENERATOR_LOCK, SWEEP_S, kept_note, let_go, status_line
 from a2i_core.serve.results import save_results, settings_used
+from a2i_core.serve.timeline_tab import TimelineWork, over_time_tab
 from a2i_core.serve.uploads import CountUploads, UploadCounter, delete_upload, renew, request_files, within
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves the machine
 
 log = logging.getLogger(__name__)
 
-# SoundToImage shares torch modules, a scheduler and CPU threads between calls, so two concurrent renders
-# corrupt each other (measured: wrong images handed to the wrong request). One lock per process, whatever the
-# server's concurrency settings, on top of the event's concurrency_limit=1.
-_GENERATOR_LOCK = threading.Lock()
 MAX_QUEUE = 32  # requests waiting for the one generation slot
-# Gradio's sweep: every SWEEP_S, the files it made or took (uploads, results, downloads) last changed over SWEEP_S
-# ago are deleted, the example sounds excepted (see _examples). Long enough for a visitor to look and try another
-# seed (a sound a page keeps is renewed at each use), short enough that an abandoned page's files do not pile up.
-SWEEP_S = 600
 
 
 def build_app(generator: SoundToImage, defaults: RenderSettings, fill: SequenceFill, max_upload_mb: float = 50,
-              max_minutes: float = 10, uploads: UploadCounter | None = None, examples: Sequence[Example] = ()):
+              max_minutes: float = 10, uploads: UploadCounter | None = None, examples: Sequence[Example] = (),
+              timeline: TimelineParams | None = None):
     """The Gradio Blocks; ``serve`` launches it with the matching size limit, auth, upload counting, a private
-    temp dir and the example sounds it wrote there.
+    temp dir and the example sounds it wrote there. The first tab makes images of a sound; with ``timeline``
+    (params.yaml's section), a second, Over time, makes a recording's timeline, storyboard and film
+    (:func:`_over_time_tab`).
 
     Two events do the same work. The page's Generate keeps its sound for the next try (another seed, say) and
     shows a refusal as one line in its status, the last good result left in place. ``/run``, for API clients,
@@ -90,7 +89,7 @@ def build_app(generator: SoundToImage, defaults: RenderSettings, fill: SequenceF
             check_sound(path, max_upload_mb, max_minutes)
             settings = RenderSettings(int(steps), float(guidance), int(size), int(seed),
                                       batch_size=min(count, defaults.batch_size))
-            with _GENERATOR_LOCK:
+            with GENERATOR_LOCK:
                 (sound,) = generator.sounds([path])
                 seconds = generator.render([sound], settings, images_per_sound=count, fill=fill)
         except SoundRefused as err:
@@ -128,49 +127,52 @@ def build_app(generator: SoundToImage, defaults: RenderSettings, fill: SequenceF
                  held: str | None):
         # `held` is the sound this page kept after its last request (server-side state: a client cannot name it).
         path = Path(audio) if audio else None
-        if held and (path is None or os.path.realpath(path) != os.path.realpath(held)):
-            release(Path(held))  # replaced or removed on the page: the page no longer needs it
+        let_go(held, path, release)
         unchanged = (gr.skip(),) * 4  # a refusal leaves the last good result on screen
         if path is None:
-            return *unchanged, _status(gr, no_sound), gr.skip(), None
+            return *unchanged, status_line(gr, no_sound), gr.skip(), None
         try:
             results = make(path, steps, guidance, seed, size, images)
         except SoundRefused as err:  # this sound cannot be used: deleted, and the input cleared to match
             release(path)
-            return *unchanged, _status(gr, str(err)), None, None
+            return *unchanged, status_line(gr, str(err)), None, None
         except gr.Error as err:  # the sound may be fine: kept for another try
-            return *unchanged, _status(gr, str(err.message)), gr.skip(), str(path)
+            return *unchanged, status_line(gr, str(err.message)), gr.skip(), str(path)
         renew(path, Path(app.GRADIO_CACHE))
-        return *results, _status(gr, None), gr.skip(), str(path)
+        return *results, status_line(gr, None), gr.skip(), str(path)
 
     with gr.Blocks(title="a2i: sound to image", delete_cache=(SWEEP_S, SWEEP_S)) as app:
         gr.Markdown("# a2i — turn a sound into an image\nA frozen Stable Diffusion 3, steered by your audio.")
         # Gradio calls delete_callback when it drops a session's state (an hour after its tab closed).
         held = gr.State(None, delete_callback=lambda path: path and release(Path(path)))
-        with gr.Row():
-            with gr.Column():
-                audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Sound", elem_id="sound")
-                if examples:
-                    kept.update(_examples(gr, examples, audio))
-                gr.Markdown(f"Up to {max_upload_mb:g} MB and {max_minutes:g} minutes. The sound stays on the server "
-                            f"for your next try while this page uses it, and is deleted when you replace it or after "
-                            f"{SWEEP_S // 60} minutes unused.")
-                steps = gr.Slider(1, 100, value=defaults.steps, step=1, label="Steps")
-                guidance = gr.Slider(0, 15, value=defaults.guidance, step=0.5, label="Guidance")
-                seed = gr.Number(value=defaults.seed, precision=0, label="Seed", minimum=0, maximum=MAX_SEED,
-                                 info="Image k of the sound takes seed + k.")
-                images = gr.Slider(1, MAX_IMAGES, value=1, step=1, label="Images")
-                size = gr.Dropdown([64, 128, 256, 512, 768, 1024], value=defaults.size, label="Size")
-                button = gr.Button("Generate", variant="primary")
-                status = gr.Markdown(visible=False, elem_id="status")  # the one place a refusal is shown
-            with gr.Column():
-                # No "download all" of Gradio's own: the button below is the one download of them all.
-                gallery = gr.Gallery(label="Result", elem_id="result", columns=2, object_fit="contain",
-                                     height="auto", interactive=False, buttons=["download", "fullscreen"])
-                download = gr.DownloadButton("Download PNGs (zip)", elem_id="download", size="md")
-                nearest = gr.Dataframe(headers=["nearest prompt", "cosine"], label="Nearest prompts",
-                                       elem_id="nearest")
-                used = gr.JSON(label="Settings used", elem_id="settings")
+        with gr.Tabs():
+            with gr.Tab("One image", id="one-image"), gr.Row():
+                with gr.Column():
+                    audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Sound",
+                                     elem_id="sound")
+                    if examples:
+                        kept.update(_examples(gr, examples, audio))
+                    gr.Markdown(kept_note(max_upload_mb, max_minutes, "sound"))
+                    steps = gr.Slider(1, 100, value=defaults.steps, step=1, label="Steps")
+                    guidance = gr.Slider(0, 15, value=defaults.guidance, step=0.5, label="Guidance")
+                    seed = gr.Number(value=defaults.seed, precision=0, label="Seed", minimum=0, maximum=MAX_SEED,
+                                     info="Image k of the sound takes seed + k.")
+                    images = gr.Slider(1, MAX_IMAGES, value=1, step=1, label="Images")
+                    size = gr.Dropdown([64, 128, 256, 512, 768, 1024], value=defaults.size, label="Size")
+                    button = gr.Button("Generate", variant="primary")
+                    status = gr.Markdown(visible=False, elem_id="status")  # the one place a refusal is shown
+                with gr.Column():
+                    # No "download all" of Gradio's own: the button below is the one download of them all.
+                    gallery = gr.Gallery(label="Result", elem_id="result", columns=2, object_fit="contain",
+                                         height="auto", interactive=False, buttons=["download", "fullscreen"])
+                    download = gr.DownloadButton("Download PNGs (zip)", elem_id="download", size="md")
+                    nearest = gr.Dataframe(headers=["nearest prompt", "cosine"], label="Nearest prompts",
+                                           elem_id="nearest")
+                    used = gr.JSON(label="Settings used", elem_id="settings")
+            if timeline is not None:
+                with gr.Tab("Over time", id="over-time"):
+                    over_time_tab(gr, TimelineWork(generator, defaults, fill, timeline, max_upload_mb, max_minutes,
+                                                     lambda: Path(app.GRADIO_CACHE)), release, no_sound)
         controls = [steps, guidance, seed, size, images]
         # Explicit, not Gradio's default: GRADIO_DEFAULT_CONCURRENCY_LIMIT must not be able to raise it. One
         # concurrency_id: the page and the API share the one generation slot.
@@ -187,11 +189,6 @@ def build_app(generator: SoundToImage, defaults: RenderSettings, fill: SequenceF
     app.queue(default_concurrency_limit=1, max_size=MAX_QUEUE, api_open=False)
     _refuse_bad_inputs(app, gr, release)
     return app
-
-
-def _status(gr, message: str | None):
-    """The status line under Generate: the refusal, or hidden."""
-    return gr.Markdown(f"⚠️ {message}" if message else "", visible=bool(message))
 
 
 def _refuse_bad_inputs(app, gr, release: Callable[[Path], None]) -> None:
@@ -258,12 +255,12 @@ def _make_examples(make: ExampleMaker | None, temp_dir: Path) -> list[Example]:
 
 def serve(generator: SoundToImage, defaults: RenderSettings, fill: SequenceFill, host: str, port: int,
           max_upload_mb: float = 50, max_minutes: float = 10, auth: tuple[str, str] | None = None,
-          examples: ExampleMaker | None = None) -> None:
+          examples: ExampleMaker | None = None, timeline: TimelineParams | None = None) -> None:
     """Run the app until Ctrl-C or SIGTERM; every file Gradio wrote (uploads, examples, results, downloads) is
     removed on the way out. With ``auth``, a client's failed logins make it wait before its next try (see
     :class:`~a2i_core.serve.guards.LoginThrottle`). ``examples`` writes the page's example sounds into the app's
     private temp dir at start (``functools.partial(project_examples, candidates, audio)``, say); none when it finds
-    none."""
+    none. With ``timeline`` (params' section), the page has its Over time tab."""
     from starlette.middleware import Middleware
 
     if not max_upload_mb > 0 or not max_minutes > 0:
@@ -281,7 +278,7 @@ def serve(generator: SoundToImage, defaults: RenderSettings, fill: SequenceFill,
     try:
         uploads = UploadCounter()
         app = build_app(generator, defaults, fill, max_upload_mb=max_upload_mb, max_minutes=max_minutes,
-                        uploads=uploads, examples=_make_examples(examples, Path(temp_dir)))
+                        uploads=uploads, examples=_make_examples(examples, Path(temp_dir)), timeline=timeline)
         middleware = [Middleware(LogRefusedFiles), Middleware(CountUploads, counter=uploads)]
         if auth is not None:
             middleware.insert(0, Middleware(ThrottleLogins, throttle=LoginThrottle()))

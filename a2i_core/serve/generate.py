@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from a2i_core.audio.encoder import AudioEncoder, encoder_for
-from a2i_core.audio.features import clip_means, embed_path
+from a2i_core.audio.features import embed_path
 from a2i_core.core.audio_io import AUDIO_SUFFIXES, SAMPLE_RATE, claimed_seconds, not_a_file
 from a2i_core.core.devices import resolve_device, resolve_dtype
 from a2i_core.core.errors import A2IError
@@ -31,7 +31,7 @@ from a2i_core.diffusion.fills import SequenceFill, fill_sequence
 from a2i_core.diffusion.render import RenderSettings, render
 from a2i_core.diffusion.sd3 import load_sd3
 from a2i_core.mapper.artifact import MapperArtifact
-from a2i_core.mapper.model import pad_frames, predict
+from a2i_core.mapper.model import predict_clips
 
 log = logging.getLogger(__name__)
 SILENCE_RMS = 1e-4  # -80 dBFS: nothing for VGGish to hear
@@ -55,6 +55,13 @@ def pick_device(name: str) -> torch.device:
     except A2IError:
         log.warning("no %s device is visible: falling back to the CPU (slow for a real SD3)", name)
         return torch.device("cpu")
+
+
+@dataclass
+class Heard:
+    frames: np.ndarray  # (n, D): one embedding per encoder window
+    seconds: float  # what was heard (up to the cap)
+    notes: list[str]  # what was done to it that the user should know
 
 
 @dataclass
@@ -99,13 +106,15 @@ class SoundToImage:
             raise A2IError(f"{sd3_dir}: {err}") from None
 
     @torch.inference_mode()
-    def sound(self, path: Path) -> Sound:
-        """Decode (a window at a time: memory does not grow with the recording), embed and map one file, up to
-        ``max_seconds``, with the top-3 nearest prompts. A2IError when it cannot be heard."""
+    def hear(self, path: Path, levels: list[np.ndarray] | None = None) -> Heard:
+        """Decode (a window at a time: memory does not grow with the recording) and embed one file, up to
+        ``max_seconds``, with the notes the user should read. A2IError when it cannot be heard. Given ``levels``,
+        each window's level in dBFS is appended (``embed_path``'s)."""
         encoder = self.encoder
         cap = None if self.max_seconds is None else max(1, round(self.max_seconds * encoder.sample_rate))
         frames, decoded, rms = embed_path(encoder, self.frontend, path, batch_size=64, device=self.device,
-                                          max_samples=cap, progress=DecodeProgress(path, encoder.sample_rate, cap))
+                                          max_samples=cap, progress=DecodeProgress(path, encoder.sample_rate, cap),
+                                          levels=levels)
         samples = decoded if cap is None else min(decoded, cap)
         seconds = samples / encoder.sample_rate
         if seconds * SAMPLE_RATE < MIN_HEARD_SAMPLES:
@@ -124,14 +133,14 @@ class SoundToImage:
             notes.append(f"its last {unheard:.2f} s were not heard: less than half a {WINDOW_NAMES[encoder.kind]} "
                          "past the last whole one, which the window rule drops (as the encoder's own extractor drops "
                          "what lies past its window)")
-        mapper = self.artifact.mapper
-        if mapper.config.input == "frames":
-            x, mask = pad_frames([frames], mapper.config.max_frames)  # (1, T, D), (1, T)
-        else:
-            x, mask = clip_means([frames], frames.shape[1]), None  # (1, D)
-        pooled, tokens = predict(mapper, x, mask)
+        return Heard(frames, seconds, notes)
+
+    def sound(self, path: Path) -> Sound:
+        """One file heard (``hear``) and mapped, with the top-3 nearest prompts."""
+        heard = self.hear(path)
+        pooled, tokens = predict_clips(self.artifact.mapper, [heard.frames])  # (1, P), (1, N, D) or None
         return Sound(path, pooled[0], None if tokens is None else tokens[0], self.artifact.nearest_prompts(pooled)[0],
-                     notes=notes)
+                     notes=heard.notes)
 
     def sounds(self, paths: list[Path]) -> list[Sound]:
         """Every file as a Sound; one A2IError naming every file that cannot be heard."""

@@ -4,7 +4,6 @@ generate`'s alike), and for the app a zip of them, in a new folder of Gradio's c
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import tempfile
 import threading
@@ -13,16 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from a2i_core.core.names import safe_name
-from a2i_core.diffusion.images import save_png
+from a2i_core.diffusion.images import save_image
 
 if TYPE_CHECKING:  # at run time they would load torch, which the command line's start must not wait for
-    from PIL import Image
 
     from a2i_core.diffusion.fills import SequenceFill
     from a2i_core.diffusion.render import RenderSettings
     from a2i_core.serve.generate import Sound
 
-SETTINGS_KEY = "a2i"  # the PNG text chunk holding the settings (read back by a2i_core.diffusion.images.png_text)
 
 # Saving a result also removes earlier, empty result folders: never one another request is still filling. The event's
 # concurrency_limit=1 does not promise that: Gradio's REST route (/gradio_api/run/run, open unless api_open=False)
@@ -36,12 +33,6 @@ def settings_used(settings: RenderSettings, images: int, fill: SequenceFill, dev
     return {"steps": settings.steps, "guidance": settings.guidance, "seed": settings.seed, "images": images,
             "size": settings.size, "sequence_fill": fill.name, "device": str(device),
             "render_seconds": round(seconds, 2)}
-
-
-def save_image(image: Image.Image, path: str | Path, used: dict[str, Any], seed: int) -> None:
-    """One image as a PNG, written whole or not at all, with ``used`` (:func:`settings_used`) and its seed in its
-    text: the image can be made again from the file alone."""
-    save_png(image, path, text={SETTINGS_KEY: json.dumps({**used, "seed": seed})})
 
 
 def save_results(sound: Sound, seeds: list[int], root: Path, used: dict) -> tuple[list[tuple[str, str]], str]:

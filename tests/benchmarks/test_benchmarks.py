@@ -121,3 +121,14 @@ def test_tfrecord_memory_benchmark_stays_within_its_bound():
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "6 of 6 cases within the bound" in result.stdout
+
+
+def test_timeline_memory_benchmark_measures_each_part_of_a_timeline():
+    output = _run("timeline_memory.py")
+    for part in ("make_timeline: all of it", "hear: decode + VGGish, streamed", "storyboard sheet",
+                 "film: render + save frames", "film: MP4 encode (frames to ffmpeg)"):
+        assert re.search(rf"^\| {re.escape(part)} \| -?[0-9.]+ \| -?[0-9.]+ \| [+-][0-9.]+ \| (-?[0-9.]+|nan) \|",
+                         output, re.M), part
+    frames = dict(re.findall(r"^\| (1 min|2 min) \| [0-9.]+ \| \d+ \(\d+\) \| (\d+) \|", output, re.M))
+    assert frames == {"1 min": "60", "2 min": "120"}  # 1 frame/s
+    assert re.search(r"^process peak ratio 2 min / 1 min: [0-9.]+ \(limit 1\.2\): bounded;", output, re.M)

@@ -150,3 +150,22 @@ def test_a_header_is_read_for_its_claim_only(tmp_path):
     assert claimed_seconds(huge) == pytest.approx(FOUR_GB / 2 / SAMPLE_RATE, abs=1)  # 37 h
     (tmp_path / "junk.wav").write_bytes(b"not audio at all")
     assert claimed_seconds(tmp_path / "junk.wav") is None
+
+
+def test_a_video_gives_its_audio_track_and_one_without_sound_is_named_so(tmp_path):
+    import subprocess
+
+    from a2i_core.core.audio_io import ffmpeg_binary
+
+    tone = np.sin(2 * np.pi * 440 * np.arange(2 * SAMPLE_RATE) / SAMPLE_RATE).astype(np.float32) * 0.5
+    write_wav(tmp_path / "tone.wav", tone)
+    quiet, talking = tmp_path / "quiet.mp4", tmp_path / "talking.mp4"
+    video, out = ["-f", "lavfi", "-i", "testsrc=size=64x64:rate=5"], ["-t", "2", "-pix_fmt", "yuv420p"]
+    subprocess.run([ffmpeg_binary(), "-y", "-loglevel", "error", *video, *out, str(quiet)], check=True)
+    subprocess.run([ffmpeg_binary(), "-y", "-loglevel", "error", *video, "-i", str(tmp_path / "tone.wav"), *out,
+                    "-c:a", "aac", str(talking)], check=True)
+    with pytest.raises(AudioError, match=r"quiet\.mp4: has no audio stream \(a video without sound\?\)$"):
+        decode(quiet)
+    heard = decode(talking)
+    assert abs(len(heard) - len(tone)) < 0.05 * SAMPLE_RATE
+    assert np.corrcoef(heard[4000:20000], tone[4000:20000])[0, 1] > 0.95  # AAC's own delay is compensated

@@ -1,5 +1,5 @@
-"""embed_audio, embed_text and both render stages give identical outputs with 2 torchrun processes (gloo, CPU) and
-with 1."""
+"""embed_audio, embed_text, both render stages and the timeline stage (its film's frames spread over the processes)
+give identical outputs with 2 torchrun processes (gloo, CPU) and with 1."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from a2i_core.offline.workspace import tool_env
 
 pytestmark = pytest.mark.e2e
 OUTPUTS = {"embed_audio": "data/features/audio", "embed_text": "data/features/text",
-           "render_reference": "metrics/images_reference", "render": "metrics/images"}
+           "render_reference": "metrics/images_reference", "render": "metrics/images", "timeline": "metrics/timelines"}
 
 
 def _run(ws: Path, stage: str, processes: int) -> None:
@@ -68,3 +68,20 @@ def test_two_processes_give_the_same_outputs_as_one(demo_workspace, tmp_path):
         for name in images_1:
             with Image.open(single[stage] / name) as a, Image.open(ws / OUTPUTS[stage] / name) as b:
                 assert np.array_equal(np.asarray(a), np.asarray(b)), name
+    timelines_1, timelines_2 = single["timeline"], ws / OUTPUTS["timeline"]
+    files = sorted(str(p.relative_to(timelines_1)) for p in timelines_1.rglob("*") if p.is_file())
+    assert files == sorted(str(p.relative_to(timelines_2)) for p in timelines_2.rglob("*") if p.is_file())
+    films = [name for name in files if name.endswith(".mp4")]
+    assert films
+    for name in films:  # the same frames, whichever process drew them (x264 encodes the same frames the same)
+        assert np.array_equal(_film_frames(timelines_1 / name), _film_frames(timelines_2 / name)), name
+    for name in (n for n in files if n.endswith((".png", ".csv", ".vtt"))):
+        assert (timelines_1 / name).read_bytes() == (timelines_2 / name).read_bytes(), name
+
+
+def _film_frames(path: Path) -> np.ndarray:
+    import imageio_ffmpeg
+
+    reader = imageio_ffmpeg.read_frames(str(path))
+    width, height = next(reader)["size"]
+    return np.stack([np.frombuffer(raw, np.uint8).reshape(height, width, 3) for raw in reader])

@@ -33,7 +33,7 @@ PROTECTED = ("params.yaml", "dvc.yaml", "dvc.lock")
 PROTECTED_DIGESTS = {name: hashlib.sha256((ROOT / name).read_bytes()).hexdigest() if (ROOT / name).exists()
                      else None for name in PROTECTED}  # taken at import, before any fixture runs the demo
 STAGES = ["check_params", "sources", "ingest", "download", "audio_encoder", "encoders", "embed_audio", "embed_text",
-          "train", "evaluate", "render_reference", "render", "image_eval"]
+          "train", "evaluate", "render_reference", "render", "image_eval", "timeline"]
 MAPPER_ROWS = ["mapper", "mapper_fill_zeros", "mapper_fill_nearest_prompts"]  # the render stage's, in its order
 REFERENCE_ROWS = ["true_prompt", "baseline_mean"]  # the render_reference stage's: no mapper takes part
 ROWS = sorted(MAPPER_ROWS + REFERENCE_ROWS)
@@ -156,7 +156,7 @@ def test_experiment_reruns_only_train_and_after(workspace):
     reference = _files(ws / "metrics/images_reference")
     mapper = _files(ws / "metrics/images")
     output = _dvc(ws, "exp", "run", "-S", "train.epochs=3")
-    assert _ran(output) == ["check_params", "sources", "train", "evaluate", "render", "image_eval"]
+    assert _ran(output) == ["check_params", "sources", "train", "evaluate", "render", "image_eval", "timeline"]
     assert "Stage 'render_reference' didn't change, skipping" in output
     assert reference and _files(ws / "metrics/images_reference") == reference
     after = _files(ws / "metrics/images")

@@ -1,0 +1,154 @@
+"""timeline: the test split's clips end to end (seeded, with known boundaries: ``timeline.recordings``), each made
+into a timeline and storyboard as `a2i timeline` makes them (and the first ``timeline.eval.films`` into a film),
+scored the sound-event-detection field's way (sed_eval: segment-based F1 at ``segment_seconds``, event-based F1
+with an onset collar), with the keyframes' zero-shot accuracy under CLIP and the films' flicker (frame-to-frame
+change inside the film's events against across their boundaries)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from a2i_core.core.audio_io import SAMPLE_RATE, decode
+from a2i_core.core.devices import resolve_device
+from a2i_core.core.distributed import SOLO, World
+from a2i_core.core.errors import A2IError
+from a2i_core.core.files import atomic_dir, atomic_path, write_json
+from a2i_core.core.manifest import clip_sources
+from a2i_core.core.params import RenderParams, TimelineParams
+from a2i_core.diffusion.fills import SequenceFill
+from a2i_core.diffusion.image_scores import ClipScorer, zero_shot_correct
+from a2i_core.diffusion.render import RenderSettings
+from a2i_core.serve.generate import SoundToImage
+from a2i_core.timeline.events import Event, read_csv
+from a2i_core.timeline.make import Timeline, make_timeline
+from a2i_core.timeline.recordings import build_recordings, save_recording
+from a2i_core.timeline.scoring import flicker, sed_metrics
+
+log = logging.getLogger(__name__)
+
+
+def test_clips(candidates: Path, audio: Path) -> list[tuple[str, str, np.ndarray]]:
+    """(clip_id, prompt, wave) of each test clip with one label (a clip of several labels has no one reference)."""
+    table = pd.read_parquet(candidates, columns=["clip_id", "prompt", "split"])
+    test = table[table["split"] == "test"]
+    labels = test.groupby("clip_id")["prompt"].nunique()
+    single = test[test["clip_id"].isin(labels[labels == 1].index)].drop_duplicates("clip_id")
+    skipped = len(labels) - len(single)
+    if skipped:
+        log.info("%d test clips with more than one label left out of the timelines: no single reference", skipped)
+    prompts = dict(zip(single["clip_id"], single["prompt"], strict=True))
+    return [(clip_id, prompts[clip_id], decode(source)) for clip_id, source in clip_sources(audio)
+            if clip_id in prompts]
+
+
+def build_set(cfg: TimelineParams, candidates: Path, audio: Path, recordings: Path) -> list[str]:
+    """The evaluation recordings, written whole into ``recordings``/<name>/ (audio.wav, reference.csv)."""
+    clips = test_clips(candidates, audio)
+    if not clips:
+        raise A2IError(f"{candidates}: no test clip with one label has audio in {audio}: no timeline to build")
+    built = build_recordings(clips, cfg.eval, SAMPLE_RATE)
+    with atomic_dir(recordings) as tmp:
+        for recording in built:
+            save_recording(recording, tmp / recording.name)
+    return [r.name for r in built]
+
+
+def keyframe_truth(timeline: Timeline, reference: list[Event]) -> list[str | None]:
+    """For each keyframe (labelled event), the reference label it overlaps most (None: it lies in a gap)."""
+    truth = []
+    for event in timeline.labelled:
+        overlap = {}
+        for ref in reference:
+            if ref.label is not None:
+                shared = min(event.end, ref.end) - max(event.start, ref.start)
+                if shared > 0:
+                    overlap[ref.label] = overlap.get(ref.label, 0.0) + shared
+        truth.append(max(overlap, key=overlap.get) if overlap else None)
+    return truth
+
+
+def film_frames(path: Path, fps: float) -> Iterator[tuple[float, np.ndarray]]:
+    """(time, frame (H, W, 3) uint8) of a film as a viewer sees it (decoded from the MP4), one frame in memory at a
+    time."""
+    import imageio_ffmpeg
+
+    reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
+    width, height = next(reader)["size"]
+    for i, raw in enumerate(reader):
+        yield (i + 0.5) / fps, np.frombuffer(raw, np.uint8).reshape(height, width, 3)
+
+
+def timeline_eval(cfg: TimelineParams, render: RenderParams, clip_device: str, candidates: Path, audio: Path,
+                  mapper_dir: Path, audio_encoder: Path, sd3: Path, clip: Path, recordings: Path, out: Path,
+                  metrics: Path, scores: Path, world: World = SOLO) -> dict | None:
+    """Build the recordings, make each one's timeline (and films), score them; the main process writes
+    ``metrics`` (headline) and ``scores`` (a line per recording). Films' frames wait in ``<out>.frames`` beside
+    ``out`` (DVC empties ``out`` before a rerun): an interrupted film resumes from them."""
+    staging = out.parent / f".{out.name}.tmp"  # written here, renamed to ``out`` when whole
+    frames = out.parent / f".{out.name}.frames"
+    if world.is_main:
+        shutil.rmtree(staging, ignore_errors=True)  # keyframes are cheap; films resume from ``frames``
+        build_set(cfg, candidates, audio, recordings)
+    world.barrier()
+    names = sorted(p.name for p in recordings.iterdir() if p.is_dir())
+    engine = SoundToImage.from_pretrained(mapper_dir, audio_encoder, sd3, world.device(render.device), render.dtype)
+    settings, fill = RenderSettings.from_params(render), SequenceFill.from_params(render)
+    made = {}
+    for k, name in enumerate(names):
+        made[name] = make_timeline(engine, recordings / name / "audio.wav", staging / name, cfg, settings, fill,
+                                   film=k < cfg.eval.films, preview=k == 0, used={"recording": name},
+                                   frames_root=frames / name, world=world)
+    if not world.is_main:
+        return None
+    report, table = score(cfg, made, recordings, clip, clip_device, engine.artifact.prompts)
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
+    write_json(metrics, report)
+    with atomic_path(scores) as tmp:
+        table.to_csv(tmp, index=False)
+    return report
+
+
+def score(cfg: TimelineParams, made: dict[str, Timeline], recordings: Path, clip: Path, clip_device: str,
+          prompts: list[str]) -> tuple[dict, pd.DataFrame]:
+    """The headline metrics and a line per recording."""
+    references = {name: read_csv(recordings / name / "reference.csv") for name in made}
+    estimated = {name: t.events for name, t in made.items()}
+    report = sed_metrics(references, estimated, cfg.segment_seconds, cfg.collar_seconds)
+    scorer = ClipScorer(clip, resolve_device(clip_device))
+    prompt_emb = scorer.embed_prompts(prompts)  # (K, d)
+    rows, correct = [], []
+    for name, timeline in made.items():
+        per = sed_metrics({name: references[name]}, {name: timeline.events}, cfg.segment_seconds,
+                          cfg.collar_seconds)
+        truth = keyframe_truth(timeline, references[name])
+        hits = []
+        if timeline.keyframes:
+            image_emb = scorer.embed_images([Image.open(p).convert("RGB") for p in timeline.keyframes])  # (E, d)
+            known = np.array([prompts.index(t) if t in prompts else -1 for t in truth])
+            hits = [bool(h) and k >= 0 for h, k in zip(zero_shot_correct(image_emb, prompt_emb, np.maximum(known, 0)),
+                                                     known, strict=True)]
+        correct += hits
+        row = {"recording": name, "seconds": round(timeline.seconds, 3), "reference_events": per["reference_events"],
+               "events": per["estimated_events"], "segment_f1": per["segment_f1"], "event_f1": per["event_f1"],
+               "keyframes": len(hits), "keyframes_correct": int(sum(hits))}
+        if timeline.film is not None:
+            boundaries = [e.start for e in timeline.events[1:]]
+            row |= {f"flicker_{k}": v for k, v in flicker(film_frames(timeline.film, cfg.fps), boundaries).items()}
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    report["keyframes_zero_shot_top1"] = float(np.mean(correct)) if correct else None
+    report["keyframes"] = len(correct)
+    films = table.dropna(subset=["flicker_inside"]) if "flicker_inside" in table else table.iloc[:0]
+    for kind in ("inside", "across"):
+        report[f"flicker_{kind}"] = float(films[f"flicker_{kind}"].mean()) if len(films) else None
+    report["chance_zero_shot_top1"] = 1 / len(prompts)
+    return report, table
