@@ -94,13 +94,14 @@ def demo(
     _echo(f"metrics: {path / 'metrics'}/*.json   (cd {path} && {dvc} metrics show)")
     _echo(f"images:  {path / 'metrics' / 'contact_sheet.png'}, images/, images_reference/   "
           f"(cd {path} && {dvc} plots show)")
-    timeline = json.loads((path / "metrics" / "timeline.json").read_text())
-    first = path / "metrics" / "timelines" / "timeline-00"
-    _echo(f"timelines: segment F1 {timeline['segment_f1']:.2f}, event F1 {timeline['event_f1']:.2f}, keyframes "
-          f"zero-shot {timeline['keyframes_zero_shot_top1']:.2f} over {timeline['recordings']} recordings of test "
-          f"clips end to end")
-    _echo(f"           {first / 'storyboard.png'}, {first / 'film.mp4'} (a2i timeline SOUND --out DIR --project "
-          f"{path}: your own)")
+    timeline = json.loads((path / "metrics" / "timeline_report.json").read_text())
+    if timeline["recordings"]:
+        first = path / "metrics" / "timelines" / "timeline-00"
+        _echo(f"timelines: segment F1 {timeline['segment_f1']:.2f}, event F1 {timeline['event_f1']:.2f}, keyframes "
+              f"zero-shot {timeline['keyframes_zero_shot_top1']:.2f} over {timeline['recordings']} recordings of "
+              "test clips end to end")
+        _echo(f"           {first / 'storyboard.png'}, {first / 'film.mp4'} (a2i timeline SOUND --out DIR "
+              f"--project {path}: your own)")
     _echo(f"try a variant: cd {path} && {dvc} exp run -S train.lr=0.0003 && {dvc} {EXP_SHOW}")
 
 
@@ -346,7 +347,7 @@ def timeline(
     from a2i_core.core.audio_io import not_a_file
     from a2i_core.diffusion.fills import SequenceFill
     from a2i_core.diffusion.render import RenderSettings
-    from a2i_core.timeline.make import make_timeline
+    from a2i_core.timeline.make import check_claimed_length, make_timeline
     from a2i_core.timeline.storyboard import caption
 
     try:
@@ -360,6 +361,8 @@ def timeline(
         problem = not_a_file(audio)
         if problem is not None:
             raise A2IError(f"{audio}: {problem}")
+        if film:
+            check_claimed_length(audio, cfg, generate_params.max_seconds)
         engine = _load_generator(project, mapper, audio_encoder, sd3, device, dtype, generate_params.max_seconds)
         fill.check(engine.artifact.prompt_sequences)
         settings = RenderSettings.from_params(render_params)

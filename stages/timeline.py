@@ -15,7 +15,7 @@ from a2i_core.pipeline.timeline import timeline_eval
 def main() -> None:
     setup_logging()
     paths = stage_paths("candidates", "audio", "mapper_dir", "audio_encoder", "sd3", "clip", "recordings", "out",
-                        "metrics", "scores")
+                        "metrics", "report", "scores")
     params = load_params()
     world = init_world()
     timeline_eval(params.timeline, params.render, params.evaluate.device, world=world, **paths)

@@ -18,7 +18,6 @@ from PIL import Image
 from a2i_core.core.audio_io import SAMPLE_RATE, decode
 from a2i_core.core.devices import resolve_device
 from a2i_core.core.distributed import SOLO, World
-from a2i_core.core.errors import A2IError
 from a2i_core.core.files import atomic_dir, atomic_path, write_json
 from a2i_core.core.manifest import clip_sources
 from a2i_core.core.params import RenderParams, TimelineParams
@@ -28,10 +27,12 @@ from a2i_core.diffusion.render import RenderSettings
 from a2i_core.serve.generate import SoundToImage
 from a2i_core.timeline.events import Event, read_csv
 from a2i_core.timeline.make import Timeline, make_timeline
-from a2i_core.timeline.recordings import build_recordings, save_recording
+from a2i_core.timeline.recordings import build_recordings, save_recording, usable_clips
 from a2i_core.timeline.scoring import flicker, sed_metrics
 
 log = logging.getLogger(__name__)
+# What metrics/timeline.json holds (`dvc exp show` compares them); the counts behind them go to the report.
+HEADLINE = ("segment_f1", "event_f1", "keyframes_zero_shot_top1", "flicker_inside", "flicker_across")
 
 
 def test_clips(candidates: Path, audio: Path) -> list[tuple[str, str, np.ndarray]]:
@@ -48,16 +49,23 @@ def test_clips(candidates: Path, audio: Path) -> list[tuple[str, str, np.ndarray
             if clip_id in prompts]
 
 
-def build_set(cfg: TimelineParams, candidates: Path, audio: Path, recordings: Path) -> list[str]:
-    """The evaluation recordings, written whole into ``recordings``/<name>/ (audio.wav, reference.csv)."""
+def build_set(cfg: TimelineParams, candidates: Path, audio: Path, recordings: Path) -> str | None:
+    """The evaluation recordings, written whole into ``recordings``/<name>/ (audio.wav, reference.csv); or, when the
+    test split cannot make one (a small folder of your own: fewer than two classes with clips long enough), none,
+    and the reason: a timeline needs known boundaries between different sounds, and the rest of the pipeline must
+    not stop for want of them."""
     clips = test_clips(candidates, audio)
-    if not clips:
-        raise A2IError(f"{candidates}: no test clip with one label has audio in {audio}: no timeline to build")
-    built = build_recordings(clips, cfg.eval, SAMPLE_RATE)
+    by_class, _ = usable_clips(clips, cfg.eval, SAMPLE_RATE)
+    reason = None
+    if len(by_class) < 2:
+        reason = (f"the test split has clips of {len(by_class)} class(es) at least {cfg.eval.short_seconds:g} s long "
+                  "with one label each, and a recording of known boundaries needs two")
+        log.warning("timeline: no evaluation recordings: %s; its metrics are null", reason)
+    built = [] if reason else build_recordings(clips, cfg.eval, SAMPLE_RATE)
     with atomic_dir(recordings) as tmp:
         for recording in built:
             save_recording(recording, tmp / recording.name)
-    return [r.name for r in built]
+    return reason
 
 
 def keyframe_truth(timeline: Timeline, reference: list[Event]) -> list[str | None]:
@@ -87,34 +95,43 @@ def film_frames(path: Path, fps: float) -> Iterator[tuple[float, np.ndarray]]:
 
 def timeline_eval(cfg: TimelineParams, render: RenderParams, clip_device: str, candidates: Path, audio: Path,
                   mapper_dir: Path, audio_encoder: Path, sd3: Path, clip: Path, recordings: Path, out: Path,
-                  metrics: Path, scores: Path, world: World = SOLO) -> dict | None:
-    """Build the recordings, make each one's timeline (and films), score them; the main process writes
-    ``metrics`` (headline) and ``scores`` (a line per recording). Films' frames wait in ``<out>.frames`` beside
-    ``out`` (DVC empties ``out`` before a rerun): an interrupted film resumes from them."""
+                  metrics: Path, report: Path, scores: Path, world: World = SOLO) -> dict | None:
+    """Build the recordings, make each one's timeline (and films), score them; the main process writes ``metrics``
+    (the headline numbers), ``report`` (every number, the counts behind them) and ``scores`` (a line per
+    recording). Films' frames wait in ``.<out>.frames`` beside ``out`` (DVC empties ``out`` before a rerun): an
+    interrupted film resumes from them."""
     staging = out.parent / f".{out.name}.tmp"  # written here, renamed to ``out`` when whole
     frames = out.parent / f".{out.name}.frames"
+    skipped = None
     if world.is_main:
         shutil.rmtree(staging, ignore_errors=True)  # keyframes are cheap; films resume from ``frames``
-        build_set(cfg, candidates, audio, recordings)
+        skipped = build_set(cfg, candidates, audio, recordings)
     world.barrier()
     names = sorted(p.name for p in recordings.iterdir() if p.is_dir())
-    engine = SoundToImage.from_pretrained(mapper_dir, audio_encoder, sd3, world.device(render.device), render.dtype)
-    settings, fill = RenderSettings.from_params(render), SequenceFill.from_params(render)
     made = {}
-    for k, name in enumerate(names):
-        made[name] = make_timeline(engine, recordings / name / "audio.wav", staging / name, cfg, settings, fill,
-                                   film=k < cfg.eval.films, preview=k == 0, used={"recording": name},
-                                   frames_root=frames / name, world=world)
+    if names:
+        engine = SoundToImage.from_pretrained(mapper_dir, audio_encoder, sd3, world.device(render.device),
+                                              render.dtype)
+        settings, fill = RenderSettings.from_params(render), SequenceFill.from_params(render)
+        for k, name in enumerate(names):
+            made[name] = make_timeline(engine, recordings / name / "audio.wav", staging / name, cfg, settings, fill,
+                                       film=k < cfg.eval.films, preview=k == 0, used={"recording": name},
+                                       frames_root=frames / name, world=world)
     if not world.is_main:
         return None
-    report, table = score(cfg, made, recordings, clip, clip_device, engine.artifact.prompts)
+    if made:
+        full, table = score(cfg, made, recordings, clip, clip_device, engine.artifact.prompts)
+    else:
+        full, table = {key: None for key in HEADLINE} | {"recordings": 0, "skipped": skipped}, pd.DataFrame()
+    staging.mkdir(parents=True, exist_ok=True)
     if out.exists():
         shutil.rmtree(out)
     staging.rename(out)
-    write_json(metrics, report)
+    write_json(metrics, {key: full[key] for key in HEADLINE})
+    write_json(report, full)
     with atomic_path(scores) as tmp:
         table.to_csv(tmp, index=False)
-    return report
+    return full
 
 
 def score(cfg: TimelineParams, made: dict[str, Timeline], recordings: Path, clip: Path, clip_device: str,

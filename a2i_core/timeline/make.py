@@ -76,6 +76,14 @@ def listen(engine: Engine, path: Path) -> tuple[Windows, list[str]]:
     return windows, list(heard.notes)
 
 
+def check_claimed_length(path: Path, cfg: TimelineParams, max_seconds: float | None) -> None:
+    """Refuse, in one line, a film longer than ``timeline.max_frames`` by what the file's header claims (heard up to
+    ``max_seconds``): before anything is loaded or decoded. A file that claims nothing is judged once heard."""
+    claimed = claimed_seconds(path)
+    if claimed is not None:
+        check_length(claimed if max_seconds is None else min(claimed, max_seconds), cfg)
+
+
 def make_timeline(engine: Engine, path: Path, out: Path, cfg: TimelineParams, settings: RenderSettings,
                   fill: SequenceFill, film: bool = True, preview: bool = False, used: dict | None = None,
                   frames_root: Path | None = None, world: World = SOLO) -> Timeline:
@@ -84,10 +92,7 @@ def make_timeline(engine: Engine, path: Path, out: Path, cfg: TimelineParams, se
     refused before anything is drawn. The film's frames are kept in ``frames_root`` (default: beside the film)
     until it is whole: a rerun after an interruption renders only the missing ones."""
     if film:  # what the header claims, before an hour is decoded; what was heard, after
-        claimed = claimed_seconds(path)
-        cap = engine.max_seconds
-        if claimed is not None:
-            check_length(claimed if cap is None else min(claimed, cap), cfg)
+        check_claimed_length(path, cfg, engine.max_seconds)
     # One timeline per folder at a time: a second one into the same folder is refused before it writes anything.
     with hold_folder(out, LOCK_NAME, BUSY) if world.is_main else contextlib.nullcontext():
         return _make(engine, path, out, cfg, settings, fill, film, preview, used or {}, frames_root, world)

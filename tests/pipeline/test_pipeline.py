@@ -138,7 +138,9 @@ def test_metrics_are_the_headline_numbers(workspace):
     ws, _ = workspace
     shown = json.loads(_dvc(ws, "metrics", "show", "--json"))
     files = next(iter(shown.values()))["data"]
-    assert sorted(files) == ["metrics/eval.json", "metrics/image_eval.json"]
+    assert sorted(files) == ["metrics/eval.json", "metrics/image_eval.json", "metrics/timeline.json"]
+    assert sorted(files["metrics/timeline.json"]["data"]) == sorted(
+        ["segment_f1", "event_f1", "keyframes_zero_shot_top1", "flicker_inside", "flicker_across"])
     evaluation = files["metrics/eval.json"]["data"]
     assert sorted(evaluation) == sorted(["top1", "top5", "mrr", "cosine", "mse", "baseline_top1", "chance_top1"])
     assert all(set(values) == {"zero_shot_top1"}

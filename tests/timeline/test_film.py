@@ -31,9 +31,9 @@ def setup(demo_workspace, tmp_path_factory):
     params = load_params(ws / "params.yaml")
     engine = SoundToImage.from_pretrained(ws / "models" / "mapper", ws / "models" / "audio_encoder",
                                           ws / "models" / "sd3", torch.device("cpu"), "float32")
-    # The first 8 s of an evaluation recording (two sounds or more): 8 frames at 1 frame/s.
-    recording = tmp_path_factory.mktemp("film") / "eight_seconds.wav"
-    write_wav(recording, decode(sorted((ws / "data" / "timelines").iterdir())[0] / "audio.wav")[: 8 * SAMPLE_RATE])
+    # The first 6 s of an evaluation recording (a sound, then silence): 6 frames at 1 frame/s.
+    recording = tmp_path_factory.mktemp("film") / "six_seconds.wav"
+    write_wav(recording, decode(sorted((ws / "data" / "timelines").iterdir())[0] / "audio.wav")[: 6 * SAMPLE_RATE])
     return engine, params, recording
 
 

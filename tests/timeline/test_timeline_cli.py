@@ -8,10 +8,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from a2i_core import cli
 from a2i_core.core.audio_io import SAMPLE_RATE, decode, ffmpeg_binary, write_wav
 from a2i_core.core.files import hold_folder
 from a2i_core.diffusion.images import SETTINGS_KEY, png_text
@@ -24,9 +27,16 @@ from tests.core.test_audio_io import huge_wav
 pytestmark = pytest.mark.e2e
 
 
-def _timeline(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def _timeline(*args: str) -> subprocess.CompletedProcess:
+    """`a2i timeline` as a user runs it: its own process."""
     return subprocess.run([sys.executable, "-m", "a2i_core.cli", "timeline", *args, "--device", "cpu"],
-                          env=tool_env(), capture_output=True, text=True, cwd=cwd)
+                          env=tool_env(), capture_output=True, text=True)
+
+
+def _timeline_here(*args: str) -> SimpleNamespace:
+    """The same command in this process (the models' imports paid once for many runs), with the same streams."""
+    result = CliRunner().invoke(cli.app, ["timeline", *args, "--device", "cpu"])
+    return SimpleNamespace(returncode=result.exit_code, stdout=result.stdout, stderr=result.stderr)
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +99,7 @@ def test_odd_recordings_each_make_a_timeline(demo_workspace, recording, tmp_path
     _ffmpeg("-i", str(source), "-ac", "2", "-ar", "44100", str(tmp_path / "stereo.flac"))
     _ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x64:rate=5", "-i", str(source), "-shortest", "-pix_fmt", "yuv420p",
             "-c:a", "aac", str(tmp_path / "video.mp4"))
-    short = _timeline(str(tmp_path / "short.wav"), "--out", str(tmp_path / "a"), "--project", project)
+    short = _timeline_here(str(tmp_path / "short.wav"), "--out", str(tmp_path / "a"), "--project", project)
     assert short.returncode == 0, short.stderr[-2000:]
     assert "shorter than one 0.975 s VGGish example: padded" in short.stderr
     events = read_csv(tmp_path / "a" / "timeline.csv")
@@ -97,7 +107,7 @@ def test_odd_recordings_each_make_a_timeline(demo_workspace, recording, tmp_path
     assert film_info(tmp_path / "a" / "film.mp4")["frames"] == 2  # 0.5 s at 4 frames/s
     reference = [e.label for e in read_csv(recording / "reference.csv") if e.label is not None]
     for name in ("stereo.flac", "video.mp4"):
-        result = _timeline(str(tmp_path / name), "--out", str(tmp_path / name.split(".")[0]), "--project", project,
+        result = _timeline_here(str(tmp_path / name), "--out", str(tmp_path / name.split(".")[0]), "--project", project,
                            "--no-film")
         assert result.returncode == 0, result.stderr[-2000:]
         labels = [e.label for e in read_csv(tmp_path / name.split(".")[0] / "timeline.csv") if e.label is not None]
@@ -124,7 +134,7 @@ def test_what_cannot_be_a_timeline_is_one_line_and_writes_nothing(demo_workspace
     for args, expected in cases.items():
         out = tmp_path / "out"
         start = time.monotonic()
-        result = _timeline(*args, "--out", str(out), "--project", project)
+        result = _timeline_here(*args, "--out", str(out), "--project", project)
         assert result.returncode == 1 and _errors(result) == [result.stderr.strip().splitlines()[-1]], result.stderr
         assert expected in _errors(result)[0] and "Traceback" not in result.stderr
         assert not (out / "timeline.csv").exists() and not (out / "film.mp4").exists()
@@ -137,9 +147,9 @@ def test_a_folder_another_timeline_is_using_is_refused_and_nothing_in_it_is_touc
     args = (str(recording / "audio.wav"), "--out", str(out), "--project", str(demo_workspace[0]))
     with hold_folder(out, LOCK_NAME, BUSY):  # another process's timeline, in the middle of its run
         (out / "timeline.csv").write_text("theirs")
-        second = _timeline(*args)
+        second = _timeline_here(*args)
     assert second.returncode == 1
     assert _errors(second) == [f"error: {out}: another timeline is being made in this folder right now; wait for it "
                                "to finish or choose another folder"]
     assert (out / "timeline.csv").read_text() == "theirs"
-    assert _timeline(*args, "--no-film").returncode == 0  # once it is done, the folder is free
+    assert _timeline_here(*args, "--no-film").returncode == 0  # once it is done, the folder is free
