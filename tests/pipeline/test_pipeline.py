@@ -327,7 +327,8 @@ def test_experiments_compare_on_the_numbers_that_matter(workspace):
     (diff,) = _readme_commands("dvc exp diff")
     changed = json.loads(_dvc(ws, *[names[0] if a == "EXP_A" else names[1] if a == "EXP_B" else a
                                     for a in diff[1:]], "--json"))
-    assert set(changed["metrics"]) <= {"metrics/eval.json", "metrics/image_eval.json", "metrics/eval_sets/esc50.json"}
+    assert set(changed["metrics"]) <= {"metrics/eval.json", "metrics/image_eval.json", "metrics/eval_sets/esc50.json",
+                                       "metrics/timeline.json"}
     (plots,) = _readme_commands("dvc plots diff")
     compared = json.loads(_dvc(ws, *[names[0] if a == "EXP_A" else names[1] if a == "EXP_B" else a
                                      for a in plots[1:]], "--json"))
