@@ -347,6 +347,7 @@ def timeline(
     from a2i_core.core.audio_io import not_a_file
     from a2i_core.diffusion.fills import SequenceFill
     from a2i_core.diffusion.render import RenderSettings
+    from a2i_core.serve.results import render_settings
     from a2i_core.timeline.make import check_claimed_length, make_timeline
     from a2i_core.timeline.storyboard import caption
 
@@ -366,8 +367,7 @@ def timeline(
         engine = _load_generator(project, mapper, audio_encoder, sd3, device, dtype, generate_params.max_seconds)
         fill.check(engine.artifact.prompt_sequences)
         settings = RenderSettings.from_params(render_params)
-        used = {"steps": settings.steps, "guidance": settings.guidance, "size": settings.size,
-                "sequence_fill": fill.name, "device": str(engine.device), "source": audio.name}
+        used = {**render_settings(settings, fill, engine.device), "source": audio.name}
         made = make_timeline(engine, audio, out, cfg, settings, fill, film=film, used=used)
     except (A2IError, OSError) as err:  # OSError: --out not a directory, a full disk (frames made are kept)
         _echo(f"error: {first_line(err, limit=500) if isinstance(err, OSError) else err}", err=True)

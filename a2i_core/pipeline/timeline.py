@@ -29,6 +29,7 @@ from a2i_core.timeline.events import Event, read_csv
 from a2i_core.timeline.make import Timeline, make_timeline
 from a2i_core.timeline.recordings import build_recordings, save_recording, usable_clips
 from a2i_core.timeline.scoring import flicker, sed_metrics
+from a2i_core.timeline.video import film_frames
 
 log = logging.getLogger(__name__)
 # What metrics/timeline.json holds (`dvc exp show` compares them); the counts behind them go to the report.
@@ -82,15 +83,10 @@ def keyframe_truth(timeline: Timeline, reference: list[Event]) -> list[str | Non
     return truth
 
 
-def film_frames(path: Path, fps: float) -> Iterator[tuple[float, np.ndarray]]:
-    """(time, frame (H, W, 3) uint8) of a film as a viewer sees it (decoded from the MP4), one frame in memory at a
-    time."""
-    import imageio_ffmpeg
-
-    reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
-    width, height = next(reader)["size"]
-    for i, raw in enumerate(reader):
-        yield (i + 0.5) / fps, np.frombuffer(raw, np.uint8).reshape(height, width, 3)
+def timed_frames(path: Path, fps: float) -> Iterator[tuple[float, np.ndarray]]:
+    """(time, frame) of a film as a viewer sees it, one frame in memory at a time."""
+    for i, frame in enumerate(film_frames(path)):
+        yield (i + 0.5) / fps, frame
 
 
 def timeline_eval(cfg: TimelineParams, render: RenderParams, clip_device: str, candidates: Path, audio: Path,
@@ -159,7 +155,7 @@ def score(cfg: TimelineParams, made: dict[str, Timeline], recordings: Path, clip
                "keyframes": len(hits), "keyframes_correct": int(sum(hits))}
         if timeline.film is not None:
             boundaries = [e.start for e in timeline.events[1:]]
-            row |= {f"flicker_{k}": v for k, v in flicker(film_frames(timeline.film, cfg.fps), boundaries).items()}
+            row |= {f"flicker_{k}": v for k, v in flicker(timed_frames(timeline.film, cfg.fps), boundaries).items()}
         rows.append(row)
     table = pd.DataFrame(rows)
     report["keyframes_zero_shot_top1"] = float(np.mean(correct)) if correct else None

@@ -27,12 +27,16 @@ if TYPE_CHECKING:  # at run time they would load torch, which the command line's
 _RESULTS_LOCK = threading.Lock()
 
 
+def render_settings(settings: RenderSettings, fill: SequenceFill, device: object) -> dict[str, Any]:
+    """The settings an image is drawn with, as the app shows them and every PNG carries them (with its own seed)."""
+    return {"steps": settings.steps, "guidance": settings.guidance, "seed": settings.seed, "size": settings.size,
+            "sequence_fill": fill.name, "device": str(device)}
+
+
 def settings_used(settings: RenderSettings, images: int, fill: SequenceFill, device: object,
                   seconds: float) -> dict[str, Any]:
-    """What made a sound's images, as the app shows it and every PNG carries it (with the image's own seed)."""
-    return {"steps": settings.steps, "guidance": settings.guidance, "seed": settings.seed, "images": images,
-            "size": settings.size, "sequence_fill": fill.name, "device": str(device),
-            "render_seconds": round(seconds, 2)}
+    """What made a sound's images: ``render_settings``, how many images and how long they took."""
+    return {**render_settings(settings, fill, device), "images": images, "render_seconds": round(seconds, 2)}
 
 
 def save_results(sound: Sound, seeds: list[int], root: Path, used: dict) -> tuple[list[tuple[str, str]], str]:

@@ -21,6 +21,7 @@ from a2i_core.diffusion.render import RenderSettings
 from a2i_core.serve.generate import SoundToImage
 from a2i_core.serve.guards import FAILED, SoundRefused, check_sound, user_line
 from a2i_core.serve.page import GENERATOR_LOCK, kept_note, let_go, status_line
+from a2i_core.serve.results import render_settings
 from a2i_core.serve.uploads import renew
 from a2i_core.timeline.make import Timeline, make_timeline
 from a2i_core.timeline.motion import frame_count
@@ -73,8 +74,7 @@ def over_time_tab(gr, work: TimelineWork, release: Callable[[Path], None], no_so
             seconds = check_sound(path, work.max_upload_mb, work.max_minutes)
             if film:
                 check_film_length(seconds, work.generator.max_seconds, chosen)
-            used = {"steps": work.defaults.steps, "guidance": work.defaults.guidance, "seed": work.defaults.seed,
-                    "size": work.defaults.size, "sequence_fill": work.fill.name, "device": str(work.generator.device)}
+            used = render_settings(work.defaults, work.fill, work.generator.device)
             with GENERATOR_LOCK:  # the first tab's lock: one generation at a time, whichever tab asks
                 start = time.perf_counter()
                 made = timeline_in(work.cache(), lambda out: make_timeline(

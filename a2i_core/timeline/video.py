@@ -15,6 +15,7 @@ import re
 import shutil
 import struct
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -235,6 +236,18 @@ def film_info(path: Path) -> dict:
         return _inspect(path)
     except (OSError, RuntimeError, ValueError) as err:
         raise A2IError(f"{path}: not a video ffmpeg can read ({first_line(err, 120)})") from None
+
+
+def film_frames(path: Path) -> Iterator[np.ndarray]:
+    """A film's frames as a viewer sees them (decoded from the MP4): (height, width, 3) uint8, in order, one in
+    memory at a time."""
+    reader = imageio_ffmpeg.read_frames(str(Path(path).absolute()), pix_fmt="rgb24")
+    try:
+        width, height = next(reader)["size"]
+        for raw in reader:
+            yield np.frombuffer(raw, np.uint8).reshape(height, width, 3)
+    finally:
+        reader.close()  # a consumer that stops early must not leave ffmpeg running
 
 
 def _inspect(path: Path) -> dict:

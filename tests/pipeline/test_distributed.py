@@ -19,6 +19,7 @@ from a2i_core.audio.features import AUDIO_KIND
 from a2i_core.core import shards
 from a2i_core.diffusion.prompt_embeddings import TEXT_KIND
 from a2i_core.offline.workspace import tool_env
+from a2i_core.timeline.video import film_frames
 
 pytestmark = pytest.mark.e2e
 OUTPUTS = {"embed_audio": "data/features/audio", "embed_text": "data/features/text",
@@ -74,14 +75,10 @@ def test_two_processes_give_the_same_outputs_as_one(demo_workspace, tmp_path):
     films = [name for name in files if name.endswith(".mp4")]
     assert films
     for name in films:  # the same frames, whichever process drew them (x264 encodes the same frames the same)
-        assert np.array_equal(_film_frames(timelines_1 / name), _film_frames(timelines_2 / name)), name
+        assert np.array_equal(_all_frames(timelines_1 / name), _all_frames(timelines_2 / name)), name
     for name in (n for n in files if n.endswith((".png", ".csv", ".vtt"))):
         assert (timelines_1 / name).read_bytes() == (timelines_2 / name).read_bytes(), name
 
 
-def _film_frames(path: Path) -> np.ndarray:
-    import imageio_ffmpeg
-
-    reader = imageio_ffmpeg.read_frames(str(path))
-    width, height = next(reader)["size"]
-    return np.stack([np.frombuffer(raw, np.uint8).reshape(height, width, 3) for raw in reader])
+def _all_frames(path: Path) -> np.ndarray:
+    return np.stack(list(film_frames(path)))

@@ -190,6 +190,18 @@ def _get(page, url: str, href: str) -> bytes:
     return page.request.get(href if href.startswith("http") else url + href.lstrip("/")).body()
 
 
+def _open_over_time(p, url: str, wav: Path):
+    """A browser on the app's Over time tab with ``wav`` uploaded: (browser, page, the uploaded sound's link)."""
+    browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+    page = browser.new_page()
+    page.goto(url)
+    page.get_by_role("tab", name="Over time").click()
+    sound = page.locator("#timeline-sound [data-testid=download-link]")
+    page.locator("#timeline-sound input[type=file]").set_input_files(str(wav))
+    sound.wait_for(state="attached", timeout=60_000)
+    return browser, page, sound
+
+
 @needs_chromium
 def test_a_recording_becomes_events_a_storyboard_and_a_film_in_the_browser(server, tmp_path):
     """The tab's whole use: upload, a frame rate, the events table, captioned keyframes, the film in the player with
@@ -198,13 +210,7 @@ def test_a_recording_becomes_events_a_storyboard_and_a_film_in_the_browser(serve
     playwright = pytest.importorskip("playwright.sync_api")
     wav = _recording(tmp_path / "dog-then-siren.wav", ["dog", "siren"])
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
-        page = browser.new_page()
-        page.goto(server.url)
-        page.get_by_role("tab", name="Over time").click()
-        sound = page.locator("#timeline-sound [data-testid=download-link]")
-        page.locator("#timeline-sound input[type=file]").set_input_files(str(wav))
-        sound.wait_for(state="attached", timeout=60_000)
+        browser, page, sound = _open_over_time(p, server.url, wav)
         uploaded = _server_file(sound.get_attribute("href"))
         make, status = page.get_by_role("button", name="Make timeline"), page.locator("#timeline-status")
         page.get_by_label("Frames per second").fill(str(FPS))
@@ -296,13 +302,7 @@ def test_a_film_over_the_frame_cap_is_refused_in_the_status_line_before_any_work
     wav = _recording(tmp_path / "bell-then-rain.wav", ["bell", "rain"])
     before = _timelines(tight)
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
-        page = browser.new_page()
-        page.goto(tight.url)
-        page.get_by_role("tab", name="Over time").click()
-        sound = page.locator("#timeline-sound [data-testid=download-link]")
-        page.locator("#timeline-sound input[type=file]").set_input_files(str(wav))
-        sound.wait_for(state="attached", timeout=60_000)
+        browser, page, sound = _open_over_time(p, tight.url, wav)
         make, status = page.get_by_role("button", name="Make timeline"), page.locator("#timeline-status")
         playwright.expect(page.get_by_label("Frames per second")).to_have_value("4")  # params' timeline.fps
         make.click()
