@@ -102,6 +102,13 @@ def demo(
               "test clips end to end")
         _echo(f"           {first / 'storyboard.png'}, {first / 'film.mp4'} (a2i timeline SOUND --out DIR "
               f"--project {path}: your own)")
+    mixtures = json.loads((path / "metrics" / "mixtures_report.json").read_text())
+    if mixtures["mixtures"]:
+        _echo(f"mixtures: recall@2 of both sounds {mixtures['recall_at_2']:.2f} ({mixtures['answer']}; the single "
+              f"embedding's {mixtures['recall_at_2_single']:.2f}), panned halves right {mixtures['halves_stereo']:.2f} "
+              f"with stereo placement ({mixtures['halves_score']:.2f} without)")
+        _echo(f"          {path / 'metrics' / 'mixtures_sheet.png'} (a2i generate SOUND --layers regions --layout "
+              "stereo: your own)")
     _echo(f"try a variant: cd {path} && {dvc} exp run -S train.lr=0.0003 && {dvc} {EXP_SHOW}")
 
 
@@ -151,6 +158,17 @@ def _with_options(section: Section, **options: object) -> Section:
         raise _option_error(ValueError(str(err).removeprefix(f"{OPTIONS}: "))) from None
 
 
+def _layering(section: Any, mode: str, layout: str | None, size: int) -> Any:
+    """params' layers section with --layers and --layout, and room for its regions at the image size."""
+    if section is None:
+        raise A2IError("--layers: the project's params.yaml has no layers section (a2i's params.yaml has one to copy)")
+    layering = _with_options(section, mode=mode, layout=layout)
+    problem = layering.room_problem(size, "an image of")
+    if problem is not None:
+        raise A2IError(f"--layers: {problem} (lower layers.max_layers, or a larger --size)")
+    return layering
+
+
 def _check_runtime(device: str, dtype: str) -> None:
     """--device and --dtype, by params.yaml's rules, before any model is loaded."""
     try:
@@ -167,7 +185,8 @@ def _option_error(err: ValueError) -> A2IError:
 
 
 def _load_generator(project: Path, mapper: Path | None, audio_encoder: Path | None, sd3: Path | None, device: str,
-                    dtype: str, max_seconds: float) -> SoundToImage:
+                    dtype: str, max_seconds: float, label_head: Path | None = None) -> SoundToImage:
+    """The parts, loaded once; the label head too when one is named or the project has one (layering needs it)."""
     from a2i_core.serve.generate import SoundToImage, pick_device
 
     models = project / "models"
@@ -175,8 +194,10 @@ def _load_generator(project: Path, mapper: Path | None, audio_encoder: Path | No
     if not mapper_dir.is_dir() and mapper is None:
         raise A2IError(f"{mapper_dir}: no trained mapper here; pass --project DIR (a project after `dvc repro`), "
                        "or run `make demo` and use --project .demo")
+    if label_head is None and (models / "label_head").is_dir():
+        label_head = models / "label_head"
     return SoundToImage.from_pretrained(mapper_dir, audio_encoder or _audio_encoder_dir(models),
-                                        sd3 or models / "sd3", pick_device(device), dtype, max_seconds)
+                                        sd3 or models / "sd3", pick_device(device), dtype, max_seconds, label_head)
 
 
 def _audio_encoder_dir(models: Path) -> Path:
@@ -201,6 +222,9 @@ Device = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps; auto 
                                           "else the CPU.")]
 DType = Annotated[str, typer.Option(help="auto (bfloat16 on a GPU, float32 on the CPU), float32, float16 or bfloat16 "
                                          "(the CPU always computes in float32).")]
+LabelHeadDir = Annotated[Path | None, typer.Option(
+    help="The label head that finds the sounds a clip holds (label_head stage output) [default: "
+         "PROJECT/models/label_head, when there is one].")]
 Fill = Annotated[Literal["empty_prompt", "zeros", "nearest_prompts"] | None, typer.Option(
     help="What fills the sequence positions the mapper does not predict: the empty prompt's sequence, zeros, or a "
          "mix of the nearest prompts' sequences (render.nearest_k, render.nearest_temperature) "
@@ -231,6 +255,13 @@ def generate(
     max_seconds: Annotated[float | None, typer.Option(
         help="Each recording is heard up to here, with a note when it is longer (a header can claim days of audio) "
              "[default: the project's generate.max_seconds].")] = None,
+    layers: Annotated[Literal["regions", "joint"] | None, typer.Option(
+        help="Draw each sound a clip holds as its own layer: regions (each denoised under its own sound, blended "
+             "every step) or joint (one text sequence holding each sound's) [default: off, one embedding].")] = None,
+    layout: Annotated[Literal["score", "grid", "stereo"] | None, typer.Option(
+        help="With --layers: where each sound's region goes: left to right by score, a grid, or where the "
+             "channels place it [default: the project's layers.layout].")] = None,
+    label_head: LabelHeadDir = None,
     device: Device = "auto",
     dtype: DType = "auto",
 ) -> None:
@@ -243,21 +274,29 @@ def generate(
     from a2i_core.diffusion.fills import SequenceFill
     from a2i_core.diffusion.images import save_image
     from a2i_core.diffusion.render import RenderSettings
+    from a2i_core.layers.draw import record
     from a2i_core.serve.generate import expand_inputs, image_seeds, output_names
     from a2i_core.serve.results import settings_used
 
     try:
-        params = _project_params(project, "generate")
+        if layout is not None and layers is None:
+            raise A2IError("--layout places layers: give --layers regions or --layers joint with it")
+        params = _project_params(project, "generate", optional=("layers",) if layers else ())
         render_params = _with_options(params.render, seed=seed, steps=steps, guidance=guidance, size=size,
                                       batch_size=batch_size, sequence_fill=sequence_fill)
         generate_params = _with_options(params.generate, max_seconds=max_seconds)
+        layering = _layering(params.layers, layers, layout, render_params.size) if layers else None
         fill = SequenceFill.from_params(render_params)
         _check_runtime(device, dtype)
         inputs, problems = expand_inputs(list(audio))
         if not inputs:
             raise A2IError("; ".join(problems) or "no audio files given")
-        generator = _load_generator(project, mapper, audio_encoder, sd3, device, dtype, generate_params.max_seconds)
+        generator = _load_generator(project, mapper, audio_encoder, sd3, device, dtype, generate_params.max_seconds,
+                                    label_head)
         fill.check(generator.artifact.prompt_sequences)
+        if layering is not None and layering.answer == "head" and generator.head is None:
+            raise A2IError(f"{project / 'models' / 'label_head'}: no label head, and layers.answer is head: run `dvc "
+                           "repro label_head`, pass --label-head DIR, or set layers.answer: nnls")
     except A2IError as err:
         _echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None
@@ -275,12 +314,13 @@ def generate(
             return
         saved = 0
         try:
-            batch_seconds = generator.render([s for s, _ in pending], settings, images_per_sound, fill)
+            batch_seconds = generator.render([s for s, _ in pending], settings, images_per_sound, fill, layering)
             seconds += batch_seconds
             used = settings_used(settings, images_per_sound, fill, generator.device, batch_seconds)
             for sound, files in pending:
+                own = used if layering is None else {**used, "layering": record(sound.layers, layering)}
                 for image, name, seed in zip(sound.images, files, seeds, strict=True):
-                    save_image(image, out / name, used, seed)  # atomic: a kill never leaves a half-written PNG
+                    save_image(image, out / name, own, seed)  # atomic: a kill never leaves a half-written PNG
                     written += 1
                 saved += 1
         except (RuntimeError, OSError) as err:  # out of GPU memory, a full disk, --out not a directory
@@ -294,7 +334,7 @@ def generate(
 
     for (path, _), files in zip(inputs, names, strict=True):
         try:
-            sound = generator.sound(path)
+            sound = generator.sound(path, layering)
         except A2IError as err:
             _echo(f"error: {err}", err=True)
             failed += 1
@@ -302,6 +342,9 @@ def generate(
         for note in sound.notes:
             _echo(f"note: {path}: {note}", err=True)
         _echo(f"{path.name}: " + ", ".join(f"{p!r} {s:.3f}" for p, s in sound.nearest))
+        if layering is not None:
+            _echo(f"{path.name}: layers " + "; ".join(
+                f"{layer.label!r} {layer.score:.2f} at x {layer.x:.2f}" for layer in sound.layers))
         pending.append((sound, files))
         if len(pending) * images_per_sound >= settings.batch_size:
             flush()
@@ -433,17 +476,23 @@ def web_app(
         _check_runtime(device, dtype)
         credentials = parse_auth(auth) if auth is not None else None
         make_examples = _example_maker(project, examples, no_examples, host)
-        params = _project_params(project, "the app", optional=("timeline",))  # none: no "Over time" tab
+        # None: no "Over time" tab, no layers
+        params = _project_params(project, "the app", optional=("timeline", "layers"))
         render_params = _with_options(params.render, sequence_fill=sequence_fill)
         fill = SequenceFill.from_params(render_params)
         generator = _load_generator(project, mapper, audio_encoder, sd3, device, dtype, params.generate.max_seconds)
         fill.check(generator.artifact.prompt_sequences)
+        layers = params.layers
+        if layers is not None and layers.answer == "head" and generator.head is None:
+            _echo(f"note: {project / 'models' / 'label_head'}: no label head, so the app offers no layers (run `dvc "
+                  "repro label_head`, or set layers.answer: nnls)", err=True)
+            layers = None
     except A2IError as err:
         _echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None
     serve(generator, RenderSettings.from_params(render_params), fill, host=host, port=port,
           max_upload_mb=max_upload_mb, max_minutes=max_minutes, auth=credentials, examples=make_examples,
-          timeline=params.timeline)
+          timeline=params.timeline, layers=layers)
 
 
 def _example_maker(project: Path, folder: Path | None, none: bool, host: str = "127.0.0.1") -> ExampleMaker | None:

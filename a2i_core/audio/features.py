@@ -83,7 +83,7 @@ def fix_mmap_threshold() -> bool:
 def embed_path(encoder: AudioEncoder, frontend: nn.Module, path: str | Path, batch_size: int,
                device: torch.device, window_seconds: float = 60.0, max_samples: int | None = None,
                progress: Callable[[int], None] | None = None,
-               levels: list[np.ndarray] | None = None) -> tuple[np.ndarray, int, float]:
+               levels: list[np.ndarray] | None = None, channel: int | None = None) -> tuple[np.ndarray, int, float]:
     """A file's (n, D) embeddings, its number of samples and its RMS, holding one streaming window of audio.
 
     The same embeddings as ``embed_waves`` of the whole decoded file: the encoder's windows start ``step`` apart,
@@ -95,7 +95,8 @@ def embed_path(encoder: AudioEncoder, frontend: nn.Module, path: str | Path, bat
     is killed) with the chunk that passes them, so a header claiming days of audio costs at most the cap. The count
     returned is then of the samples decoded, which is more than ``max_samples`` exactly when the recording is
     longer. ``progress`` is called with the samples decoded so far after each decoded chunk. Given ``levels``, each
-    embedded span appends its windows' levels in dBFS (``window_levels``): one per embedding row.
+    embedded span appends its windows' levels in dBFS (``window_levels``): one per embedding row. Given ``channel``
+    (0 left, 1 right), that channel of the file's stereo form is heard instead of the mono mix (``decode_stream``).
     """
     fix_mmap_threshold()
     span = window_samples(encoder, window_seconds)
@@ -106,7 +107,7 @@ def embed_path(encoder: AudioEncoder, frontend: nn.Module, path: str | Path, bat
     square_sum = 0.0
     outputs: list[np.ndarray] = []
     # An error while embedding must not leave ffmpeg running.
-    with contextlib.closing(decode_stream(path, encoder.sample_rate)) as stream:
+    with contextlib.closing(decode_stream(path, encoder.sample_rate, channel=channel)) as stream:
         for chunk in stream:
             total += chunk.size
             if progress is not None:

@@ -39,6 +39,9 @@ PROBE_TIMEOUT_S = 20  # reading a header takes milliseconds; a stuck probe must 
 # all were), so that the user knows what they named.
 FILE_KINDS = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a named pipe", stat.S_IFCHR: "a character device",
               stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}
+# A layout's name as ffmpeg prints it after the sample rate on its first audio stream's line ("16000 Hz, 5.1(side),
+# flt"). Anchored at a line's start: metadata lines are indented and never begin with "Stream #".
+AUDIO_STREAM = re.compile(rb"^\s*Stream #\d+:\d+[^\n]*?: Audio: [^\n]*?, \d+ Hz, ([^,\n]+)", re.MULTILINE)
 
 
 class AudioError(A2IError):
@@ -112,6 +115,46 @@ def claimed_seconds(path: str | Path) -> float | None:
     return hours * 3600 + minutes * 60 + seconds
 
 
+def channel_layout(path: str | Path) -> tuple[int, str] | None:
+    """The number of channels and ffmpeg's name of the layout ("mono", "stereo", "5.1(side)", "6 channels") of a
+    file's first audio stream, as its header says; None where it has no audio stream, ffmpeg cannot read it, or
+    the name tells no count (an ambisonic layout), or it is not a regular file (``not_a_file``: never opened). A
+    claim from the header, read as ``claimed_seconds`` reads one."""
+    if not_a_file(path):
+        return None
+    argv = [ffmpeg_binary(), "-nostdin", "-hide_banner", "-protocol_whitelist", "file", "-i", _ffmpeg_name(path)]
+    try:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return None
+    found = AUDIO_STREAM.search(done.stderr)
+    if found is None:
+        return None
+    name = found.group(1).decode(errors="replace").strip()
+    count = layout_channels(name)
+    return None if count is None else (count, name)
+
+
+def layout_channels(name: str) -> int | None:
+    """How many channels a layout ffmpeg names holds: a standard one ("5.1(side)"), "6 channels", or a custom order
+    "3 channels (FL+FR+LFE)"; None for a name that tells no count."""
+    counted = re.fullmatch(r"(\d+) channels?(?: \(.*\))?", name)
+    if counted:
+        return int(counted.group(1))
+    return _standard_layouts().get(name)
+
+
+@functools.cache
+def _standard_layouts() -> dict[str, int]:
+    # From the binary itself (`ffmpeg -layouts`): its list grows with its version (22.2, 9.1.6, binaural...).
+    done = subprocess.run([ffmpeg_binary(), "-nostdin", "-hide_banner", "-layouts"], stdin=subprocess.DEVNULL,
+                          capture_output=True, timeout=PROBE_TIMEOUT_S)
+    text = done.stdout.decode(errors="replace")
+    table = text.split("Standard channel layouts:", 1)[-1]
+    found = re.findall(r"^(\S+)\s+([A-Z0-9]+(?:\+[A-Z0-9]+)*)\s*$", table, re.MULTILINE)
+    return {name: len(parts.split("+")) for name, parts in found if name != "NAME"}
+
+
 def _ffmpeg_name(path: str | Path) -> str:
     # Absolute: ffmpeg reads a name such as "a:b.wav" as the URL of a protocol "a"; "/..." is always a file.
     return str(Path(path).absolute())
@@ -124,6 +167,23 @@ def _downmix(sample_rate: int) -> str:
     # lose the same band above 8 kHz as the training clips did.
     chain = f"aresample={SAMPLE_RATE}:rematrix_maxval=1.0,aformat=sample_fmts=flt:channel_layouts=mono"
     return chain if sample_rate == SAMPLE_RATE else f"{chain},{_upsample(sample_rate)}"
+
+
+def _one_channel(channel: int, channels: int | None, sample_rate: int) -> str:
+    # Channel ``channel`` of the file's stereo form, then the same resampling as the mono mix (its mono aformat is
+    # then a no-op). A mono file's two channels are the file itself: swresample's mono -> stereo upmix would give
+    # each 1/sqrt(2) of it, 3 dB quieter than its mono mix. Two channels are taken as they are, whatever their
+    # layout's name (stereo, "2 channels", downmix). More are first matrixed to stereo by swresample's standard
+    # matrix (what -ac 2 uses: L = FL + C/sqrt(2) + SL/sqrt(2), LFE dropped), its rows scaled to sum to 1 as the
+    # mono mix's are (rematrix_maxval=1): then the mono mix is exactly the mean of the two channels, as for a
+    # stereo file. An unknown count (the header said nothing readable) takes that general path.
+    if channels == 1:
+        return _downmix(sample_rate)
+    pick = f"pan=mono|c0=c{channel}"
+    if channels == 2:
+        return f"{pick},{_downmix(sample_rate)}"
+    stereo = "aresample=rematrix_maxval=1.0,aformat=sample_fmts=flt:channel_layouts=stereo"
+    return f"{stereo},{pick},{_downmix(sample_rate)}"
 
 
 def _upsample(sample_rate: int) -> str:
@@ -143,8 +203,11 @@ def resample(wave: np.ndarray, sample_rate: int) -> np.ndarray:
     return np.frombuffer(done.stdout, np.float32).copy()
 
 
-def decode(path: str | Path | PackedClip, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Decode any audio file (or a packed clip) to mono float32 at ``sample_rate``; AudioError if that fails."""
+def decode(path: str | Path | PackedClip, sample_rate: int = SAMPLE_RATE, channel: int | None = None) -> np.ndarray:
+    """Decode any audio file (or a packed clip) to mono float32 at ``sample_rate``; AudioError if that fails.
+    With ``channel`` (0 left, 1 right), that channel of the file's stereo form instead (``decode_stream``); a packed
+    clip is mono, so either channel is the clip itself."""
+    _check_channel(channel)
     if isinstance(path, PackedClip):
         import pyarrow as pa  # loaded already: PackedClip reads with it
 
@@ -155,33 +218,49 @@ def decode(path: str | Path | PackedClip, sample_rate: int = SAMPLE_RATE) -> np.
         if rate != SAMPLE_RATE or wave.ndim != 1:
             raise AudioError(f"{path.pack} row {path.row}: packed clip is {rate} Hz, {wave.ndim}-D")
         return resample(wave, sample_rate)
-    return np.concatenate(list(decode_stream(path, sample_rate)))  # one tight array, as before streaming existed
+    # one tight array, as before streaming existed
+    return np.concatenate(list(decode_stream(path, sample_rate, channel=channel)))
 
 
-def decode_stream(path: str | Path, sample_rate: int = SAMPLE_RATE,
-                  chunk_samples: int = STREAM_CHUNK_SAMPLES) -> Iterator[np.ndarray]:
+def _check_channel(channel: int | None) -> None:
+    if channel is not None and (isinstance(channel, bool) or channel not in (0, 1)):
+        raise ValueError(f"channel must be 0 (left), 1 (right) or None (the mono mix), got {channel!r}")
+
+
+def decode_stream(path: str | Path, sample_rate: int = SAMPLE_RATE, chunk_samples: int = STREAM_CHUNK_SAMPLES,
+                  channel: int | None = None) -> Iterator[np.ndarray]:
     """Decode a file as ``decode`` does, yielding mono float32 chunks of ``chunk_samples`` (the last one shorter).
 
     One ffmpeg process is read as it decodes, so memory holds one chunk whatever the recording's length. A missing
     file, or one that is not a regular file (``not_a_file``: never opened), raises AudioError here; a file ffmpeg
     cannot decode, or one with no samples, raises it from the iteration (after the chunks decoded before the
     failure). Closing the iterator early (``break``, ``close()``, dropping it) kills and reaps ffmpeg.
+
+    With ``channel`` (0 left, 1 right), that channel of the file's stereo form instead of the mono mix: a mono
+    file's two channels are the file itself; more than two are first matrixed to stereo by ffmpeg's standard
+    matrix, scaled so that the mono mix is the mean of the two (``_one_channel``). The channel count is read from
+    the header first (``channel_layout``).
     """
     path = Path(path)
+    _check_channel(channel)
     problem = not_a_file(path)
     if problem:
         raise AudioError(f"{path}: {problem}")
     if chunk_samples < 1:
         raise ValueError(f"chunk_samples must be positive, got {chunk_samples}")
-    return _stream(path, sample_rate, chunk_samples)
+    if channel is None:
+        return _stream(path, sample_rate, chunk_samples)
+    layout = channel_layout(path)
+    return _stream(path, sample_rate, chunk_samples, _one_channel(channel, layout and layout[0], sample_rate))
 
 
-def _stream(path: Path, sample_rate: int, chunk_samples: int) -> Iterator[np.ndarray]:
+def _stream(path: Path, sample_rate: int, chunk_samples: int, af: str | None = None) -> Iterator[np.ndarray]:
     argv = (
         # Local files only, whatever the file turns out to be (a playlist, a concat list): ffmpeg's demuxers already
         # keep nested URLs to their parent's protocols, and this says so for every one of them.
         ffmpeg.input(INPUT_SLOT, protocol_whitelist="file")
-        .output("pipe:", format="f32le", acodec="pcm_f32le", ac=1, ar=sample_rate, vn=None, af=_downmix(sample_rate))
+        .output("pipe:", format="f32le", acodec="pcm_f32le", ac=1, ar=sample_rate, vn=None,
+                af=af or _downmix(sample_rate))
         .global_args("-nostdin", "-hide_banner", "-loglevel", "error")
         .compile(cmd=ffmpeg_binary())
     )

@@ -36,6 +36,8 @@ MAX_SHARD_ROWS = 10_000_000  # rows in one Parquet shard
 MAX_SECONDS = 86_400.0  # any duration: a day
 MAX_FPS = 60.0  # a film's frames per second: every frame is a whole diffusion run, so more is only cost
 MAX_FILM_FRAMES = 216_000  # an hour at 60 frames/s: a film's frames are counted before any is drawn
+MAX_SOUND_LAYERS = 16  # sounds drawn in one image: each is a transformer pass per step (regions)
+MAX_LEVEL_DB = 60.0  # a level ratio between two sounds, either way: past it one of them is inaudible
 
 
 def check_at_most(value: float, high: float, key: str, low: float = 0) -> None:
@@ -364,6 +366,77 @@ class TimelineParams:
 
 
 @dataclass(frozen=True)
+class LabelHeadParams:
+    """The label_head stage: a multi-label classifier over the prompt bank, trained on the training clips and on
+    seeded two-source mixtures of them (each with both labels)."""
+
+    mixtures: int  # two-source mixtures of training clips of different classes, besides the clips themselves
+    min_db: float  # each mixture's second sound is this many dB (loudness, BS.1770) to max_db from the first
+    max_db: float
+    weight_decay: float  # L2 on the weights: keeps the probabilities from saturating, so thresholds mean something
+    seed: int
+
+    def __post_init__(self) -> None:
+        check_at_most(self.mixtures, MAX_COUNT, "mixtures")
+        check(-MAX_LEVEL_DB <= self.min_db <= self.max_db <= MAX_LEVEL_DB, "min_db",
+              f"must be <= max_db, both in [-{MAX_LEVEL_DB:g}, {MAX_LEVEL_DB:g}] dB")
+        check_at_most(self.weight_decay, 100.0, "weight_decay")
+        check_at_most(self.seed, MAX_SEED, "seed")
+
+
+@dataclass(frozen=True)
+class MixturesParams:
+    """The mixtures stage: seeded two-source mixtures of test clips of different classes, at each level ratio, and
+    hard-panned stereo ones (the first sound left, the second right)."""
+
+    per_level: int  # mixtures at each level ratio (and panned ones)
+    levels_db: list[float]  # the second sound's loudness against the first's (BS.1770, pyloudnorm)
+    seed: int
+
+    def __post_init__(self) -> None:
+        check_at_most(self.per_level, MAX_COUNT, "per_level", low=1)
+        check(1 <= len(self.levels_db) <= 16, "levels_db", "needs 1 to 16 level ratios")
+        for i, db in enumerate(self.levels_db):
+            check(-MAX_LEVEL_DB <= db <= MAX_LEVEL_DB, f"levels_db[{i}]", f"must be in [-{MAX_LEVEL_DB:g}, "
+                  f"{MAX_LEVEL_DB:g}] dB, got {db}")
+        check_at_most(self.seed, MAX_SEED, "seed")
+
+
+@dataclass(frozen=True)
+class LayersParams:
+    """Several sounds at once: which sounds a clip holds, and how each is drawn in one image (`a2i generate
+    --layers`, the app, the render stage's layered row, the mixtures stage)."""
+
+    answer: Literal["head", "nnls"]  # head: the label_head stage's classifier; nnls: the mapper's prediction
+    # decomposed over the prompt bank (non-negative least squares)
+    min_score: float  # a sound scoring less is not drawn (head: its probability; nnls: its share of the prediction)
+    max_layers: int  # more sounds than this: the strongest are drawn, the rest named in a note
+    mode: Literal["regions", "joint"]  # regions: each denoised under its own sound, blended per step; joint: one
+    # text sequence holding each sound's, the pooled embedding their weighted mix
+    layout: Literal["score", "grid", "stereo"]  # where each region goes: left to right by score, a grid, or where
+    # the channels place the sound (mono and near-centre sounds: the middle)
+    feather: float  # how soft the region borders are, as a fraction of the image side (0: hard)
+    centre: float  # stereo: a sound panned less than this (0 centre .. 1 hard to one side) goes to the middle
+    min_region: int  # pixels: the image must give each of max_layers regions this much of its width
+    head: LabelHeadParams
+    eval: MixturesParams
+
+    def __post_init__(self) -> None:
+        check(0 <= self.min_score <= 1, "min_score", f"must be in [0, 1], got {self.min_score}")
+        check_at_most(self.max_layers, MAX_SOUND_LAYERS, "max_layers", low=1)
+        check(0 <= self.feather <= 1, "feather", f"must be in [0, 1], got {self.feather}")
+        check(0 <= self.centre < 1, "centre", f"must be in [0, 1), got {self.centre}")
+        check_at_most(self.min_region, MAX_IMAGE_SIZE, "min_region", low=16)
+
+    def room_problem(self, size: int, what: str = "render.size") -> str | None:
+        """Why an image of ``size`` pixels cannot give each of max_layers regions min_region of its width, or None."""
+        if size >= self.max_layers * self.min_region:
+            return None
+        return (f"{self.max_layers} regions of at least {self.min_region} px (layers.min_region) do not fit in "
+                f"{what} {size} px")
+
+
+@dataclass(frozen=True)
 class EvalSetParams:
     """An extra evaluation set: its source, evaluated whole (ESC-50: per official fold)."""
 
@@ -400,6 +473,7 @@ class Params:
     render: RenderParams
     eval_sets: dict[str, EvalSetParams]  # name -> set; each is a stage eval_set@name
     timeline: TimelineParams
+    layers: LayersParams
     generate: GenerateParams = dataclasses.field(default_factory=GenerateParams)  # params files before 0.2 lack it
 
     def __post_init__(self) -> None:
@@ -408,6 +482,8 @@ class Params:
                    "names are letters, digits, '_' or '-'")
         check(self.launch.split()[:1] in (["python"], ["python3"], ["torchrun"]), "launch",
                "must start with python or torchrun")
+        problem = self.layers.room_problem(self.render.size)
+        check(problem is None, "layers.max_layers", problem or "")
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -2,5 +2,5 @@
 the function here. Anything else that needs a stage's work (an extra evaluation set) calls the same function, so
 settings such as dtype, device or the T5 switch cannot drift.
 
-May import: core, data, audio, diffusion, mapper, serve, timeline.
+May import: core, data, audio, diffusion, mapper, serve, timeline, layers.
 """

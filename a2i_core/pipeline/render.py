@@ -1,5 +1,6 @@
 """render_reference and render: images for a few test clips per class (held-out classes' clips too), each with an
-index of its images and their timing; render also draws the contact sheet of both.
+index of its images and their timing; render (:mod:`a2i_core.pipeline.render_rows`) also draws the contact sheet of
+both.
 
 Rows, each with the same seed per clip. render_reference draws what needs no mapper: the true prompt's own SD3
 embeddings (the upper bound) and the training-set mean embedding (the lower bound); render draws the mapper's rows
@@ -23,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from a2i_core.core.candidates import HELDOUT
 from a2i_core.core.devices import resolve_dtype
@@ -33,14 +33,12 @@ from a2i_core.core.files import atomic_path, replace_dir, write_json
 from a2i_core.core.hub import model_identity
 from a2i_core.core.names import safe_name
 from a2i_core.core.params import RenderParams
-from a2i_core.diffusion.fills import FILLS, SequenceFill, fill_sequence
-from a2i_core.diffusion.images import SHEET_CELL, contact_sheet, png_text, save_png
+from a2i_core.diffusion.fills import SequenceFill, fill_sequence
+from a2i_core.diffusion.images import png_text, save_png
 from a2i_core.diffusion.prompt_embeddings import load_guidance, load_sequences
 from a2i_core.diffusion.render import RenderSettings, compile_for_speed, image_digest, plan_batches, render_iter
 from a2i_core.diffusion.sd3 import load_sd3
-from a2i_core.mapper.artifact import MapperArtifact
-from a2i_core.mapper.model import predict
-from a2i_core.mapper.pairs import Pairs, load_pairs, load_pairs_for, load_token_targets
+from a2i_core.mapper.pairs import Pairs, load_pairs, load_token_targets
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +62,7 @@ class Rendered:
     staging: Path
     table: pd.DataFrame  # INDEX_COLUMNS, one line per image, files relative to staging (and then to the images)
     report: dict  # settings and speed
+    pipe: object  # SD3's image side, as loaded to render them
 
 
 def render_reference(cfg: RenderParams, candidates: Path, audio_features: Path, text_features: Path, sd3: Path,
@@ -91,50 +90,10 @@ def render_reference(cfg: RenderParams, candidates: Path, audio_features: Path, 
     mean_fill = filled(mean_pooled, None)
     rows = [Row("true_prompt", picked.pooled, true_fill),
             Row("baseline_mean", np.repeat(mean_pooled, len(clips), axis=0), lambda i: mean_fill(0))]
-    done = _render(cfg, clips, rows, sd3, guidance, images, world)
+    done = render_staged(cfg, clips, rows, sd3, guidance, images, world)
     if done is not None:
-        _publish(done, images, index)
+        publish(done, images, index)
         write_json(metrics, {**done.report, "true_prompt_sequence": "full" if full is not None else "head"})
-
-
-def render_rows(cfg: RenderParams, mapper_dir: Path, candidates: Path, audio_features: Path, text_features: Path,
-                sd3: Path, reference_images: Path, reference_index: Path, images: Path, sheet: Path, index: Path,
-                metrics: Path, world: World = SOLO) -> None:
-    """The mapper's rows, one per sequence fill; and the contact sheet of these with render_reference's rows."""
-    artifact = MapperArtifact.load(mapper_dir)
-    mapper = artifact.mapper
-    mapper.config.provenance.check(str(sd3), diffusion_model=model_identity(sd3))
-    pairs = load_pairs_for(mapper, candidates, audio_features, text_features, tokens=False)
-    picked = pick_clips(pairs, cfg.clips_per_class)  # only the chosen clips' inputs are gathered
-    clips = picked.frame
-    references = _reference_files(reference_index, reference_images, clips)  # refused now, not after rendering
-    pred_pooled, pred_tokens = predict(mapper, *picked.inputs(mapper.config.input))
-    guidance = load_guidance(text_features)  # (P,), (L, D): the negative branch, and the empty_prompt fill
-    fills = [cfg.sequence_fill, *(f for f in FILLS if f != cfg.sequence_fill)]
-    if artifact.prompt_sequences is None and "nearest_prompts" in fills[1:]:
-        log.info("no nearest_prompts row: the mapper has no prompt sequences (diffusion.store_sequence: false)")
-        fills.remove("nearest_prompts")
-
-    def filled(name: str) -> Callable[[int], np.ndarray]:
-        fill = SequenceFill.from_params(cfg, name).rows(pred_pooled, guidance[1], artifact.prompt_pooled,
-                                                        artifact.prompt_sequences)
-        return lambda i: fill_sequence(fill(i), None if pred_tokens is None else pred_tokens[i])
-
-    rows = [Row("mapper" if k == 0 else f"mapper_fill_{name}", pred_pooled, filled(name))
-            for k, name in enumerate(fills)]
-    done = _render(cfg, clips, rows, sd3, guidance, images, world)
-    if done is None:
-        return
-    # Every row is a column of the sheet: the mapper's in the order above, then the references'; every clip a row.
-    n, own = len(clips), done.table["file"].tolist()
-    sheet_rows = [(f"{clips['label'][i]} ({clips['clip_id'][i]})",
-                   [_thumbnail(done.staging / own[r * n + i]) for r in range(len(rows))]
-                   + [_thumbnail(reference_images / files[i]) for files in references.values()]) for i in range(n)]
-    columns = [row.name for row in rows] + list(references)
-    with atomic_path(sheet) as tmp:
-        contact_sheet(sheet_rows, [name.replace("_", " ") for name in columns]).save(tmp, format="PNG")
-    _publish(done, images, index)
-    write_json(metrics, done.report)
 
 
 def pick_clips(pairs: Pairs, clips_per_class: int) -> Pairs:
@@ -145,30 +104,7 @@ def pick_clips(pairs: Pairs, clips_per_class: int) -> Pairs:
     return unseen.take(chosen)
 
 
-def _reference_files(index: Path, images: Path, clips: pd.DataFrame) -> dict[str, list[str]]:
-    """Each reference row's image files under ``images``, in the order of ``clips``; an index drawn for other
-    clips, or naming a file that is not there, is refused."""
-    try:
-        table = pd.read_csv(index, dtype=str, keep_default_na=False)
-    except (OSError, ValueError) as err:
-        raise A2IError(f"{index}: unreadable ({err}): rerun render_reference") from None
-    if list(table.columns) != INDEX_COLUMNS:
-        raise A2IError(f"{index}: columns {list(table.columns)}, expected {INDEX_COLUMNS}: rerun render_reference")
-    want = list(zip(clips["clip_id"], clips["prompt"], strict=True))
-    files = {}
-    for name, part in table.groupby("row", sort=False):
-        if list(zip(part["clip_id"], part["prompt"], strict=True)) != want:
-            raise A2IError(f"{index}: row {name!r} was drawn for other clips than these {len(want)}: "
-                           "rerun render_reference")
-        files[str(name)] = part["file"].tolist()
-    missing = [file for names in files.values() for file in names if not (images / file).is_file()]
-    if missing:
-        raise A2IError(f"{images / missing[0]}: missing ({len(missing)} of the images {index} lists): "
-                       "rerun render_reference")
-    return files
-
-
-def _render(cfg: RenderParams, clips: pd.DataFrame, rows: list[Row], sd3: Path,
+def render_staged(cfg: RenderParams, clips: pd.DataFrame, rows: list[Row], sd3: Path,
             guidance: tuple[np.ndarray, np.ndarray], images: Path, world: World) -> Rendered | None:
     """Each row's image of each clip (clip i's seed: render.seed + i, in every row), staged beside ``images``,
     with the empty prompt's ``guidance`` (pooled, sequence) as the negative; on the main process, what was made
@@ -232,10 +168,10 @@ def _render(cfg: RenderParams, clips: pd.DataFrame, rows: list[Row], sd3: Path,
         "sequence_fill": cfg.sequence_fill, "rows": [row.name for row in rows],
         "processes": world.size, "device": device.type, "dtype": str(dtype).removeprefix("torch."),
         "images_rendered": n_rendered, "images_kept": n_kept,
-        "seconds_per_image": round(seconds / max(n_rendered, 1), 4)})
+        "seconds_per_image": round(seconds / max(n_rendered, 1), 4)}, pipe)
 
 
-def _publish(done: Rendered, images: Path, index: Path) -> None:
+def publish(done: Rendered, images: Path, index: Path) -> None:
     """The staged images become ``images`` whole, then their index is written."""
     replace_dir(done.staging, images)
     with atomic_path(index) as tmp:
@@ -255,9 +191,3 @@ def _prune_staging(staging: Path, planned: set[str]) -> None:
                 shutil.rmtree(path)
         elif relative.as_posix() not in planned:
             path.unlink()
-
-
-def _thumbnail(path: Path, size: int = SHEET_CELL) -> Image.Image:
-    """A contact-sheet cell, its file closed at once: thousands of images must not hold thousands of handles."""
-    with Image.open(path) as image:
-        return image.convert("RGB").resize((size, size))

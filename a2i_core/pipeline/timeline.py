@@ -15,15 +15,15 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from a2i_core.core.audio_io import SAMPLE_RATE, decode
+from a2i_core.core.audio_io import SAMPLE_RATE
 from a2i_core.core.devices import resolve_device
 from a2i_core.core.distributed import SOLO, World
 from a2i_core.core.files import atomic_dir, atomic_path, write_json
-from a2i_core.core.manifest import clip_sources
 from a2i_core.core.params import RenderParams, TimelineParams
 from a2i_core.diffusion.fills import SequenceFill
 from a2i_core.diffusion.image_scores import ClipScorer, zero_shot_correct
 from a2i_core.diffusion.render import RenderSettings
+from a2i_core.pipeline.clips import test_clips
 from a2i_core.serve.generate import SoundToImage
 from a2i_core.timeline.events import Event, read_csv
 from a2i_core.timeline.make import Timeline, make_timeline
@@ -34,20 +34,6 @@ from a2i_core.timeline.video import film_frames
 log = logging.getLogger(__name__)
 # What metrics/timeline.json holds (`dvc exp show` compares them); the counts behind them go to the report.
 HEADLINE = ("segment_f1", "event_f1", "keyframes_zero_shot_top1", "flicker_inside", "flicker_across")
-
-
-def test_clips(candidates: Path, audio: Path) -> list[tuple[str, str, np.ndarray]]:
-    """(clip_id, prompt, wave) of each test clip with one label (a clip of several labels has no one reference)."""
-    table = pd.read_parquet(candidates, columns=["clip_id", "prompt", "split"])
-    test = table[table["split"] == "test"]
-    labels = test.groupby("clip_id")["prompt"].nunique()
-    single = test[test["clip_id"].isin(labels[labels == 1].index)].drop_duplicates("clip_id")
-    skipped = len(labels) - len(single)
-    if skipped:
-        log.info("%d test clips with more than one label left out of the timelines: no single reference", skipped)
-    prompts = dict(zip(single["clip_id"], single["prompt"], strict=True))
-    return [(clip_id, prompts[clip_id], decode(source)) for clip_id, source in clip_sources(audio)
-            if clip_id in prompts]
 
 
 def build_set(cfg: TimelineParams, candidates: Path, audio: Path, recordings: Path) -> str | None:

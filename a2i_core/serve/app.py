@@ -14,6 +14,7 @@ one short line per error or refusal. The checks are :mod:`a2i_core.serve.guards`
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -24,9 +25,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from a2i_core.core.errors import A2IError, first_line
-from a2i_core.core.params import MAX_SEED, TimelineParams
+from a2i_core.core.params import MAX_SEED, LayersParams, TimelineParams
 from a2i_core.diffusion.fills import SequenceFill
 from a2i_core.diffusion.render import RenderSettings
+from a2i_core.layers.draw import record
 from a2i_core.serve.examples import Example, ExampleMaker
 from a2i_core.serve.generate import SoundToImage, image_seeds
 from a2i_core.serve.guards import (
@@ -60,11 +62,11 @@ MAX_QUEUE = 32  # requests waiting for the one generation slot
 
 def build_app(generator: SoundToImage, defaults: RenderSettings, fill: SequenceFill, max_upload_mb: float = 50,
               max_minutes: float = 10, uploads: UploadCounter | None = None, examples: Sequence[Example] = (),
-              timeline: TimelineParams | None = None):
+              timeline: TimelineParams | None = None, layers: LayersParams | None = None):
     """The Gradio Blocks; ``serve`` launches it with the matching size limit, auth, upload counting, a private
-    temp dir and the example sounds it wrote there. The first tab makes images of a sound; with ``timeline``
-    (params.yaml's section), a second, Over time, makes a recording's timeline, storyboard and film
-    (:func:`_over_time_tab`).
+    temp dir and the example sounds it wrote there. The first tab makes images of a sound; with ``layers``
+    (params.yaml's section), it can draw each sound a clip holds as its own layer. With ``timeline``, a second tab,
+    Over time, makes a recording's timeline, storyboard and film (:func:`_over_time_tab`).
 
     Two events do the same work. The page's Generate keeps its sound for the next try (another seed, say) and
     shows a refusal as one line in its status, the last good result left in place. ``/run``, for API clients,
@@ -81,7 +83,8 @@ def build_app(generator: SoundToImage, defaults: RenderSettings, fill: SequenceF
         if (uploads is None or uploads.release(path)) and os.path.realpath(path) not in kept:
             delete_upload(path, Path(app.GRADIO_CACHE))
 
-    def make(path: Path, steps: int, guidance: float, seed: int, size: int, images: int):
+    def make(path: Path, steps: int, guidance: float, seed: int, size: int, images: int, mode: str = "off",
+             layout: str | None = None):
         """One request's gallery, nearest prompts, settings used and download. SoundRefused (the visitor's line)
         when this sound or request cannot be used; gr.Error(FAILED) when the work failed for another reason."""
         try:
@@ -89,9 +92,10 @@ def build_app(generator: SoundToImage, defaults: RenderSettings, fill: SequenceF
             check_sound(path, max_upload_mb, max_minutes)
             settings = RenderSettings(int(steps), float(guidance), int(size), int(seed),
                                       batch_size=min(count, defaults.batch_size))
+            layering = _layering(layers, mode, layout, settings.size)
             with GENERATOR_LOCK:
-                (sound,) = generator.sounds([path])
-                seconds = generator.render([sound], settings, images_per_sound=count, fill=fill)
+                (sound,) = generator.sounds([path], layering)
+                seconds = generator.render([sound], settings, images_per_sound=count, fill=fill, layering=layering)
         except SoundRefused as err:
             log.info("refused %r: %s", path.name, err)
             raise
@@ -104,6 +108,8 @@ def build_app(generator: SoundToImage, defaults: RenderSettings, fill: SequenceF
         nearest = [[prompt, round(score, 4)] for prompt, score in sound.nearest]
         seeds = image_seeds(settings.seed, count)  # `a2i generate --images-per-sound`'s rule
         used = settings_used(settings, count, fill, generator.device, seconds)
+        if layering is not None:
+            used["layering"] = record(sound.layers, layering)
         try:
             gallery, download = save_results(sound, seeds, Path(app.GRADIO_CACHE), used)
         except OSError as err:  # a full disk, say
@@ -123,8 +129,8 @@ def build_app(generator: SoundToImage, defaults: RenderSettings, fill: SequenceF
             release(path)
         return gallery, nearest, used, None, download  # None: the sound input is cleared, as its file is gone
 
-    def generate(audio: str | None, steps: int, guidance: float, seed: int, size: int, images: int,
-                 held: str | None):
+    def generate(audio: str | None, steps: int, guidance: float, seed: int, size: int, images: int, mode: str,
+                 layout: str, held: str | None):
         # `held` is the sound this page kept after its last request (server-side state: a client cannot name it).
         path = Path(audio) if audio else None
         let_go(held, path, release)
@@ -132,7 +138,7 @@ def build_app(generator: SoundToImage, defaults: RenderSettings, fill: SequenceF
         if path is None:
             return *unchanged, status_line(gr, no_sound), gr.skip(), None
         try:
-            results = make(path, steps, guidance, seed, size, images)
+            results = make(path, steps, guidance, seed, size, images, mode, layout)
         except SoundRefused as err:  # this sound cannot be used: deleted, and the input cleared to match
             release(path)
             return *unchanged, status_line(gr, str(err)), None, None
@@ -159,6 +165,12 @@ def build_app(generator: SoundToImage, defaults: RenderSettings, fill: SequenceF
                                      info="Image k of the sound takes seed + k.")
                     images = gr.Slider(1, MAX_IMAGES, value=1, step=1, label="Images")
                     size = gr.Dropdown([64, 128, 256, 512, 768, 1024], value=defaults.size, label="Size")
+                    with gr.Row(visible=layers is not None):
+                        mode = gr.Dropdown(["off", *LAYER_MODES], value="off", label="Layers", elem_id="layers",
+                                           info="Each sound the clip holds drawn as its own layer.")
+                        layout = gr.Dropdown(list(LAYOUTS), value=layers.layout if layers else "score",
+                                             label="Layout", elem_id="layout",
+                                             info="Left to right by score, a grid, or where the channels place it.")
                     button = gr.Button("Generate", variant="primary")
                     status = gr.Markdown(visible=False, elem_id="status")  # the one place a refusal is shown
                 with gr.Column():
@@ -178,7 +190,8 @@ def build_app(generator: SoundToImage, defaults: RenderSettings, fill: SequenceF
         # concurrency_id: the page and the API share the one generation slot.
         # An event that raises marks every output "Error" and hides what it showed: the page's never raises, and
         # shows its progress on the gallery alone.
-        button.click(generate, [audio, *controls, held], [gallery, nearest, used, download, status, audio, held],
+        button.click(generate, [audio, *controls, mode, layout, held],
+                     [gallery, nearest, used, download, status, audio, held],
                      api_name="generate", api_visibility="private", concurrency_limit=1, concurrency_id="generate",
                      show_progress_on=[gallery])
         # Not on the page: API clients' /run, unchanged (outputs, errors) from before the page kept its sound.
@@ -189,6 +202,23 @@ def build_app(generator: SoundToImage, defaults: RenderSettings, fill: SequenceF
     app.queue(default_concurrency_limit=1, max_size=MAX_QUEUE, api_open=False)
     _refuse_bad_inputs(app, gr, release)
     return app
+
+
+LAYER_MODES = ("regions", "joint")
+LAYOUTS = ("score", "grid", "stereo")
+
+
+def _layering(layers: LayersParams | None, mode: str, layout: str | None, size: int) -> LayersParams | None:
+    """The page's layering: params' section with the page's mode and layout, or None (off). SoundRefused, in the
+    visitor's words, for a value the page does not offer (a hand-made request) or more layers than the size holds."""
+    if mode == "off" or layers is None:
+        return None
+    if mode not in LAYER_MODES or layout not in LAYOUTS:
+        raise SoundRefused(f"Layers must be off, {' or '.join(LAYER_MODES)}, and the layout {', '.join(LAYOUTS)}.")
+    problem = layers.room_problem(size, "an image of")
+    if problem is not None:
+        raise SoundRefused(f"{problem[0].upper()}{problem[1:]}: choose a larger size.")
+    return dataclasses.replace(layers, mode=mode, layout=layout)
 
 
 def _refuse_bad_inputs(app, gr, release: Callable[[Path], None]) -> None:
@@ -255,7 +285,8 @@ def _make_examples(make: ExampleMaker | None, temp_dir: Path) -> list[Example]:
 
 def serve(generator: SoundToImage, defaults: RenderSettings, fill: SequenceFill, host: str, port: int,
           max_upload_mb: float = 50, max_minutes: float = 10, auth: tuple[str, str] | None = None,
-          examples: ExampleMaker | None = None, timeline: TimelineParams | None = None) -> None:
+          examples: ExampleMaker | None = None, timeline: TimelineParams | None = None,
+          layers: LayersParams | None = None) -> None:
     """Run the app until Ctrl-C or SIGTERM; every file Gradio wrote (uploads, examples, results, downloads) is
     removed on the way out. With ``auth``, a client's failed logins make it wait before its next try (see
     :class:`~a2i_core.serve.guards.LoginThrottle`). ``examples`` writes the page's example sounds into the app's
@@ -278,7 +309,8 @@ def serve(generator: SoundToImage, defaults: RenderSettings, fill: SequenceFill,
     try:
         uploads = UploadCounter()
         app = build_app(generator, defaults, fill, max_upload_mb=max_upload_mb, max_minutes=max_minutes,
-                        uploads=uploads, examples=_make_examples(examples, Path(temp_dir)), timeline=timeline)
+                        uploads=uploads, examples=_make_examples(examples, Path(temp_dir)), timeline=timeline,
+                        layers=layers)
         middleware = [Middleware(LogRefusedFiles), Middleware(CountUploads, counter=uploads)]
         if auth is not None:
             middleware.insert(0, Middleware(ThrottleLogins, throttle=LoginThrottle()))

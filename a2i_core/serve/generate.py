@@ -27,9 +27,14 @@ from a2i_core.core.audio_io import AUDIO_SUFFIXES, SAMPLE_RATE, claimed_seconds,
 from a2i_core.core.devices import resolve_device, resolve_dtype
 from a2i_core.core.errors import A2IError
 from a2i_core.core.hub import model_identity
+from a2i_core.core.params import LayersParams
 from a2i_core.diffusion.fills import SequenceFill, fill_sequence
 from a2i_core.diffusion.render import RenderSettings, render
 from a2i_core.diffusion.sd3 import load_sd3
+from a2i_core.layers.answer import Layer
+from a2i_core.layers.draw import Layered, conditioning, draw, find_layers, scorer
+from a2i_core.layers.head import LabelHead, audio_part
+from a2i_core.layers.stereo import hear_channels
 from a2i_core.mapper.artifact import MapperArtifact
 from a2i_core.mapper.model import predict_clips
 
@@ -72,13 +77,14 @@ class Sound:
     nearest: list[tuple[str, float]]
     images: list[Image.Image] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what was done to it that the user should know
+    layers: list[Layer] = field(default_factory=list)  # asked to layer: the sounds it holds, placed (else none)
 
 
 class SoundToImage:
     """Sound files to images: VGGish, the trained mapper and SD3's image side (no text encoders) on one device."""
 
     def __init__(self, artifact: MapperArtifact, encoder: AudioEncoder, pipe, device: torch.device,
-                 dtype: torch.dtype, max_seconds: float | None = None) -> None:
+                 dtype: torch.dtype, max_seconds: float | None = None, head: LabelHead | None = None) -> None:
         transformer, config = pipe.transformer.config, artifact.mapper.config
         width = artifact.empty_sequence.shape[1]
         if transformer.pooled_projection_dim != config.pooled_dim or transformer.joint_attention_dim != width:
@@ -87,34 +93,40 @@ class SoundToImage:
         self.artifact, self.encoder, self.pipe, self.device, self.dtype = artifact, encoder, pipe, device, dtype
         self.max_seconds = max_seconds  # a longer recording is heard up to here, with a note; None: no cap
         self.frontend = encoder.place(device)
+        if head is not None:
+            head.check_fits(artifact.prompts, audio_part(config.provenance))
+        self.head = head  # which sounds a clip holds (layers.answer head); None: only nnls can answer
 
     @classmethod
     def from_pretrained(cls, mapper_dir: str | Path, audio_encoder_dir: str | Path, sd3_dir: str | Path,
                         device: torch.device, dtype: str = "bfloat16", max_seconds: float | None = None,
-                        ) -> SoundToImage:
+                        label_head_dir: str | Path | None = None) -> SoundToImage:
         """Load the three parts, checking that VGGish and SD3 are those whose features the mapper learnt from; each
-        sound is then heard up to ``max_seconds`` (None: whole)."""
+        sound is then heard up to ``max_seconds`` (None: whole). With ``label_head_dir``, the label head too (it must
+        have been trained for this mapper's prompt bank and audio features)."""
         artifact = MapperArtifact.load(mapper_dir)
         provenance = artifact.mapper.config.provenance
         encoder = encoder_for(provenance, audio_encoder_dir)
         provenance.check(str(sd3_dir), diffusion_model=model_identity(sd3_dir))
         torch_dtype = resolve_dtype(dtype, device)
         pipe = load_sd3(sd3_dir, "image", device, torch_dtype)
+        head = None if label_head_dir is None else LabelHead.from_pretrained(label_head_dir)
         try:
-            return cls(artifact, encoder, pipe, device, torch_dtype, max_seconds)
+            return cls(artifact, encoder, pipe, device, torch_dtype, max_seconds, head)
         except A2IError as err:
             raise A2IError(f"{sd3_dir}: {err}") from None
 
     @torch.inference_mode()
-    def hear(self, path: Path, levels: list[np.ndarray] | None = None) -> Heard:
+    def hear(self, path: Path, levels: list[np.ndarray] | None = None, channel: int | None = None) -> Heard:
         """Decode (a window at a time: memory does not grow with the recording) and embed one file, up to
         ``max_seconds``, with the notes the user should read. A2IError when it cannot be heard. Given ``levels``,
-        each window's level in dBFS is appended (``embed_path``'s)."""
+        each window's level in dBFS is appended (``embed_path``'s); given ``channel`` (0 left, 1 right), that channel
+        is heard instead of the mono mix."""
         encoder = self.encoder
         cap = None if self.max_seconds is None else max(1, round(self.max_seconds * encoder.sample_rate))
         frames, decoded, rms = embed_path(encoder, self.frontend, path, batch_size=64, device=self.device,
                                           max_samples=cap, progress=DecodeProgress(path, encoder.sample_rate, cap),
-                                          levels=levels)
+                                          levels=levels, channel=channel)
         samples = decoded if cap is None else min(decoded, cap)
         seconds = samples / encoder.sample_rate
         if seconds * SAMPLE_RATE < MIN_HEARD_SAMPLES:
@@ -135,19 +147,40 @@ class SoundToImage:
                          "what lies past its window)")
         return Heard(frames, seconds, notes)
 
-    def sound(self, path: Path) -> Sound:
-        """One file heard (``hear``) and mapped, with the top-3 nearest prompts."""
-        heard = self.hear(path)
+    def sound(self, path: Path, layering: LayersParams | None = None, heard: Heard | None = None) -> Sound:
+        """One file heard (``hear``, unless ``heard`` already) and mapped, with the top-3 nearest prompts; given
+        ``layering``, with the sounds it holds as layers, each placed. With a stereo layout, a file whose channels
+        cancel in a mono mix (opposite phase) is heard from its channels."""
+        try:
+            heard = heard or self.hear(path)
+        except A2IError as err:
+            if layering is None or layering.layout != "stereo" or "silent" not in str(err):
+                raise
+            heard = self._hear_from_channels(path)
         pooled, tokens = predict_clips(self.artifact.mapper, [heard.frames])  # (1, P), (1, N, D) or None
-        return Sound(path, pooled[0], None if tokens is None else tokens[0], self.artifact.nearest_prompts(pooled)[0],
-                     notes=heard.notes)
+        sound = Sound(path, pooled[0], None if tokens is None else tokens[0], self.artifact.nearest_prompts(pooled)[0],
+                      notes=heard.notes)
+        if layering is not None:
+            score = scorer(self.artifact, layering.answer, self.head)
+            sound.layers, notes = find_layers(self, score, path, heard.frames, layering)
+            sound.notes += notes
+        return sound
 
-    def sounds(self, paths: list[Path]) -> list[Sound]:
+    def _hear_from_channels(self, path: Path) -> Heard:
+        """A file silent as a mono mix, heard from its two channels as one clip (their windows together);
+        A2IError when they are silent too."""
+        stereo = hear_channels(self.hear, path)
+        frames = [f for f, _ in stereo.channels() if len(f)]
+        if not stereo.opposite_phase or not frames:
+            raise A2IError(f"{path}: silent (RMS below -80 dBFS): there is nothing to hear")
+        return Heard(np.concatenate(frames), stereo.seconds, [*stereo.heard_notes, *stereo.notes])
+
+    def sounds(self, paths: list[Path], layering: LayersParams | None = None) -> list[Sound]:
         """Every file as a Sound; one A2IError naming every file that cannot be heard."""
         sounds, problems = [], []
         for path in paths:
             try:
-                sounds.append(self.sound(path))
+                sounds.append(self.sound(path, layering))
             except A2IError as err:
                 problems.append(str(err))
         if problems:
@@ -155,23 +188,35 @@ class SoundToImage:
         return sounds
 
     def render(self, sounds: list[Sound], settings: RenderSettings, images_per_sound: int,
-               fill: SequenceFill) -> float:
+               fill: SequenceFill, layering: LayersParams | None = None) -> float:
         """Fill each Sound's images, with the seeds of ``image_seeds(settings.seed, images_per_sound)`` and the
-        sequence positions the mapper does not predict filled by ``fill``. Returns seconds."""
+        sequence positions the mapper does not predict filled by ``fill``; a Sound of several layers is drawn as
+        ``layering`` says (one of one layer, as without layers). Returns seconds."""
         artifact = self.artifact
         fills = fill.rows(np.stack([s.pooled for s in sounds]), artifact.empty_sequence, artifact.prompt_pooled,
                           artifact.prompt_sequences)  # sound i's (L, D) fill
-        plan = [(i, seed) for i in range(len(sounds)) for seed in image_seeds(settings.seed, images_per_sound)]
-        pooled = np.stack([sounds[i].pooled for i, _ in plan]).astype(np.float32)
+        seeds = image_seeds(settings.seed, images_per_sound)
+        layered = [i for i, s in enumerate(sounds) if len(s.layers) > 1]
+        plan = [(i, seed) for i in range(len(sounds)) if i not in layered for seed in seeds]
 
         def sequences(indices: list[int]) -> np.ndarray:
             return np.stack([fill_sequence(fills(plan[j][0]), sounds[plan[j][0]].tokens) for j in indices])
 
         start = time.monotonic()
-        images = render(self.pipe, pooled, sequences, artifact.empty_pooled, artifact.empty_sequence, settings,
-                        self.device, self.dtype, seeds=[seed for _, seed in plan])
-        for j, image in images:
-            sounds[plan[j][0]].images.append(image)
+        if plan:
+            pooled = np.stack([sounds[i].pooled for i, _ in plan]).astype(np.float32)
+            for j, image in render(self.pipe, pooled, sequences, artifact.empty_pooled, artifact.empty_sequence,
+                                   settings, self.device, self.dtype, seeds=[seed for _, seed in plan]):
+                sounds[plan[j][0]].images.append(image)
+        if layered and layering is None:
+            raise ValueError("sounds with layers need the layering they were found with")
+        for i in layered:
+            sound = sounds[i]
+            own = fill_sequence(fills(i), sound.tokens)  # (L, D)
+            conds = conditioning(artifact, sound.layers, sound.pooled, own, lambda p: fill.rows(
+                p[None], artifact.empty_sequence, artifact.prompt_pooled, artifact.prompt_sequences)(0))
+            for seed in seeds:
+                sound.images.append(draw(self, Layered(sound.layers, conds), layering, settings, seed))
         return time.monotonic() - start
 
 

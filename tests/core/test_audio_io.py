@@ -169,3 +169,126 @@ def test_a_video_gives_its_audio_track_and_one_without_sound_is_named_so(tmp_pat
     heard = decode(talking)
     assert abs(len(heard) - len(tone)) < 0.05 * SAMPLE_RATE
     assert np.corrcoef(heard[4000:20000], tone[4000:20000])[0, 1] > 0.95  # AAC's own delay is compensated
+
+
+# --- One channel of a file's stereo form (several sounds at once: stereo placement) ------------------------------
+
+def run_ffmpeg(*args: str) -> bytes:
+    import subprocess
+
+    from a2i_core.core.audio_io import ffmpeg_binary
+
+    return subprocess.run([ffmpeg_binary(), "-nostdin", "-y", "-loglevel", "error", *args], check=True,
+                          capture_output=True).stdout
+
+
+def sine(hz: float, seconds: float = 1.0, rate: int = SAMPLE_RATE) -> np.ndarray:
+    return np.sin(2 * np.pi * hz * np.arange(round(seconds * rate)) / rate)
+
+
+def test_a_tone_in_the_left_channel_is_heard_in_channel_0_only(tmp_path):
+    from a2i_core.core.audio_io import channel_layout
+
+    left = 0.5 * sine(440)
+    sf.write(tmp_path / "left.wav", np.stack([left, np.zeros_like(left)], axis=1), SAMPLE_RATE, subtype="FLOAT")
+    assert channel_layout(tmp_path / "left.wav") == (2, "stereo")
+    assert np.abs(decode(tmp_path / "left.wav", channel=0) - left).max() < 1e-6
+    assert np.abs(decode(tmp_path / "left.wav", channel=1)).max() == 0
+    assert np.abs(decode(tmp_path / "left.wav") - left / 2).max() < 1e-6  # the mono mix is unchanged: the mean
+
+
+def six_channels(rate: int) -> np.ndarray:
+    """(samples, 6): a distinct tone in each channel of 5.1 (FL FR FC LFE SL SR), so that a wrong matrix shows."""
+    return np.stack([0.2 * sine(hz, rate=rate) for hz in (300, 500, 700, 90, 1100, 1300)], axis=1)
+
+
+def standard_stereo(six: np.ndarray) -> np.ndarray:
+    """(samples, 2): ITU-R BS.775's downmix, L = FL + C/sqrt(2) + SL/sqrt(2) (LFE dropped), as ffmpeg's -ac 2 makes
+    it, scaled so that each row's gains sum to 1."""
+    fl, fr, fc, _, sl, sr = six.T
+    g = np.sqrt(0.5)
+    return np.stack([fl + g * fc + g * sl, fr + g * fc + g * sr], axis=1) / (1 + 2 * g)
+
+
+def test_a_51_file_is_downmixed_to_stereo_by_the_standard_matrix_before_a_channel_is_taken(tmp_path):
+    from a2i_core.core.audio_io import channel_layout
+
+    six = six_channels(SAMPLE_RATE)
+    sf.write(tmp_path / "six.flac", six, SAMPLE_RATE, subtype="PCM_24")
+    assert channel_layout(tmp_path / "six.flac") == (6, "5.1(side)")
+    source = sf.read(tmp_path / "six.flac")[0]  # (samples, 6) as stored (24-bit)
+    want = standard_stereo(source)
+    # ffmpeg's own -ac 2: the same matrix, unscaled (its left peaks at 2.41x a channel's).
+    ffmpeg_stereo = np.frombuffer(run_ffmpeg("-i", str(tmp_path / "six.flac"), "-ac", "2", "-f", "f32le",
+                                             "-acodec", "pcm_f32le", "pipe:"), np.float32).reshape(-1, 2)
+    left, right = decode(tmp_path / "six.flac", channel=0), decode(tmp_path / "six.flac", channel=1)
+    assert np.abs(left - want[:, 0]).max() < 1e-6 and np.abs(right - want[:, 1]).max() < 1e-6
+    assert np.abs(left - ffmpeg_stereo[:, 0] / (1 + np.sqrt(2))).max() < 1e-6
+    # The mono mix (fed to the encoder everywhere) is exactly the mean of the two channels, as for a stereo file.
+    assert np.abs(decode(tmp_path / "six.flac") - (left + right) / 2).max() < 1e-6
+
+
+def test_a_channel_is_resampled_as_the_mono_mix_is(tmp_path):
+    six = six_channels(48_000)
+    sf.write(tmp_path / "six.wav", six, 48_000, subtype="FLOAT")
+    sf.write(tmp_path / "left.wav", standard_stereo(six)[:, 0], 48_000, subtype="FLOAT")
+    heard = decode(tmp_path / "six.wav", channel=0)
+    assert heard.size == 16_000
+    assert np.abs(heard - decode(tmp_path / "left.wav")).max() < 1e-5
+
+
+def test_a_mono_file_is_both_of_its_channels(tmp_path):
+    sf.write(tmp_path / "mono.wav", 0.5 * sine(440, rate=44_100), 44_100, subtype="PCM_16")
+    mono = decode(tmp_path / "mono.wav")
+    # Not swresample's mono -> stereo upmix, which gives each channel the file 3 dB down.
+    assert np.array_equal(decode(tmp_path / "mono.wav", channel=0), mono)
+    assert np.array_equal(decode(tmp_path / "mono.wav", channel=1), mono)
+
+
+def test_opposite_channels_cancel_in_the_mono_mix_but_each_channel_is_heard(tmp_path):
+    wave = 0.5 * sine(440)
+    sf.write(tmp_path / "phase.wav", np.stack([wave, -wave], axis=1), SAMPLE_RATE, subtype="FLOAT")
+    assert np.abs(decode(tmp_path / "phase.wav")).max() < 1e-7
+    assert np.abs(decode(tmp_path / "phase.wav", channel=1) + wave).max() < 1e-6
+
+
+@pytest.mark.parametrize("channel", [2, -1, True, "0"])
+def test_a_channel_other_than_left_or_right_is_refused(tmp_path, channel):
+    from a2i_core.core.audio_io import decode_stream
+
+    write_wav(tmp_path / "a.wav", np.zeros(1600, np.float32))
+    with pytest.raises(ValueError, match="channel must be 0 .left., 1 .right. or None"):
+        decode(tmp_path / "a.wav", channel=channel)
+    with pytest.raises(ValueError, match="channel must be"):
+        decode_stream(tmp_path / "a.wav", channel=channel)  # refused at the call, before ffmpeg starts
+
+
+def test_layouts_are_read_from_the_header_and_counted(tmp_path):
+    from a2i_core.core.audio_io import channel_layout, layout_channels
+
+    assert [layout_channels(n) for n in ("mono", "stereo", "5.1(side)", "7.1", "downmix", "6 channels",
+                                         "3 channels (FL+FR+LFE)", "ambisonic 1", "")] == [1, 2, 6, 8, 2, 6, 3,
+                                                                                            None, None]
+    sf.write(tmp_path / "quad.flac", np.zeros((1600, 4)), SAMPLE_RATE)
+    assert channel_layout(tmp_path / "quad.flac") == (4, "quad")
+    (tmp_path / "junk.wav").write_bytes(b"not audio at all")
+    assert channel_layout(tmp_path / "junk.wav") is None
+    assert channel_layout(tmp_path / "nope.wav") is None
+    os.mkfifo(tmp_path / "fifo.wav")
+    start = time.monotonic()
+    with fifo_never_waited_on(tmp_path / "fifo.wav"):
+        assert channel_layout(tmp_path / "fifo.wav") is None
+    assert time.monotonic() - start < 2  # never opened: ffmpeg would wait on the pipe until rescued after 5 s
+
+
+def test_a_video_without_sound_is_named_so_for_a_channel_too(tmp_path):
+    from a2i_core.core.audio_io import channel_layout, decode_stream
+
+    quiet = tmp_path / "quiet.mp4"
+    run_ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x64:rate=5", "-t", "1", "-pix_fmt", "yuv420p", str(quiet))
+    assert channel_layout(quiet) is None
+    for channel in (0, 1):
+        with pytest.raises(AudioError, match=r"quiet\.mp4: has no audio stream \(a video without sound\?\)$"):
+            decode(quiet, channel=channel)
+        with pytest.raises(AudioError, match="has no audio stream"):
+            list(decode_stream(quiet, channel=channel))

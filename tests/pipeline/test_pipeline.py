@@ -177,7 +177,7 @@ def test_render_refuses_reference_rows_it_cannot_put_beside_its_own(workspace, t
     # beside its own on the sheet: refused in one line naming the file, before anything is rendered or written.
     from a2i_core.core.errors import A2IError
     from a2i_core.core.params import load_params
-    from a2i_core.pipeline.render import render_rows
+    from a2i_core.pipeline.render_rows import render_rows
 
     ws, _ = workspace
     args = shlex.split(YAML(typ="safe", pure=True).load((ws / "dvc.yaml").read_text())["stages"]["render"]["cmd"])
