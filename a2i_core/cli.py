@@ -160,13 +160,14 @@ def _with_options(section: Section, **options: object) -> Section:
 
 def _layering(section: Any, mode: str, layout: str | None, size: int) -> Any:
     """params' layers section with --layers and --layout, and room for its regions at the image size."""
+    from a2i_core.layers.draw import layering_for
+
     if section is None:
         raise A2IError("--layers: the project's params.yaml has no layers section (a2i's params.yaml has one to copy)")
-    layering = _with_options(section, mode=mode, layout=layout)
-    problem = layering.room_problem(size, "an image of")
-    if problem is not None:
-        raise A2IError(f"--layers: {problem} (lower layers.max_layers, or a larger --size)")
-    return layering
+    try:
+        return layering_for(section, mode, layout, size)
+    except A2IError as err:
+        raise A2IError(f"--layers: {err}") from None
 
 
 def _check_runtime(device: str, dtype: str) -> None:
@@ -185,8 +186,7 @@ def _option_error(err: ValueError) -> A2IError:
 
 
 def _load_generator(project: Path, mapper: Path | None, audio_encoder: Path | None, sd3: Path | None, device: str,
-                    dtype: str, max_seconds: float, label_head: Path | None = None) -> SoundToImage:
-    """The parts, loaded once; the label head too when one is named or the project has one (layering needs it)."""
+                    dtype: str, max_seconds: float) -> SoundToImage:
     from a2i_core.serve.generate import SoundToImage, pick_device
 
     models = project / "models"
@@ -194,10 +194,20 @@ def _load_generator(project: Path, mapper: Path | None, audio_encoder: Path | No
     if not mapper_dir.is_dir() and mapper is None:
         raise A2IError(f"{mapper_dir}: no trained mapper here; pass --project DIR (a project after `dvc repro`), "
                        "or run `make demo` and use --project .demo")
-    if label_head is None and (models / "label_head").is_dir():
-        label_head = models / "label_head"
     return SoundToImage.from_pretrained(mapper_dir, audio_encoder or _audio_encoder_dir(models),
-                                        sd3 or models / "sd3", pick_device(device), dtype, max_seconds, label_head)
+                                        sd3 or models / "sd3", pick_device(device), dtype, max_seconds)
+
+
+def _load_head(generator: SoundToImage, project: Path, label_head: Path | None, answer: str) -> None:
+    """The label head layering asks for (``answer`` head): the one named, else the project's; one line when there
+    is none or it does not fit the mapper."""
+    if answer != "head":
+        return
+    folder = label_head or project / "models" / "label_head"
+    if not folder.is_dir():
+        raise A2IError(f"{folder}: no label head, and layers.answer is head: run `dvc repro label_head`, pass "
+                       "--label-head DIR, or set layers.answer: nnls")
+    generator.load_head(folder)
 
 
 def _audio_encoder_dir(models: Path) -> Path:
@@ -291,12 +301,10 @@ def generate(
         inputs, problems = expand_inputs(list(audio))
         if not inputs:
             raise A2IError("; ".join(problems) or "no audio files given")
-        generator = _load_generator(project, mapper, audio_encoder, sd3, device, dtype, generate_params.max_seconds,
-                                    label_head)
+        generator = _load_generator(project, mapper, audio_encoder, sd3, device, dtype, generate_params.max_seconds)
         fill.check(generator.artifact.prompt_sequences)
-        if layering is not None and layering.answer == "head" and generator.head is None:
-            raise A2IError(f"{project / 'models' / 'label_head'}: no label head, and layers.answer is head: run `dvc "
-                           "repro label_head`, pass --label-head DIR, or set layers.answer: nnls")
+        if layering is not None:
+            _load_head(generator, project, label_head, layering.answer)
     except A2IError as err:
         _echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None
@@ -483,10 +491,12 @@ def web_app(
         generator = _load_generator(project, mapper, audio_encoder, sd3, device, dtype, params.generate.max_seconds)
         fill.check(generator.artifact.prompt_sequences)
         layers = params.layers
-        if layers is not None and layers.answer == "head" and generator.head is None:
-            _echo(f"note: {project / 'models' / 'label_head'}: no label head, so the app offers no layers (run `dvc "
-                  "repro label_head`, or set layers.answer: nnls)", err=True)
-            layers = None
+        if layers is not None:
+            try:
+                _load_head(generator, project, None, layers.answer)
+            except A2IError as err:  # the app still makes single images
+                _echo(f"note: {err}; the app offers no layers", err=True)
+                layers = None
     except A2IError as err:
         _echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None

@@ -33,6 +33,8 @@ class Layer:
 def decompose(pooled: np.ndarray, bank: np.ndarray) -> np.ndarray:
     """(n, K) shares: each pooled embedding (n, P) as a non-negative combination of the bank's rows (K, P) (least
     squares, scipy's NNLS), the weights divided by their sum; a row of zeros where nothing of the bank fits."""
+    if len(bank) == 0:
+        raise A2IError("the prompt bank is empty: there is nothing to decompose a prediction over")
     basis = np.asarray(bank, np.float64).T  # (P, K)
     out = np.zeros((len(pooled), len(bank)), np.float32)
     for i, target in enumerate(np.asarray(pooled, np.float64)):
@@ -58,3 +60,8 @@ def pick(scores: np.ndarray, prompts: list[str], min_score: float, max_layers: i
                      f"(layers.max_layers), not: " + ", ".join(f"{prompts[k]} ({scores[k]:.2f})" for k in left))
         chosen = chosen[:max_layers]
     return [Layer(prompts[k], k, float(scores[k])) for k in chosen], notes
+
+
+def recall_at_2(scores: np.ndarray, truth: set[int]) -> float:
+    """The share of a two-sound clip's two true prompts (bank rows) among its two best-scoring prompts."""
+    return len(set(np.argsort(-np.asarray(scores), kind="stable")[:2].tolist()) & truth) / 2

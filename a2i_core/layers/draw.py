@@ -9,6 +9,7 @@ drawn exactly as without layers (the same conditioning through the same render c
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from PIL import Image
 
 from a2i_core.core.errors import A2IError
 from a2i_core.core.params import LayersParams
+from a2i_core.diffusion.fills import SequenceFill
 from a2i_core.diffusion.render import RenderSettings, render
 from a2i_core.layers.answer import Layer, decompose, pick
 from a2i_core.layers.compose import arrange, joint, joint_negative, layer_conditioning, region_masks
@@ -51,9 +53,45 @@ class Layered:
 
 
 def record(layers: list[Layer], cfg: LayersParams) -> dict[str, Any]:
-    """What a PNG's text says of how its sound was layered: each layer's label, score and region."""
-    return {"mode": cfg.mode if len(layers) > 1 else "single", "layout": cfg.layout, "answer": cfg.answer,
-            "layers": [layer.record() for layer in layers]}
+    """What a PNG's text says of how its sound was layered: each layer's label and score, and its region where it
+    has one (a joint sequence places nothing)."""
+    mode = cfg.mode if len(layers) > 1 else "single"
+    if mode == "joint":
+        return {"mode": mode, "answer": cfg.answer,
+                "layers": [{"label": layer.label, "score": round(layer.score, 4)} for layer in layers]}
+    return {"mode": mode, "layout": cfg.layout, "answer": cfg.answer, "layers": [layer.record() for layer in layers]}
+
+
+def layering_for(section: LayersParams, mode: str, layout: str | None, size: int) -> LayersParams:
+    """params' layers section with a request's mode and layout (None: the section's), refused in one line when an
+    image of ``size`` pixels has no room for its regions."""
+    try:
+        layering = dataclasses.replace(section, mode=mode, layout=layout or section.layout)
+    except ValueError as err:  # LayersParams' own checks
+        raise A2IError(str(err)) from None
+    if layering.mode not in ("regions", "joint") or layering.layout not in ("score", "grid", "stereo"):
+        raise A2IError(f"layers must be regions or joint, laid out by score, grid or stereo (got {mode!r}, "
+                       f"{layout!r})")
+    problem = layering.room_problem(size, "an image of")
+    if problem is not None:
+        raise A2IError(f"{problem}: lower layers.max_layers, or draw a larger image")
+    return layering
+
+
+def layers_from_scores(scores: np.ndarray, prompts: list[str], cfg: LayersParams) -> tuple[list[Layer], list[str]]:
+    """A clip's layers from its scores (K,), placed by a layout that needs no channels (a stereo layout, asked of a
+    sound with none, puts every layer in the middle)."""
+    layers, notes = pick(scores, prompts, cfg.min_score, cfg.max_layers)
+    if cfg.layout == "stereo":
+        return [dataclasses.replace(layer, x=0.5, y=0.5) for layer in layers], notes
+    return arrange(layers, cfg.layout), notes
+
+
+def bank_fill(artifact: MapperArtifact, fill: SequenceFill) -> Callable[[np.ndarray], np.ndarray]:
+    """A prompt's sequence (L, D) made by ``fill`` from its pooled embedding (P,): a layer's sequence when the bank
+    stores none."""
+    return lambda pooled: fill.rows(pooled[None], artifact.empty_sequence, artifact.prompt_pooled,
+                                    artifact.prompt_sequences)(0)
 
 
 def scorer(artifact: MapperArtifact, answer: str, head: LabelHead | None) -> Scorer:
@@ -75,16 +113,19 @@ def windows(frames: np.ndarray) -> list[np.ndarray]:
 def find_layers(engine: Engine, score: Scorer, path: Path, frames: np.ndarray, cfg: LayersParams
                 ) -> tuple[list[Layer], list[str]]:
     """The sounds heard in ``frames`` (the file at ``path``, heard), best first, each placed by ``cfg.layout``,
-    with the notes the user should read. A stereo layout hears the file again channel by channel: a sound counts
-    as loud as it is in the mix or in either channel alone (sounds apart in space are heard apart, as a listener
-    hears them), and goes where the channels place it."""
+    with the notes the user should read. A stereo layout hears the file again channel by channel: each channel's
+    clearest sound counts as loud as it is there alone, if louder than in the mix (sounds apart in space are heard
+    apart, as a listener hears them), and each sound goes where the channels place it."""
     scores = score([frames])[0]  # (K,)
     if cfg.layout != "stereo":
-        layers, notes = pick(scores, engine.artifact.prompts, cfg.min_score, cfg.max_layers)
-        return arrange(layers, cfg.layout), notes
+        return layers_from_scores(scores, engine.artifact.prompts, cfg)
     stereo = hear_channels(engine.hear, path)
-    sides = [score([f])[0] for f, _ in stereo.channels() if len(f)]  # each channel as a clip: (K,) each
-    layers, notes = pick(np.max([scores, *sides], axis=0), engine.artifact.prompts, cfg.min_score, cfg.max_layers)
+    for frames, _ in stereo.channels():
+        if len(frames):
+            side = score([frames])[0]  # (K,): the channel heard as a clip of its own
+            best = int(np.argmax(side))  # its one clearest sound: a channel's weaker guesses add false layers
+            scores[best] = max(scores[best], side[best])
+    layers, notes = pick(scores, engine.artifact.prompts, cfg.min_score, cfg.max_layers)
     directions = pans(stereo, lambda f: score(windows(f)), [layer.index for layer in layers])
     placed, more = place(layers, directions, cfg.centre)
     return placed, notes + stereo.notes + more
@@ -114,4 +155,4 @@ def draw(engine: Engine, layered: Layered, cfg: LayersParams, settings: RenderSe
         return out[0][1]
     masks = region_masks(layered.layers, settings.size, settings.size, cfg.feather)  # (n, H, W)
     return render_regions(engine.pipe, layered.conds, masks, empty_pooled, empty_sequence, settings, engine.device,
-                          engine.dtype, seed)
+                          engine.dtype, seed, [(layer.x, layer.y) for layer in layered.layers])

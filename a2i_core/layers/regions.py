@@ -64,13 +64,18 @@ def decode(pipe, latents: torch.Tensor) -> Image.Image:
 @torch.inference_mode()
 def render_regions(pipe, conds: list[tuple[np.ndarray, np.ndarray]], masks: np.ndarray, empty_pooled: np.ndarray,
                    empty_sequence: np.ndarray, settings: RenderSettings, device: torch.device, dtype: torch.dtype,
-                   seed: int) -> Image.Image:
+                   seed: int, centres: list[tuple[float, float]] | None = None) -> Image.Image:
     """One image of ``settings.size`` pixels in which sound i, conditioned on ``conds[i]`` (pooled (P,), sequence
     (L, D)), draws where ``masks[i]`` (n, size, size), summing to 1 at every pixel, gives it weight.
 
     The starting noise is ``render_iter``'s for ``seed``, the negative (guidance) branch the empty prompt, and
     ``settings.steps`` and ``settings.guidance`` are used as the pipeline uses them (``settings.seed`` and
     ``settings.batch_size`` are not: one image, one seed). Each step costs one transformer call of n + 1 rows.
+
+    With ``centres`` (each sound's (x, y) in unit coordinates), sound i sees the latents shifted (rolled) so that
+    its centre lies at the image's middle, and its velocity is shifted back: a model that draws its subject in the
+    middle of the frame draws it whole in the sound's region, not the region's slice of a centred subject. Each
+    sound then needs its own unconditional row: 2n rows a step (n + 1 when every centre is the middle).
     """
     n, size = len(conds), settings.size
     check_masks(masks, n, size)
@@ -98,6 +103,10 @@ def render_regions(pipe, conds: list[tuple[np.ndarray, np.ndarray]], masks: np.n
                                    [generator])  # (1, C, h, w)
     _, _, h, w = latents.shape
     weight = latent_masks(masks, h, w, device, dtype)  # (n, 1, h, w)
+    shifts = _shifts(centres, n, h, w, pipe.transformer.config.patch_size)
+    if any(shifts):
+        return decode(pipe, _denoise_shifted(pipe, latents, pooled, sequence, weight, shifts, settings, guided,
+                                             device))
 
     for t in timesteps(pipe, settings.steps, h, w, device):
         velocity = pipe.transformer(
@@ -117,3 +126,41 @@ def render_regions(pipe, conds: list[tuple[np.ndarray, np.ndarray]], masks: np.n
             v = v_c
         latents = pipe.scheduler.step(v, t, latents, return_dict=False)[0]  # x += (sigma_next - sigma) * v
     return decode(pipe, latents)
+
+
+def _shifts(centres: list[tuple[float, float]] | None, n: int, h: int, w: int, patch: int) -> list[tuple[int, int]]:
+    """Each sound's (rows, columns) of latent that bring its centre to the middle: whole patches, so that every view
+    cuts the latents into the same patches."""
+    if centres is None:
+        return [(0, 0)] * n
+    if len(centres) != n:
+        raise A2IError(f"{len(centres)} centres for {n} sounds")
+    return [(round((y - 0.5) * h / patch) * patch, round((x - 0.5) * w / patch) * patch) for x, y in centres]
+
+
+def _denoise_shifted(pipe, latents: torch.Tensor, pooled: torch.Tensor, sequence: torch.Tensor, weight: torch.Tensor,
+                     shifts: list[tuple[int, int]], settings: RenderSettings, guided: bool,
+                     device: torch.device) -> torch.Tensor:
+    """The flow of ``render_regions`` with each sound seeing the latents rolled by its shift (its centre in the
+    middle): per step, one call of [empty, sound] rows per sound, each guided velocity rolled back and blended."""
+    _, _, h, w = latents.shape
+    n = len(shifts)
+    first = 1 if guided else 0  # pooled and sequence hold [empty prompt,] sound 1 .. n
+    if guided:
+        pooled = torch.cat([torch.stack([pooled[0], pooled[first + i]]) for i in range(n)])  # (2n, P)
+        sequence = torch.cat([torch.stack([sequence[0], sequence[first + i]]) for i in range(n)])  # (2n, L, D)
+    per = 2 if guided else 1  # rows per sound
+    for t in timesteps(pipe, settings.steps, h, w, device):
+        views = torch.cat([torch.roll(latents, (-dy, -dx), dims=(2, 3)) for dy, dx in shifts])  # (n, C, h, w)
+        rows = views.repeat_interleave(per, dim=0)  # (per n, C, h, w): each view under [empty,] its sound
+        velocity = pipe.transformer(hidden_states=rows, timestep=t.expand(len(rows)),
+                                    encoder_hidden_states=sequence, pooled_projections=pooled,
+                                    return_dict=False)[0]  # (per n, C, h, w)
+        velocity = velocity.view(n, per, *velocity.shape[1:])  # (n, per, C, h, w)
+        guided_v = (velocity[:, 0] + settings.guidance * (velocity[:, 1] - velocity[:, 0]) if guided
+                    else velocity[:, 0])  # (n, C, h, w), in each sound's own view
+        back = torch.stack([torch.roll(v, (dy, dx), dims=(1, 2)) for v, (dy, dx) in zip(guided_v, shifts,
+                                                                                       strict=True)])  # (n, C, h, w)
+        v = (weight * back).sum(dim=0, keepdim=True)  # (1, C, h, w)
+        latents = pipe.scheduler.step(v, t, latents, return_dict=False)[0]
+    return latents

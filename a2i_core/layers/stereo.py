@@ -3,7 +3,7 @@ between the channels over the windows it is present in (its pan, -1 left .. 1 ri
 
 A mono file puts every sound in the middle; a file of more than two channels is matrixed to stereo first (ffmpeg's
 standard matrix: ``audio_io.decode_stream``); a file whose channels cancel in the mono mix (opposite phase) is still
-heard from each channel, and ``Stereo.channel_scores`` gives the clip's answer from them.
+heard from each channel, and said so.
 """
 
 from __future__ import annotations
@@ -41,27 +41,12 @@ class Stereo:
     seconds: float  # how long the clip is, as heard
     notes: list[str] = field(default_factory=list)  # what placement did that the user should know
     layout: str | None = None  # ffmpeg's name of the file's layout ("mono", "stereo", "5.1(side)"); None: unread
-    opposite_phase: bool = False  # the channels cancel in the mono mix: answer from them (``channel_scores``)
+    opposite_phase: bool = False  # the channels cancel in the mono mix: only they can be heard
     heard_notes: list[str] = field(default_factory=list)  # hear's own notes (length, cap), once each
 
     def channels(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """Each channel's (frames (n, D), levels (n,)), left then right."""
         return [(self.left, self.left_db), (self.right, self.right_db)]
-
-    def channel_scores(self, window_scores: WindowScores) -> np.ndarray:
-        """The clip's scores (K,) heard from its channels: every window of both, weighted by its amplitude
-        (10^(dB/20)): what the mono mix would answer were it not silent (opposite phase)."""
-        scores, weights = [], []
-        for frames, levels in self.channels():
-            if len(frames):
-                scores.append(_window_scores(window_scores, frames))  # (n, K)
-                weights.append(amplitude(levels))  # (n,)
-        if not scores:
-            raise A2IError("both channels are silent: there is nothing to hear")
-        stacked, weight = np.concatenate(scores), np.concatenate(weights)  # (n_L + n_R, K), (n_L + n_R,)
-        if weight.sum() <= 0:
-            return stacked.mean(axis=0)
-        return (weight[:, None] * stacked).sum(axis=0) / weight.sum()
 
 
 def amplitude(levels_db: np.ndarray) -> np.ndarray:

@@ -25,6 +25,7 @@ from a2i_core.core.files import write_json
 from a2i_core.core.manifest import clip_sources
 from a2i_core.core.packs import PackedClip
 from a2i_core.core.params import LabelHeadParams
+from a2i_core.layers.answer import recall_at_2
 from a2i_core.layers.head import LabelHead, audio_part, fit_head
 from a2i_core.layers.mixtures import training_mixtures
 from a2i_core.mapper.artifact import MapperArtifact
@@ -197,8 +198,7 @@ def _recall_at_2(head: LabelHead, embedder: Embedder, singles: list, seed: int) 
     made = training_mixtures(singles, VAL_MIXTURES, 0.0, 0.0, seed, embedder.encoder.sample_rate)
     hits = []
     for mean, pair in embedder.mixtures(made):
-        best = set(np.argsort(-head.probabilities(mean[None])[0], kind="stable")[:2].tolist())
-        hits.append(len(best & {index[p] for p in pair}) / 2)
+        hits.append(recall_at_2(head.probabilities(mean[None])[0], {index[p] for p in pair}))
     if not hits:
         log.warning("label head: val_recall_at_2 is null: no val mixture could be made (silent or short clips)")
         return None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +29,8 @@ from a2i_core.diffusion.fills import SequenceFill
 from a2i_core.diffusion.image_scores import ClipScorer
 from a2i_core.diffusion.images import contact_sheet, save_image
 from a2i_core.diffusion.render import RenderSettings
-from a2i_core.layers.answer import decompose
-from a2i_core.layers.draw import record
+from a2i_core.layers.answer import recall_at_2
+from a2i_core.layers.draw import record, scorer
 from a2i_core.layers.mixtures import build_mixtures, write_mixture
 from a2i_core.mapper.model import predict_clips
 from a2i_core.pipeline.clips import test_clips
@@ -64,11 +65,6 @@ def build_set(cfg: MixturesParams, candidates: Path, audio: Path, out: Path) -> 
     return reason
 
 
-def recall_at_2(scores: np.ndarray, truth: set[int]) -> float:
-    """The share of the two true labels among the two best-scoring prompts."""
-    return len(set(np.argsort(-scores, kind="stable")[:2].tolist()) & truth) / 2
-
-
 def mixtures_eval(cfg: LayersParams, render: RenderParams, clip_device: str, candidates: Path, audio: Path,
                   mapper_dir: Path, audio_encoder: Path, sd3: Path, clip: Path, label_head: Path, mixtures: Path,
                   images: Path, metrics: Path, report: Path, scores: Path, sheet: Path) -> dict:
@@ -85,8 +81,9 @@ def mixtures_eval(cfg: LayersParams, render: RenderParams, clip_device: str, can
             rows = _answer_and_draw(engine, cfg, render, table, mixtures, staging)
             full |= _score(rows, staging, engine.artifact.prompts, clip, clip_device, cfg)
             _sheet(rows, staging, sheet)
-        elif sheet.exists():
-            sheet.unlink()
+        else:  # an output DVC expects: a sheet saying why it is empty
+            with atomic_path(sheet) as tmp:
+                contact_sheet([(f"no mixtures: {reason}"[:28], [])], []).save(tmp, format="PNG")
     write_json(metrics, {key: full[key] for key in HEADLINE})
     write_json(report, full)
     with atomic_path(scores) as tmp:
@@ -110,8 +107,8 @@ def _answer_and_draw(engine: SoundToImage, cfg: LayersParams, render: RenderPara
         heard = engine.hear(path)
         pooled, _ = predict_clips(artifact.mapper, [heard.frames])  # (1, P)
         truth = {prompts.index(m.first), prompts.index(m.second)}
-        answers = {"nnls": decompose(pooled, artifact.prompt_pooled)[0],
-                   "single": nearest_rows(pooled, artifact.prompt_pooled, 1)[1][0]}
+        answers = {"nnls": scorer(artifact, "nnls", None)([heard.frames])[0],
+                   "single": nearest_rows(pooled, artifact.prompt_pooled, 1)[1][0]}  # the cosines (K,)
         if engine.head is not None:
             answers["head"] = engine.head.scores([heard.frames])[0]
         row = {"name": m.name, "first": m.first, "second": m.second, "db": m.db, "panned": bool(m.panned)}
@@ -121,18 +118,22 @@ def _answer_and_draw(engine: SoundToImage, cfg: LayersParams, render: RenderPara
         kinds["layered"].append((m.name, engine.sound(path, by_score, heard), by_score))
         if m.panned:
             kinds["stereo"].append((m.name, engine.sound(path, by_stereo, heard), by_stereo))
+    used = render_settings(settings, fill, engine.device)
+    total, done, start = sum(len(made) for made in kinds.values()), 0, time.monotonic()
     for kind, made in kinds.items():
-        if not made:
-            continue
-        layering = made[0][2]
-        engine.render([s for _, s, _ in made], settings, 1, fill, layering)
-        used = render_settings(settings, fill, engine.device)
-        for name, sound, layers in made:
-            file = out / name / f"{kind}.png"
-            file.parent.mkdir(parents=True, exist_ok=True)
-            own = used if layers is None else {**used, "layering": record(sound.layers, layers)}
-            save_image(sound.images[0], file, own, settings.seed)
-            sound.images.clear()
+        for first in range(0, len(made), settings.batch_size):  # saved a batch at a time: memory holds one batch
+            chunk = made[first : first + settings.batch_size]
+            engine.render([s for _, s, _ in chunk], settings, 1, fill, chunk[0][2])
+            for name, sound, layers in chunk:
+                file = out / name / f"{kind}.png"
+                file.parent.mkdir(parents=True, exist_ok=True)
+                own = used if layers is None else {**used, "layering": record(sound.layers, layers)}
+                save_image(sound.images[0], file, own, settings.seed)
+                sound.images.clear()
+            done += len(chunk)
+            rate = done / max(time.monotonic() - start, 1e-9)
+            log.info("mixtures: %d of %d images drawn (%.2f images/s, about %.0f s left)", done, total, rate,
+                     (total - done) / rate)
         for row, (_, sound, _) in zip([r for r in rows if kind != "stereo" or r["panned"]], made, strict=True):
             row[f"layers_{kind}"] = len(sound.layers) if kind != "single" else 1
     return rows
@@ -153,9 +154,7 @@ def _score(rows: list[dict], images: Path, prompts: list[str], clip: Path, clip_
                 continue
             with Image.open(file) as opened:
                 image = opened.convert("RGB")
-            w, h = image.size
-            parts = [image] + ([image.crop((0, 0, w // 2, h)), image.crop((w - w // 2, 0, w, h))] if row["panned"]
-                               else [])
+            parts = [image, *halves(image)] if row["panned"] else [image]
             sims = scorer.embed_images(parts) @ prompt_emb.T  # (1 or 3, K)
             if kind != "stereo":
                 row[f"top2_both_{kind}"] = float({first, second} <= set(np.argsort(-sims[0])[:2].tolist()))
@@ -180,6 +179,14 @@ def _score(rows: list[dict], images: Path, prompts: list[str], clip: Path, clip_
                                                         if c.startswith(("recall_at_2_", "halves_"))}}
     return out | {"answer": cfg.answer, "mode": cfg.mode, "levels": levels, "chance_recall_at_2": 2 / len(prompts),
                   "chance_halves": 1 / len(prompts)}
+
+
+def halves(image: Image.Image) -> list[Image.Image]:
+    """The left and right halves of an image, each stretched back to the image's size: CLIP's processor would
+    otherwise crop a half's top and bottom away (it keeps the centre square), and judge a quarter of the picture."""
+    w, h = image.size
+    return [image.crop(box).resize((w, h), Image.Resampling.BICUBIC) for box in ((0, 0, w // 2, h),
+                                                                               (w - w // 2, 0, w, h))]
 
 
 def _sheet(rows: list[dict], images: Path, sheet: Path) -> None:

@@ -27,11 +27,9 @@ from a2i_core.diffusion.fills import FILLS, SequenceFill, fill_sequence
 from a2i_core.diffusion.images import SETTINGS_KEY, SHEET_CELL, contact_sheet, save_png
 from a2i_core.diffusion.prompt_embeddings import load_guidance
 from a2i_core.diffusion.render import RenderSettings
-from a2i_core.layers.answer import pick
-from a2i_core.layers.compose import arrange
-from a2i_core.layers.draw import Layered, conditioning, draw, record, scorer
-from a2i_core.layers.head import LabelHead
-from a2i_core.layers.stereo import place
+from a2i_core.layers.answer import decompose
+from a2i_core.layers.draw import Layered, bank_fill, conditioning, draw, layers_from_scores, record
+from a2i_core.layers.head import LabelHead, audio_part
 from a2i_core.mapper.artifact import MapperArtifact
 from a2i_core.mapper.model import predict
 from a2i_core.mapper.pairs import load_pairs_for
@@ -67,6 +65,10 @@ def render_rows(cfg: RenderParams, layering: LayersParams, mapper_dir: Path, lab
     picked = pick_clips(pairs, cfg.clips_per_class)  # only the chosen clips' inputs are gathered
     clips = picked.frame
     references = _reference_files(reference_index, reference_images, clips)  # refused now, not after rendering
+    head = None
+    if layering.answer == "head":  # refused now too: one trained for another bank or other features
+        head = LabelHead.from_pretrained(label_head)
+        head.check_fits(artifact.prompts, audio_part(mapper.config.provenance))
     pred_pooled, pred_tokens = predict(mapper, *picked.inputs(mapper.config.input))
     guidance = load_guidance(text_features)  # (P,), (L, D): the negative branch, and the empty_prompt fill
     fills = [cfg.sequence_fill, *(f for f in FILLS if f != cfg.sequence_fill)]
@@ -84,11 +86,12 @@ def render_rows(cfg: RenderParams, layering: LayersParams, mapper_dir: Path, lab
     done = render_staged(cfg, clips, rows, sd3, guidance, images, world)
     if done is None:
         return
-    head = LabelHead.from_pretrained(label_head) if layering.answer == "head" else None
-    means, _ = picked.inputs("mean")  # (n, D): each clip's windows' mean, what the label head reads
-    engine = _Engine(artifact, done.pipe, world.device(cfg.device), resolve_dtype(cfg.dtype, world.device(cfg.device)))
-    extra, layered = _layered_row(cfg, layering, engine, scorer(artifact, layering.answer, head), means,
-                                  pred_pooled, filled(cfg.sequence_fill), clips, done)
+    # Each clip's scores: the head reads its windows' mean; the decomposition, the prediction the mapper row draws.
+    scores = head.scores([m[None] for m in picked.inputs("mean")[0]]) if head is not None else decompose(
+        pred_pooled, artifact.prompt_pooled)  # (n, K)
+    device = world.device(cfg.device)
+    engine = _Engine(artifact, done.pipe, device, resolve_dtype(cfg.dtype, device))
+    extra, layered = _layered_row(cfg, layering, engine, scores, pred_pooled, filled(cfg.sequence_fill), clips, done)
     done = dataclasses.replace(done, table=pd.concat([done.table, extra], ignore_index=True))
     # Every row is a column of the sheet: the mapper's in the order above, then the references'; every clip a row.
     n, own = len(clips), done.table["file"].tolist()
@@ -99,12 +102,12 @@ def render_rows(cfg: RenderParams, layering: LayersParams, mapper_dir: Path, lab
     with atomic_path(sheet) as tmp:
         contact_sheet(sheet_rows, [name.replace("_", " ") for name in columns]).save(tmp, format="PNG")
     publish(done, images, index)
-    write_json(metrics, {**done.report, **layered})
+    write_json(metrics, {**done.report, "images": len(done.table), "rows": [*done.report["rows"], LAYERED_ROW],
+                         **layered})
 
 
-def _layered_row(cfg: RenderParams, layering: LayersParams, engine: _Engine, score, means: np.ndarray,
-                 pooled: np.ndarray, filled: Callable[[int], np.ndarray], clips: pd.DataFrame, done: Rendered
-                 ) -> tuple[pd.DataFrame, dict]:
+def _layered_row(cfg: RenderParams, layering: LayersParams, engine: _Engine, scores: np.ndarray, pooled: np.ndarray,
+                 filled: Callable[[int], np.ndarray], clips: pd.DataFrame, done: Rendered) -> tuple[pd.DataFrame, dict]:
     """The mapper's layered row, drawn into ``done``'s staging: each clip's sounds (``layering``) drawn as one image;
     a clip of one sound is the mapper row's own image (the same conditioning draws the same pixels). The clips are
     mono: a stereo layout places every sound in the middle. Returns its lines of the index, and what render.json
@@ -112,20 +115,17 @@ def _layered_row(cfg: RenderParams, layering: LayersParams, engine: _Engine, sco
     artifact, n = engine.artifact, len(clips)
     settings = RenderSettings.from_params(cfg)
     (done.staging / LAYERED_ROW).mkdir(parents=True, exist_ok=True)
-    scores = score([m[None] for m in means])  # (n, K)
+    fill = bank_fill(artifact, SequenceFill.from_params(cfg))
     files, counts = [], []
     for i in range(n):
-        layers, notes = pick(scores[i], artifact.prompts, layering.min_score, layering.max_layers)
+        layers, notes = layers_from_scores(scores[i], artifact.prompts, layering)
         for note in notes:
             log.info("%s: %s", clips["clip_id"][i], note)
-        layers = place(layers, [0.0] * len(layers), layering.centre)[0] if layering.layout == "stereo" else arrange(
-            layers, layering.layout)
         file = f"{LAYERED_ROW}/{Path(done.table['file'][i]).name}"  # row 0 is the mapper's: the same names
         if len(layers) == 1:
             shutil.copyfile(done.staging / done.table["file"][i], done.staging / file)
         else:
-            conds = conditioning(artifact, layers, pooled[i], filled(i), lambda p: SequenceFill.from_params(cfg).rows(
-                p[None], artifact.empty_sequence, artifact.prompt_pooled, artifact.prompt_sequences)(0))
+            conds = conditioning(artifact, layers, pooled[i], filled(i), fill)
             image = draw(engine, Layered(layers, conds), layering, settings, cfg.seed + i)
             save_png(image, done.staging / file, {SETTINGS_KEY: json.dumps(record(layers, layering))})
         files.append(file)

@@ -50,7 +50,7 @@ from a2i_core.serve.guards import (
 )
 from a2i_core.serve.page import GENERATOR_LOCK, SWEEP_S, kept_note, let_go, status_line
 from a2i_core.serve.results import save_results, settings_used
-from a2i_core.serve.timeline_tab import TimelineWork, over_time_tab
+from a2i_core.serve.timeline_tab import SettingsRefused, TimelineWork, over_time_tab
 from a2i_core.serve.uploads import CountUploads, UploadCounter, delete_upload, renew, request_files, within
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves the machine
@@ -86,7 +86,8 @@ def build_app(generator: SoundToImage, defaults: RenderSettings, fill: SequenceF
     def make(path: Path, steps: int, guidance: float, seed: int, size: int, images: int, mode: str = "off",
              layout: str | None = None):
         """One request's gallery, nearest prompts, settings used and download. SoundRefused (the visitor's line)
-        when this sound or request cannot be used; gr.Error(FAILED) when the work failed for another reason."""
+        when this sound or request cannot be used, SettingsRefused when its layers cannot (the sound may be fine);
+        gr.Error(FAILED) when the work failed for another reason."""
         try:
             count = image_count(images)
             check_sound(path, max_upload_mb, max_minutes)
@@ -96,7 +97,7 @@ def build_app(generator: SoundToImage, defaults: RenderSettings, fill: SequenceF
             with GENERATOR_LOCK:
                 (sound,) = generator.sounds([path], layering)
                 seconds = generator.render([sound], settings, images_per_sound=count, fill=fill, layering=layering)
-        except SoundRefused as err:
+        except (SoundRefused, SettingsRefused) as err:
             log.info("refused %r: %s", path.name, err)
             raise
         except A2IError as err:  # the generator's own verdict on this sound (too short, say)
@@ -142,6 +143,8 @@ def build_app(generator: SoundToImage, defaults: RenderSettings, fill: SequenceF
         except SoundRefused as err:  # this sound cannot be used: deleted, and the input cleared to match
             release(path)
             return *unchanged, status_line(gr, str(err)), None, None
+        except SettingsRefused as err:  # the sound may be fine: kept for another try (a larger size, say)
+            return *unchanged, status_line(gr, str(err)), gr.skip(), str(path)
         except gr.Error as err:  # the sound may be fine: kept for another try
             return *unchanged, status_line(gr, str(err.message)), gr.skip(), str(path)
         renew(path, Path(app.GRADIO_CACHE))
@@ -209,15 +212,16 @@ LAYOUTS = ("score", "grid", "stereo")
 
 
 def _layering(layers: LayersParams | None, mode: str, layout: str | None, size: int) -> LayersParams | None:
-    """The page's layering: params' section with the page's mode and layout, or None (off). SoundRefused, in the
-    visitor's words, for a value the page does not offer (a hand-made request) or more layers than the size holds."""
+    """The page's layering: params' section with the page's mode and layout, or None (off). SettingsRefused, in the
+    visitor's words, for a value the page does not offer (a hand-made request) or more layers than the size holds:
+    the page's sizes start below what params' layers need, and a visitor who picks one keeps the sound."""
     if mode == "off" or layers is None:
         return None
     if mode not in LAYER_MODES or layout not in LAYOUTS:
-        raise SoundRefused(f"Layers must be off, {' or '.join(LAYER_MODES)}, and the layout {', '.join(LAYOUTS)}.")
+        raise SettingsRefused(f"Layers must be off, {' or '.join(LAYER_MODES)}, and the layout {', '.join(LAYOUTS)}.")
     problem = layers.room_problem(size, "an image of")
     if problem is not None:
-        raise SoundRefused(f"{problem[0].upper()}{problem[1:]}: choose a larger size.")
+        raise SettingsRefused(f"{problem[0].upper()}{problem[1:]}: choose a larger size.")
     return dataclasses.replace(layers, mode=mode, layout=layout)
 
 

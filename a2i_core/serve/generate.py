@@ -32,7 +32,7 @@ from a2i_core.diffusion.fills import SequenceFill, fill_sequence
 from a2i_core.diffusion.render import RenderSettings, render
 from a2i_core.diffusion.sd3 import load_sd3
 from a2i_core.layers.answer import Layer
-from a2i_core.layers.draw import Layered, conditioning, draw, find_layers, scorer
+from a2i_core.layers.draw import Layered, bank_fill, conditioning, draw, find_layers, scorer
 from a2i_core.layers.head import LabelHead, audio_part
 from a2i_core.layers.stereo import hear_channels
 from a2i_core.mapper.artifact import MapperArtifact
@@ -97,24 +97,32 @@ class SoundToImage:
             head.check_fits(artifact.prompts, audio_part(config.provenance))
         self.head = head  # which sounds a clip holds (layers.answer head); None: only nnls can answer
 
+    def load_head(self, directory: str | Path) -> None:
+        """The label head in ``directory``, which must have been trained for this mapper's prompt bank and audio."""
+        head = LabelHead.from_pretrained(directory)
+        head.check_fits(self.artifact.prompts, audio_part(self.artifact.mapper.config.provenance))
+        self.head = head
+
     @classmethod
     def from_pretrained(cls, mapper_dir: str | Path, audio_encoder_dir: str | Path, sd3_dir: str | Path,
                         device: torch.device, dtype: str = "bfloat16", max_seconds: float | None = None,
                         label_head_dir: str | Path | None = None) -> SoundToImage:
         """Load the three parts, checking that VGGish and SD3 are those whose features the mapper learnt from; each
-        sound is then heard up to ``max_seconds`` (None: whole). With ``label_head_dir``, the label head too (it must
-        have been trained for this mapper's prompt bank and audio features)."""
+        sound is then heard up to ``max_seconds`` (None: whole). With ``label_head_dir``, the label head too
+        (``load_head``)."""
         artifact = MapperArtifact.load(mapper_dir)
         provenance = artifact.mapper.config.provenance
         encoder = encoder_for(provenance, audio_encoder_dir)
         provenance.check(str(sd3_dir), diffusion_model=model_identity(sd3_dir))
         torch_dtype = resolve_dtype(dtype, device)
         pipe = load_sd3(sd3_dir, "image", device, torch_dtype)
-        head = None if label_head_dir is None else LabelHead.from_pretrained(label_head_dir)
         try:
-            return cls(artifact, encoder, pipe, device, torch_dtype, max_seconds, head)
+            made = cls(artifact, encoder, pipe, device, torch_dtype, max_seconds)
         except A2IError as err:
             raise A2IError(f"{sd3_dir}: {err}") from None
+        if label_head_dir is not None:
+            made.load_head(label_head_dir)
+        return made
 
     @torch.inference_mode()
     def hear(self, path: Path, levels: list[np.ndarray] | None = None, channel: int | None = None) -> Heard:
@@ -132,6 +140,8 @@ class SoundToImage:
         if seconds * SAMPLE_RATE < MIN_HEARD_SAMPLES:
             raise A2IError(f"{path}: {seconds:.4f} s is too short to hear (at least "
                            f"{MIN_HEARD_SAMPLES / SAMPLE_RATE} s)")
+        if not np.isfinite(rms) or not np.isfinite(frames).all():
+            raise A2IError(f"{path}: holds samples that are not numbers (NaN or infinity): it cannot be heard")
         if rms < SILENCE_RMS:
             raise A2IError(f"{path}: silent (RMS below -80 dBFS): there is nothing to hear")
         notes = []
@@ -191,7 +201,9 @@ class SoundToImage:
                fill: SequenceFill, layering: LayersParams | None = None) -> float:
         """Fill each Sound's images, with the seeds of ``image_seeds(settings.seed, images_per_sound)`` and the
         sequence positions the mapper does not predict filled by ``fill``; a Sound of several layers is drawn as
-        ``layering`` says (one of one layer, as without layers). Returns seconds."""
+        ``layering`` says. A Sound of one layer is drawn as without layers, in the batches of the other such Sounds:
+        its image is the one a run without layers makes when the same Sounds share its batches (a batch's make-up
+        can move a pixel by a rounding step). Returns seconds."""
         artifact = self.artifact
         fills = fill.rows(np.stack([s.pooled for s in sounds]), artifact.empty_sequence, artifact.prompt_pooled,
                           artifact.prompt_sequences)  # sound i's (L, D) fill
@@ -213,8 +225,7 @@ class SoundToImage:
         for i in layered:
             sound = sounds[i]
             own = fill_sequence(fills(i), sound.tokens)  # (L, D)
-            conds = conditioning(artifact, sound.layers, sound.pooled, own, lambda p: fill.rows(
-                p[None], artifact.empty_sequence, artifact.prompt_pooled, artifact.prompt_sequences)(0))
+            conds = conditioning(artifact, sound.layers, sound.pooled, own, bank_fill(artifact, fill))
             for seed in seeds:
                 sound.images.append(draw(self, Layered(sound.layers, conds), layering, settings, seed))
         return time.monotonic() - start

@@ -6,6 +6,7 @@ size) is one line, with nothing lost."""
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,6 +20,7 @@ from typer.testing import CliRunner
 from a2i_core import cli
 from a2i_core.core.audio_io import SAMPLE_RATE
 from a2i_core.diffusion.images import SETTINGS_KEY, png_text
+from tests.helpers import manual_commands
 
 pytestmark = pytest.mark.e2e
 
@@ -54,21 +56,29 @@ def test_a_panned_mixture_is_drawn_as_layers_placed_by_its_channels(demo_workspa
                        "--layout", "stereo")
     assert result.returncode == 0, result.stderr[-3000:]
     layering = _layering(tmp_path / f"{path.stem}.png")
-    assert layering["mode"] in (mode, "single") and layering["layout"] == "stereo"
-    places = {layer["label"]: layer["x"] for layer in layering["layers"]}
+    assert layering["mode"] == mode and {left, right} <= {layer["label"] for layer in layering["layers"]}
     assert "layers" in result.stdout
-    if {left, right} <= set(places):  # both heard: each on its own side
-        assert places[left] < 0.5 < places[right], places
+    if mode == "joint":  # one sequence places nothing: the text says no place
+        assert "layout" not in layering and all(set(layer) == {"label", "score"} for layer in layering["layers"])
+    else:
+        places = {layer["label"]: layer["x"] for layer in layering["layers"]}
+        assert layering["layout"] == "stereo" and places[left] < 0.5 < places[right], places
 
 
 def test_a_one_source_clip_layered_is_the_single_image_pixel_for_pixel(demo_workspace, tmp_path):
     ws = demo_workspace[0]
-    clip = sorted((ws / "data" / "audio").rglob("dog_*.flac"))[0]
+    for clip in sorted((ws / "data" / "audio").glob("dog_*"))[:4]:  # the first the label head hears as one sound
+        layered = _generate(str(clip), "--out", str(tmp_path / "layered"), "--project", str(ws), "--layers", "regions")
+        assert layered.returncode == 0, layered.stderr[-3000:]
+        png = f"{clip.stem}.png"
+        if len(_layering(tmp_path / "layered" / png)["layers"]) == 1:
+            break
+    else:
+        pytest.fail("the label head heard two sounds in each of four dog clips")
+    assert [layer["label"] for layer in _layering(tmp_path / "layered" / png)["layers"]] == [
+        "an image of a barking dog"]
     single = _generate(str(clip), "--out", str(tmp_path / "single"), "--project", str(ws))
-    layered = _generate(str(clip), "--out", str(tmp_path / "layered"), "--project", str(ws), "--layers", "regions")
-    assert single.returncode == 0 and layered.returncode == 0, layered.stderr[-3000:]
-    png = f"{clip.stem}.png"
-    assert [layer["label"] for layer in _layering(tmp_path / "layered" / png)["layers"]] == ["an image of a barking dog"]
+    assert single.returncode == 0, single.stderr[-3000:]
     a, b = (np.asarray(Image.open(tmp_path / kind / png)) for kind in ("single", "layered"))
     assert np.array_equal(a, b)
 
@@ -119,3 +129,16 @@ def test_layer_options_that_cannot_work_are_one_line(demo_workspace, panned, tmp
                          str(tmp_path / "nowhere"))
     assert headless.returncode == 1 and "no label head" in headless.stderr
     assert not list(tmp_path.glob("*.png"))  # nothing half made
+
+
+def test_the_manual_s_layered_commands_run(demo_workspace, panned, tmp_path):
+    commands = [shlex.split(line) for line in manual_commands("a2i generate") if "--layers" in line]
+    assert len(commands) >= 2  # README's and docs/layers.md's, regions and joint
+    for k, argv in enumerate(commands):
+        args = argv[2:]  # after `a2i generate`
+        args[0] = str(panned[0])  # the reader's own recording: here a panned mixture
+        args[args.index("--out") + 1] = str(tmp_path / str(k))
+        args[args.index("--project") + 1] = str(demo_workspace[0])
+        result = _generate(*args)
+        assert result.returncode == 0, (argv, result.stderr[-2000:])
+        assert list((tmp_path / str(k)).glob("*.png"))

@@ -114,3 +114,23 @@ def test_sequences_of_different_lengths_are_refused(model):
     (pooled, sequence), other = model["conds"]
     with pytest.raises(A2IError, match="differ in shape"):
         _regions(model, [(pooled, sequence[:-1]), other], np.full((2, SIZE, SIZE), 0.5, np.float32))
+
+
+def _shifted(model: dict, conds, masks, centres) -> np.ndarray:
+    image = render_regions(model["pipe"], conds, masks, model["empty_pooled"], model["empty_sequence"], SETTINGS, CPU,
+                           torch.float32, SEED, centres)
+    return np.asarray(image, np.int16)
+
+
+def test_a_sound_centred_in_the_middle_sees_the_latents_unshifted(model):
+    assert np.array_equal(_shifted(model, model["conds"][:1], ONES, [(0.5, 0.5)]),
+                          _regions(model, model["conds"][:1], ONES))
+
+
+def test_a_sound_off_centre_sees_its_own_view(model):
+    # Its view of the latents is rolled to bring its centre to the middle: another image than the unshifted one
+    # (the same noise seen from another place), and every sound must say where its centre is.
+    moved = _shifted(model, model["conds"][:1], ONES, [(0.25, 0.5)])
+    assert moved.shape == (SIZE, SIZE, 3) and np.abs(moved - _regions(model, model["conds"][:1], ONES)).mean() > 1
+    with pytest.raises(A2IError, match="1 centres for 2 sounds"):
+        _shifted(model, model["conds"], np.full((2, SIZE, SIZE), 0.5, np.float32), [(0.5, 0.5)])

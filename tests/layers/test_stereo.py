@@ -130,9 +130,6 @@ def test_channels_in_opposite_phase_are_heard_from_each_channel(tmp_path, hear):
     assert stereo.notes == ["its channels are in opposite phase: they cancel in a mono mix, so the sounds are heard "
                             "from each channel"]
     assert pans(stereo, ones, [0]) == [pytest.approx(0.0, abs=1e-6)]
-    # The clip's answer from its channels: as loud as each other, so the plain mean of all their windows.
-    scores = stereo.channel_scores(lambda f: f[:, :3])
-    assert scores == pytest.approx(np.concatenate([stereo.left, stereo.right])[:, :3].mean(axis=0), rel=1e-5)
 
 
 def test_a_wide_stereo_file_is_not_taken_for_opposite_phase(tmp_path, hear):
@@ -194,12 +191,6 @@ def test_a_silent_channel_is_never_scored():
     seen = []
     assert pans(stereo, lambda f: seen.append(len(f)) or f, [0, 1]) == [1.0, 1.0]
     assert seen == [2]
-    assert stereo.channel_scores(identity).tolist() == [1.0, 1.0]
-
-
-def test_channel_scores_weigh_windows_by_amplitude():
-    stereo = toy([[1.0, 0.0]], [[0.0, 1.0], [0.0, 1.0]], [0.0], [-20.0, -20.0])  # amplitudes 1, 0.1, 0.1
-    assert stereo.channel_scores(identity) == pytest.approx([1 / 1.2, 0.2 / 1.2])
 
 
 def test_window_scores_of_the_wrong_shape_are_refused():

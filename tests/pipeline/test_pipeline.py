@@ -25,6 +25,7 @@ from a2i_core.core.manifest import load_manifest
 from a2i_core.diffusion.images import SHEET_CELL, SHEET_LABEL_WIDTH
 from a2i_core.diffusion.prompt_embeddings import load_guidance, load_text_features
 from a2i_core.mapper.model import AudioToSD3Mapper
+from a2i_core.pipeline import mixtures
 from tests.conftest import ROOT
 from tests.helpers import dvc, manual_commands
 
@@ -33,8 +34,8 @@ PROTECTED = ("params.yaml", "dvc.yaml", "dvc.lock")
 PROTECTED_DIGESTS = {name: hashlib.sha256((ROOT / name).read_bytes()).hexdigest() if (ROOT / name).exists()
                      else None for name in PROTECTED}  # taken at import, before any fixture runs the demo
 STAGES = ["check_params", "sources", "ingest", "download", "audio_encoder", "encoders", "embed_audio", "embed_text",
-          "train", "evaluate", "render_reference", "render", "image_eval", "timeline"]
-MAPPER_ROWS = ["mapper", "mapper_fill_zeros", "mapper_fill_nearest_prompts"]  # the render stage's, in its order
+          "train", "evaluate", "render_reference", "label_head", "render", "image_eval", "timeline", "mixtures"]
+MAPPER_ROWS = ["mapper", "mapper_fill_zeros", "mapper_fill_nearest_prompts", "mapper_layered"]  # render's, in order
 REFERENCE_ROWS = ["true_prompt", "baseline_mean"]  # the render_reference stage's: no mapper takes part
 ROWS = sorted(MAPPER_ROWS + REFERENCE_ROWS)
 IMAGE_DIRS = ["metrics/images", "metrics/images_reference"]
@@ -138,9 +139,11 @@ def test_metrics_are_the_headline_numbers(workspace):
     ws, _ = workspace
     shown = json.loads(_dvc(ws, "metrics", "show", "--json"))
     files = next(iter(shown.values()))["data"]
-    assert sorted(files) == ["metrics/eval.json", "metrics/image_eval.json", "metrics/timeline.json"]
+    assert sorted(files) == ["metrics/eval.json", "metrics/image_eval.json", "metrics/label_head.json",
+                             "metrics/mixtures.json", "metrics/timeline.json"]
     assert sorted(files["metrics/timeline.json"]["data"]) == sorted(
         ["segment_f1", "event_f1", "keyframes_zero_shot_top1", "flicker_inside", "flicker_across"])
+    assert sorted(files["metrics/mixtures.json"]["data"]) == sorted(mixtures.HEADLINE)
     evaluation = files["metrics/eval.json"]["data"]
     assert sorted(evaluation) == sorted(["top1", "top5", "mrr", "cosine", "mse", "baseline_top1", "chance_top1"])
     assert all(set(values) == {"zero_shot_top1"}
@@ -158,7 +161,8 @@ def test_experiment_reruns_only_train_and_after(workspace):
     reference = _files(ws / "metrics/images_reference")
     mapper = _files(ws / "metrics/images")
     output = _dvc(ws, "exp", "run", "-S", "train.epochs=3")
-    assert _ran(output) == ["check_params", "sources", "train", "evaluate", "render", "image_eval", "timeline"]
+    assert _ran(output) == ["check_params", "sources", "train", "evaluate", "label_head", "render", "image_eval",
+                            "timeline", "mixtures"]
     assert "Stage 'render_reference' didn't change, skipping" in output
     assert reference and _files(ws / "metrics/images_reference") == reference
     after = _files(ws / "metrics/images")
@@ -328,7 +332,7 @@ def test_experiments_compare_on_the_numbers_that_matter(workspace):
     changed = json.loads(_dvc(ws, *[names[0] if a == "EXP_A" else names[1] if a == "EXP_B" else a
                                     for a in diff[1:]], "--json"))
     assert set(changed["metrics"]) <= {"metrics/eval.json", "metrics/image_eval.json", "metrics/eval_sets/esc50.json",
-                                       "metrics/timeline.json"}
+                                       "metrics/timeline.json", "metrics/label_head.json", "metrics/mixtures.json"}
     (plots,) = _readme_commands("dvc plots diff")
     compared = json.loads(_dvc(ws, *[names[0] if a == "EXP_A" else names[1] if a == "EXP_B" else a
                                      for a in plots[1:]], "--json"))

@@ -4,7 +4,8 @@ are what `a2i demo` produces, and this test fails when they drift (before: READM
 
 To refresh them after a change that moves the figures: `make demo`, then copy `.demo/metrics/contact_sheet.png` to
 `docs/demo_contact_sheet.png`, `.demo/metrics/timelines/timeline-00/storyboard.png` and `film.webp` to
-`docs/demo_storyboard.png` and `docs/demo_film.webp`, and the values this test prints into the tables and text.
+`docs/demo_storyboard.png` and `docs/demo_film.webp`, `.demo/metrics/mixtures_sheet.png` to `docs/demo_layers.png`,
+and the values this test prints into the tables and text.
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ TABLE_ROW = re.compile(r"^\| `(\w+)` \| .* \| ([0-9.]+) \|$", re.M)
 SHEET = ROOT / "docs" / "demo_contact_sheet.png"
 STORYBOARD = ROOT / "docs" / "demo_storyboard.png"
 FILM_PREVIEW = ROOT / "docs" / "demo_film.webp"
+LAYERS = ROOT / "docs" / "demo_layers.png"
+MIXTURE_FIGURES = {  # each as README and docs/layers.md write it
+    "recall_at_2": re.compile(r"(?:finds both sounds \(recall@2\) |0 dB \(`recall_at_2`; head / nnls\) \| )([0-9.]+)"),
+    "recall_at_2_single": re.compile(r"(?:two nearest prompts find |head / nnls\) \| [0-9.]+ / [0-9.]+ \| )([0-9.]+)"),
+    "halves_stereo": re.compile(r"(?:with stereo placement |\(`halves_stereo`; by score\) \| )([0-9.]+)"),
+}
 TIMELINE_FIGURES = {  # each as README and docs/timeline.md write it
     "segment_f1": re.compile(r"segment(?:-based)?\s+F1\s+\**([0-9.]+)\**"),
     "keyframes_zero_shot_top1": re.compile(r"(?:keyframes zero-shot \**|right sound for )([0-9.]+)"),
@@ -47,8 +54,9 @@ def test_the_zero_shot_table_is_the_demos(demo_workspace, page):
 
 
 @pytest.mark.parametrize(("committed", "drawn"), [(SHEET, "contact_sheet.png"),
-                                                  (STORYBOARD, "timelines/timeline-00/storyboard.png")],
-                         ids=["contact sheet", "storyboard"])
+                                                  (STORYBOARD, "timelines/timeline-00/storyboard.png"),
+                                                  (LAYERS, "mixtures_sheet.png")],
+                         ids=["contact sheet", "storyboard", "layers"])
 def test_the_committed_pictures_are_the_demos(demo_workspace, committed, drawn):
     made = np.asarray(Image.open(demo_workspace[0] / "metrics" / drawn).convert("RGB"), np.float32)
     shown = np.asarray(Image.open(committed).convert("RGB"), np.float32)
@@ -68,6 +76,16 @@ def test_the_timeline_figures_are_the_demos(demo_workspace, page):
     report = json.loads((demo_workspace[0] / "metrics" / "timeline.json").read_text())
     text = (ROOT / page).read_text()
     for key, pattern in TIMELINE_FIGURES.items():
+        written = [float(v) for v in pattern.findall(text)]
+        assert written and all(abs(v - report[key]) <= 0.005 for v in written), \
+            f"{page} says {key} {written}; the demo gives {report[key]:.2f}"
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/layers.md"])
+def test_the_mixture_figures_are_the_demos(demo_workspace, page):
+    report = json.loads((demo_workspace[0] / "metrics" / "mixtures.json").read_text())
+    text = (ROOT / page).read_text()
+    for key, pattern in MIXTURE_FIGURES.items():
         written = [float(v) for v in pattern.findall(text)]
         assert written and all(abs(v - report[key]) <= 0.005 for v in written), \
             f"{page} says {key} {written}; the demo gives {report[key]:.2f}"

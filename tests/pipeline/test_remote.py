@@ -159,5 +159,5 @@ def test_team_workflow_through_s3(demo_workspace, s3, tmp_path):
     params["train"]["lr"] = params["train"]["lr"] / 2
     with open(b / "params.yaml", "w") as f:
         YAML().dump(params, f)
-    assert _ran(_dvc(b, "repro").stdout) == ["check_params", "sources", "train", "evaluate", "render", "image_eval",
-                                             "timeline"]
+    assert _ran(_dvc(b, "repro").stdout) == ["check_params", "sources", "train", "evaluate", "label_head", "render",
+                                             "image_eval", "timeline", "mixtures"]
