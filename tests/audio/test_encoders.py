@@ -173,7 +173,7 @@ def test_the_demo_with_clap_reruns_embed_audio_and_after_and_generate_follows(de
     ran = re.findall(r"Running stage '([\w@.-]+)'", result.stdout + result.stderr)
     # render_reference too: which clips it draws depends on which have audio features (a failed download has none)
     assert ran == ["check_params", "sources", "audio_encoder", "embed_audio", "train", "evaluate", "render_reference",
-                   "render", "image_eval", "timeline"]
+                   "label_head", "render", "image_eval", "timeline", "mixtures"]
     _, means, provenance = load_audio_embeddings(ws / "data/features/audio")
     assert means.shape[1] == 24 and provenance["frontend"].startswith("clap-logmel-v1")
     mapper = MapperArtifact.load(ws / "models/mapper").mapper

@@ -19,16 +19,16 @@ def test_the_demo_s_mixtures_meet_the_targets(demo_workspace):
     report = json.loads((ws / "metrics" / "mixtures_report.json").read_text())
     headline = json.loads((ws / "metrics" / "mixtures.json").read_text())
     print(json.dumps(report, indent=1))
-    assert sorted(headline) == sorted(mixtures.HEADLINE)
-    assert report["answer"] == "head" and headline["recall_at_2"] == headline["recall_at_2_head"]
-    assert headline["recall_at_2"] >= 0.8  # both sounds of a 0 dB mixture found
-    assert headline["recall_at_2_single"] < headline["recall_at_2"]  # the single embedding's two nearest prompts
+    assert sorted(headline) == sorted(mixtures.HEADLINE) and all(headline[k] == report[k] for k in headline)
+    assert report["answer"] == "head" and report["recall_at_2"] == report["recall_at_2_head"]
+    assert report["recall_at_2"] >= 0.8  # both sounds of a 0 dB mixture found
+    assert report["recall_at_2_single"] < report["recall_at_2_nnls"] < report["recall_at_2"]  # the other answers
     # Each half of a panned mixture's image shows its side's sound far more often with stereo placement than
     # without it or with one embedding. The issue asked 0.7: the tiny SD3's regions reach about 0.67 to 0.77 even
     # with the true labels at their true sides (docs/layers.md), so this holds the margin over both instead.
-    assert headline["halves_stereo"] >= 0.6
-    assert headline["halves_stereo"] >= headline["halves_score"] + 0.2
-    assert headline["halves_stereo"] >= headline["halves_single"] + 0.2
+    assert report["halves_stereo"] >= 0.6
+    assert report["halves_stereo"] >= report["halves_score"] + 0.2
+    assert report["halves_stereo"] >= report["halves_single"] + 0.2
     assert set(report["levels"]) == {"0 dB", "-6 dB", "-12 dB", "panned"}
     table = pd.read_csv(ws / "data" / "mixtures" / "mixtures.csv")
     assert len(table) == 4 * report["levels"]["0 dB"]["mixtures"]

@@ -139,8 +139,8 @@ def test_metrics_are_the_headline_numbers(workspace):
     ws, _ = workspace
     shown = json.loads(_dvc(ws, "metrics", "show", "--json"))
     files = next(iter(shown.values()))["data"]
-    assert sorted(files) == ["metrics/eval.json", "metrics/image_eval.json", "metrics/label_head.json",
-                             "metrics/mixtures.json", "metrics/timeline.json"]
+    assert sorted(files) == ["metrics/eval.json", "metrics/image_eval.json", "metrics/mixtures.json",
+                             "metrics/timeline.json"]
     assert sorted(files["metrics/timeline.json"]["data"]) == sorted(
         ["segment_f1", "event_f1", "keyframes_zero_shot_top1", "flicker_inside", "flicker_across"])
     assert sorted(files["metrics/mixtures.json"]["data"]) == sorted(mixtures.HEADLINE)
@@ -167,7 +167,8 @@ def test_experiment_reruns_only_train_and_after(workspace):
     assert reference and _files(ws / "metrics/images_reference") == reference
     after = _files(ws / "metrics/images")
     assert after.keys() == mapper.keys() and all(after[name][0] != mapper[name][0] for name in mapper)
-    assert json.loads((ws / "metrics/render.json").read_text())["images_rendered"] == len(mapper)
+    layered = [name for name in mapper if name.startswith("mapper_layered/")]  # a clip of one sound: a copy
+    assert json.loads((ws / "metrics/render.json").read_text())["images_rendered"] == len(mapper) - len(layered)
     assert len(pd.read_csv(ws / "metrics/image_scores.csv")) == len(mapper) + len(reference)
     assert json.loads((ws / "metrics/train.json").read_text())["stopped_epoch"] <= 3
     rows = json.loads(_dvc(ws, "exp", "show", "--json"))
@@ -189,17 +190,18 @@ def test_render_refuses_reference_rows_it_cannot_put_beside_its_own(workspace, t
     paths = {flag[2:].replace("-", "_"): ws / value for flag, value in zip(flags[::2], flags[1::2], strict=True)}
     paths.update({name: tmp_path / "out" / name for name in ("images", "sheet", "index", "metrics")})
     index = pd.read_csv(paths["reference_index"])
-    cfg = load_params(ws / "params.yaml").render
+    params = load_params(ws / "params.yaml")
+    cfg = params.render
 
     other_clips = tmp_path / "other_clips.csv"
     index.groupby("row", sort=False).head(len(index) // 2 - 1).to_csv(other_clips, index=False)  # a clip fewer
     with pytest.raises(A2IError, match=r"other_clips.csv: row 'true_prompt' was drawn for other clips than these"):
-        render_rows(cfg, **{**paths, "reference_index": other_clips})
+        render_rows(cfg, params.layers, **{**paths, "reference_index": other_clips})
     images = tmp_path / "images_reference"
     shutil.copytree(paths["reference_images"], images)
     (images / index["file"].iloc[-1]).unlink()
     with pytest.raises(A2IError, match=re.escape(f"{images / index['file'].iloc[-1]}: missing (1 of the images")):
-        render_rows(cfg, **{**paths, "reference_images": images})
+        render_rows(cfg, params.layers, **{**paths, "reference_images": images})
     assert not (tmp_path / "out").exists()
 
 
@@ -216,7 +218,8 @@ def test_plots_show_each_plot_once_with_static_charts(workspace):
     assert not shown.get("errors")
     plots = shown["data"]
     images = [str(p.relative_to(ws)) for d in IMAGE_DIRS for p in (ws / d).rglob("*.png")]
-    assert _image_plots(plots) == sorted([*images, "metrics/contact_sheet.png", *STATIC_CHARTS])
+    assert _image_plots(plots) == sorted([*images, "metrics/contact_sheet.png", "metrics/mixtures_sheet.png",
+                                          *STATIC_CHARTS])
     assert all(len(plots[name]) == 1 for name in _image_plots(plots))  # each image once
     assert sorted(set(plots) - set(_image_plots(plots))) == ["Per-class retrieval (top-1)", "Training curves"]
     # The static charts draw the same numbers: one polyline point per epoch, one bar per class.
