@@ -40,10 +40,10 @@ from a2i_core.serve.results import render_settings
 log = logging.getLogger(__name__)
 TABLE_NAME = "mixtures.csv"
 # What metrics/mixtures.json holds (`dvc exp show` compares them): the layered answer's recall@2 at the first level
-# ratio (0 dB) beside the single embedding's, and the panned halves with stereo placement; the report has the rest.
-HEADLINE = ("recall_at_2", "recall_at_2_single", "halves_stereo")
-REPORTED = ("recall_at_2_head", "recall_at_2_nnls", "top2_both_layered", "top2_both_single", "halves_score",
-            "halves_single")
+# ratio (0 dB) and the panned halves with stereo placement; the report has the rest, the single embedding's beside.
+HEADLINE = ("recall_at_2", "halves_stereo")
+REPORTED = ("recall_at_2_head", "recall_at_2_nnls", "recall_at_2_single", "top2_both_layered", "top2_both_single",
+            "halves_score", "halves_single")
 ANSWERS = ("head", "nnls", "single")
 SHEET_MIXTURES = 4  # panned mixtures on the sheet: single | layered by score | layered by stereo
 

@@ -83,7 +83,7 @@ def test_the_timeline_figures_are_the_demos(demo_workspace, page):
 
 @pytest.mark.parametrize("page", ["README.md", "docs/layers.md"])
 def test_the_mixture_figures_are_the_demos(demo_workspace, page):
-    report = json.loads((demo_workspace[0] / "metrics" / "mixtures.json").read_text())
+    report = json.loads((demo_workspace[0] / "metrics" / "mixtures_report.json").read_text())
     text = (ROOT / page).read_text()
     for key, pattern in MIXTURE_FIGURES.items():
         written = [float(v) for v in pattern.findall(text)]
