@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -49,7 +49,6 @@ class Layered:
 
     layers: list[Layer]
     conds: list[tuple[np.ndarray, np.ndarray]]  # each layer's pooled (P,) and sequence (L, D)
-    notes: list[str] = field(default_factory=list)
 
 
 def record(layers: list[Layer], cfg: LayersParams) -> dict[str, Any]:

@@ -104,12 +104,13 @@ def _answer_and_draw(engine: SoundToImage, cfg: LayersParams, render: RenderPara
     by_stereo = dataclasses.replace(cfg, layout="stereo")
     rows = []
     kinds: dict[str, list[tuple[str, Sound, LayersParams | None]]] = {"single": [], "layered": [], "stereo": []}
+    nnls = scorer(artifact, "nnls", None)  # the decomposition's answer, beside the head's and the single one's
     for m in table.itertuples(index=False):
         path = mixtures / m.file
         heard = engine.hear(path)
         pooled, _ = predict_clips(artifact.mapper, [heard.frames])  # (1, P)
         truth = {prompts.index(m.first), prompts.index(m.second)}
-        answers = {"nnls": scorer(artifact, "nnls", None)([heard.frames])[0],
+        answers = {"nnls": nnls([heard.frames])[0],
                    "single": nearest_rows(pooled, artifact.prompt_pooled, 1)[1][0]}  # the cosines (K,)
         if engine.head is not None:
             answers["head"] = engine.head.scores([heard.frames])[0]
