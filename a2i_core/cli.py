@@ -37,9 +37,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 OPTIONS = "the command line"  # where _with_options says a value came from, cut from its messages
 Section = typing.TypeVar("Section")
-# The comparison README shows: the params that differ and every top-1 column, changed or not (a plain `dvc exp show`
-# has ~150 columns; --only-changed alone hides a metric that stayed the same).
-EXP_SHOW = "exp show --only-changed --drop '.*/' --keep '.*top1$'"
+# The comparison README shows: the params that differ and every top-1 and AIC column, changed or not (a plain `dvc exp
+# show` has ~150 columns; --only-changed alone hides a metric that stayed the same), no dependency hashes.
+EXP_SHOW = r"exp show --only-changed --drop '.*/|params\.yaml' --keep '.*(top1|aic)$'"
 app = typer.Typer(help="a2i: turn sound into pictures with a frozen Stable Diffusion 3.", no_args_is_help=True,
                   add_completion=False, rich_markup_mode=None)
 
@@ -94,6 +94,11 @@ def demo(
     _echo(f"metrics: {path / 'metrics'}/*.json   (cd {path} && {dvc} metrics show)")
     _echo(f"images:  {path / 'metrics' / 'contact_sheet.png'}, images/, images_reference/   "
           f"(cd {path} && {dvc} plots show)")
+    rows = json.loads((path / "metrics" / "image_eval_report.json").read_text())["rows"]
+    if {"mapper", "true_prompt", "shuffled_audio"} <= set(rows):
+        _echo(f"the field's measures: AIC {rows['mapper']['aic']:.2f} (true prompt {rows['true_prompt']['aic']:.2f}, "
+              f"shuffled audio {rows['shuffled_audio']['aic']:.2f}), every row and measure in "
+              f"{path / 'metrics' / 'image_eval_table.md'}")
     timeline = json.loads((path / "metrics" / "timeline_report.json").read_text())
     if timeline["recordings"]:
         first = path / "metrics" / "timelines" / "timeline-00"

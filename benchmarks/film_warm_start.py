@@ -6,7 +6,7 @@ strength 0 (every frame in full) and at partial strengths. Per row: transformer 
 row, guidance's two rows counted, as DESIGN.md counts FLOPs), seconds per frame, flicker (mean absolute change
 between consecutive frames, pixels in 0..1) inside keyframe holds and across transitions, and fidelity on held
 frames: mean absolute difference from the full render of the same conditioning, and the share whose nearest class
-picture (``offline.pictures``) is the held class.
+picture (``data.sources.pictures``) is the held class.
 
 The SD3 is the offline demo's tiny one, fitted in code to the synthetic classes' pictures (``fit_tiny_sd3``) for
 the size and step count rendered here, so that a frame shows which class it draws.
@@ -27,12 +27,12 @@ import numpy as np
 import torch
 
 from a2i_core.core.devices import resolve_device
+from a2i_core.data.sources.pictures import picture_array
 from a2i_core.data.sources.synthetic import SOUND_CLASSES, class_prompt
 from a2i_core.diffusion.render import RenderSettings
 from a2i_core.diffusion.sd3 import load_sd3
 from a2i_core.offline import tiny
 from a2i_core.offline.fit import fit_tiny_sd3, prompt_conditioning, torch_threads
-from a2i_core.offline.pictures import picture_array
 from a2i_core.timeline.warm import render_film_frames, transformer_calls
 
 TEMPLATE = "an image of a {name}"  # params.yaml's data.prompt_template

@@ -91,6 +91,12 @@ class AudiocapsParams:
 
 
 @dataclass(frozen=True)
+class VggsoundParams:
+    csv: str  # VGGSound's published vggsound.csv (youtube_id,start_seconds,label,split; no header): a URL or a path
+    split: Literal["test", "train", "all"]  # which of its rows: papers report on its test split
+
+
+@dataclass(frozen=True)
 class FolderParams:
     root: str  # any directory of audio files
     labels_csv: str | None = None  # file,label rows; without it, labels are the files' subfolder names
@@ -110,7 +116,7 @@ class ArchiveParams:
 
 @dataclass(frozen=True)
 class DataParams:
-    source: Literal["synthetic", "audioset", "esc50", "audiocaps", "folder"]
+    source: Literal["synthetic", "audioset", "esc50", "audiocaps", "vggsound", "folder"]
     prompt_template: str
     val_fraction: float
     test_fraction: float
@@ -122,6 +128,7 @@ class DataParams:
     audioset: AudiosetParams | None = None
     esc50: Esc50Params | None = None
     audiocaps: AudiocapsParams | None = None
+    vggsound: VggsoundParams | None = None
     folder: FolderParams | None = None
 
     def __post_init__(self) -> None:
@@ -145,6 +152,7 @@ class DownloadParams:
     backoff_seconds: float
     requests_per_second: float  # a global rate limit over all workers; 0 for none
     pack_size: int  # 0: one WAV file per clip; N: N clips per Parquet pack (for millions of clips)
+    frames: bool = False  # also keep the source video's frame at each evaluated clip's midpoint (IIS, FID, KID)
     cookies: str | None = None  # a Netscape cookies file for yt-dlp
 
     def __post_init__(self) -> None:
@@ -440,22 +448,42 @@ class LayersParams:
 class EvalSetParams:
     """An extra evaluation set: its source, evaluated whole (ESC-50: per official fold)."""
 
-    source: Literal["esc50", "audiocaps", "folder"]
+    source: Literal["esc50", "audiocaps", "vggsound", "folder"]
     esc50: Esc50Params | None = None
     audiocaps: AudiocapsParams | None = None
+    vggsound: VggsoundParams | None = None
     folder: FolderParams | None = None
+    # The first N clips of each label drawn in every row (true prompt, the mapper with each fill, mean embedding) and
+    # measured as image_eval measures the test clips (AIC, IIS, FID, ...); 0: the embeddings' metrics only.
+    images_per_class: int = 0
 
     def __post_init__(self) -> None:
         check(getattr(self, self.source) is not None, self.source, f"section required when source is {self.source!r}")
+        check_at_most(self.images_per_class, MAX_COUNT, "images_per_class")
 
 
 @dataclass(frozen=True)
 class EvaluateParams:
     clip_model: str  # scores rendered images against prompts: "tiny", a Hub id or a local directory
     device: Device
+    # FID and KID's features: clip (clip_model's image embedding, FID_CLIP) or inception (the FID Inception of
+    # TensorFlow's reference code as TorchScript: what papers report)
+    fid_features: Literal["inception", "clip"] = "clip"
+    inception: str | None = None  # the Inception TorchScript file: a local path, or a URL with inception_sha256
+    inception_sha256: str | None = None
+    fid_min_images: int = 2  # fewer generated images or frames: no FID (KID only, with a note)
+    shuffle_seed: int = 0  # the shuffled-audio control's pairing of clips with other classes' sounds
 
     def __post_init__(self) -> None:
         check_device(self.device)
+        check(self.fid_features != "inception" or bool(self.inception), "inception",
+              "names the Inception file (a local path, or a URL with inception_sha256) when fid_features is inception")
+        check(not (self.inception or "").startswith(("http://", "https://")) or self.inception_sha256 is not None,
+              "inception_sha256", "is required for a URL in evaluate.inception (its full sha256)")
+        check(self.inception_sha256 is None or re.fullmatch(r"[0-9a-f]{64}", self.inception_sha256) is not None,
+              "inception_sha256", "must be 64 hex digits, or null")
+        check_at_most(self.fid_min_images, MAX_COUNT, "fid_min_images", low=2)
+        check_at_most(self.shuffle_seed, MAX_SEED, "shuffle_seed")
 
 
 @dataclass(frozen=True)

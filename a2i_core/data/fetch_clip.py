@@ -1,8 +1,8 @@
 """Fetchers: one per kind of source, each making one clip a 16 kHz mono WAV or raising ClipFailure.
 
-Synthetic clips are generated, local files (ESC-50, folders) are decoded, YouTube segments (AudioSet, AudioCaps)
-are fetched with yt-dlp's ``download_ranges`` and ffmpeg. A failure's status says whether trying again can help:
-unavailable (private, removed, terminated, 404) and decode are final; rate-limited (429) and network are not.
+Synthetic clips are generated, local files (ESC-50, folders) are decoded, YouTube segments (AudioSet, AudioCaps,
+VGGSound) are fetched with yt-dlp's ``download_ranges`` and ffmpeg. A failure's status says whether trying again can
+help: unavailable (private, removed, terminated, 404) and decode are final; rate-limited (429) and network are not.
 A full or read-only disk is no clip's fault: it raises OSError, which stops the whole download.
 """
 
@@ -124,20 +124,30 @@ def disk_error(message: str, folder: Path) -> OSError | None:
     return None
 
 
+def youtube_segment(clip: pd.Series) -> tuple[str, float, float]:
+    """A YouTube clip's (id, start, end), checked: never let a bad id reach a URL or ffmpeg."""
+    ytid, start, end = str(clip["ytid"]), float(clip["start"]), float(clip["end"])
+    if not YTID.fullmatch(ytid) or not 0 <= start < end:
+        raise ClipFailure("unavailable", f"invalid YouTube id or times: {ytid!r} {start}-{end}")
+    return ytid, start, end
+
+
+def ytdl_options(cfg: DownloadParams, **chosen: object) -> dict:
+    """yt-dlp's options for one of our fetches: quiet (the manifest says what happened), one try (our queue retries),
+    our ffmpeg and cookies, never a playlist; plus what the fetch ``chosen`` (format, ranges, ...)."""
+    return {"quiet": True, "no_warnings": True, "noprogress": True, "logger": _Silent(), "retries": 0,
+            "socket_timeout": 30, "ffmpeg_location": ffmpeg_dir(), "cookiefile": cfg.cookies, "noplaylist": True,
+            **chosen}
+
+
 def fetch_youtube(clip: pd.Series, out: Path, cfg: DownloadParams) -> float:
     import yt_dlp
     from yt_dlp.utils import DownloadError, download_range_func
 
-    ytid, start, end = str(clip["ytid"]), float(clip["start"]), float(clip["end"])
-    if not YTID.fullmatch(ytid) or not 0 <= start < end:  # never let a bad id reach a URL or ffmpeg
-        raise ClipFailure("unavailable", f"invalid YouTube id or times: {ytid!r} {start}-{end}")
+    ytid, start, end = youtube_segment(clip)
     with tempfile.TemporaryDirectory(prefix=".dl-", dir=out.parent) as tmp:
-        options = {
-            "outtmpl": str(Path(tmp) / "media.%(ext)s"), "format": "bestaudio/best", "quiet": True,
-            "no_warnings": True, "noprogress": True, "logger": _Silent(), "retries": 0, "socket_timeout": 30,
-            "download_ranges": download_range_func(None, [(start, end)]), "ffmpeg_location": ffmpeg_dir(),
-            "cookiefile": cfg.cookies, "noplaylist": True,
-        }
+        options = ytdl_options(cfg, outtmpl=str(Path(tmp) / "media.%(ext)s"), format="bestaudio/best",
+                               download_ranges=download_range_func(None, [(start, end)]))
         try:
             with yt_dlp.YoutubeDL(options) as ydl:
                 ydl.download([cfg.url_template.format(ytid=ytid)])
@@ -160,6 +170,6 @@ def fetch_youtube(clip: pd.Series, out: Path, cfg: DownloadParams) -> float:
 Fetcher = Callable[[pd.Series, Path, DownloadParams], float]
 # Sources fetched over the network: the global rate limit is for them. Local files and generated clips go at disk
 # and CPU speed (at 2 requests/s a folder of 10,000 recordings took 83 minutes).
-NETWORK_SOURCES = frozenset({"audioset", "audiocaps"})
+NETWORK_SOURCES = frozenset({"audioset", "audiocaps", "vggsound"})
 FETCHERS: dict[str, Fetcher] = {"synthetic": fetch_synthetic, "esc50": fetch_local, "folder": fetch_local,
-                                "audioset": fetch_youtube, "audiocaps": fetch_youtube}
+                                "audioset": fetch_youtube, "audiocaps": fetch_youtube, "vggsound": fetch_youtube}

@@ -16,9 +16,10 @@ from a2i_core.core.names import MAX_LABEL_CHARS, MAX_PROMPT_CHARS, text_problem
 from a2i_core.core.params import DataParams, ParamsError
 from a2i_core.core.skipped import Skipped
 from a2i_core.core.urls import redact
-from a2i_core.data.sources import audioset, local, synthetic
+from a2i_core.data.sources import audioset, local, synthetic, vggsound
 
 log = logging.getLogger(__name__)
+LEARNT_SPLITS = ("train", "val")  # the clips a mapper learnt from, or was stopped on
 
 
 def prompt_for(template: str, name: str) -> str:
@@ -35,6 +36,10 @@ def build_candidates(data: DataParams) -> tuple[pd.DataFrame, dict]:
         frame, report = audioset_candidates(data)
     elif data.source == "audiocaps":
         frame, report = audiocaps_candidates(data)
+    elif data.source == "vggsound":
+        location = data.vggsound.csv
+        frame, report = vggsound.vggsound_candidates(local_copy(location), redact(location), data.vggsound.split,
+                                                     data.prompt_template)
     else:
         rows, skipped = local.esc50_rows(data.esc50.root, data.archives) if data.source == "esc50" else \
             local.folder_rows(data.folder.root, data.folder.labels_csv)
@@ -46,6 +51,8 @@ def build_candidates(data: DataParams) -> tuple[pd.DataFrame, dict]:
     if frame.empty:
         raise A2IError(f"data.source {data.source}: no usable rows (skipped: {report['rows_skipped']})")
     frame["split"] = [assign_split(g, data.seed, data.val_fraction, data.test_fraction) for g in frame["group"]]
+    if "vggsound_split" in frame:
+        frame["split"] = official_test_split(frame)
     if data.heldout_classes:
         unknown = sorted(set(data.heldout_classes) - set(frame["label"]))
         if unknown:
@@ -54,6 +61,32 @@ def build_candidates(data: DataParams) -> tuple[pd.DataFrame, dict]:
         heldout_groups = set(frame.loc[frame["label"].isin(data.heldout_classes), "group"])
         frame.loc[frame["group"].isin(heldout_groups), "split"] = HELDOUT
     return frame.sort_values(["clip_id", "label"], ignore_index=True), report
+
+
+def official_test_split(frame: pd.DataFrame) -> pd.Series:
+    """VGGSound's own test split as the test split (the field's shared benchmark; data.test_fraction does not apply),
+    its train split as train and val by data.val_fraction. A video with a row in its test split is tested whole."""
+    tested = set(frame.loc[frame["vggsound_split"] == "test", "group"])
+    split = frame["split"].where(frame["split"] != "test", "train")
+    return split.where(~frame["group"].isin(tested), "test")
+
+
+def drop_leaked(frame: pd.DataFrame, training: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int] | None]:
+    """An evaluation set's rows without those whose video (``ytid``) is a video of ``training``'s train or val split,
+    and how many videos and rows went; None when either has no videos (ESC-50, a folder, the synthetic classes):
+    such sources cannot share one. VGGSound's and AudioCaps' videos overlap AudioSet's: a mapper scored on the very
+    videos it learnt from would be scored on its memory."""
+    if "ytid" not in frame.columns or "ytid" not in training.columns:
+        return frame, None
+    learnt = set(training.loc[training["split"].isin(LEARNT_SPLITS), "ytid"].dropna())
+    leaked = frame["ytid"].isin(learnt)
+    report = {"videos": int(frame.loc[leaked, "ytid"].nunique()), "rows": int(leaked.sum())}
+    if report["rows"]:
+        log.info("%d rows of %d videos dropped: their videos are training clips", report["rows"], report["videos"])
+        if leaked.all():
+            raise A2IError(f"every one of the set's {len(frame)} rows is from a video the mapper trained on (its "
+                           f"{' or '.join(LEARNT_SPLITS)} split): nothing is left to evaluate")
+    return frame[~leaked].reset_index(drop=True), report
 
 
 def drop_bad_text(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:

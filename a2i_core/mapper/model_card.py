@@ -40,7 +40,8 @@ BASE_MODEL_RELATION = "adapter"
 # The Hub copies of the public sources a2i reads (it reads the originals: these link the card to the data). The
 # folder and synthetic sources are no Hub dataset, so a card for them names none. No pipeline_tag: the Hub has no
 # audio-to-image task, and a wrong one would file the mapper under a task it does not do.
-HUB_DATASETS = {"audioset": "agkphysics/AudioSet", "esc50": "ashraq/esc50", "audiocaps": "d0rj/audiocaps"}
+HUB_DATASETS = {"audioset": "agkphysics/AudioSet", "esc50": "ashraq/esc50", "audiocaps": "d0rj/audiocaps",
+                "vggsound": "Loie/VGGSound"}
 MAX_LABELS = 50  # rows of the labels table (AudioCaps has a "label" per caption: tens of thousands)
 MAX_TEXT = 120  # characters of one label, prompt or name shown
 # Inline Markdown syntax, a table's cell separator and the Hub's $ math; every value sits inside a line (after a fixed
@@ -56,6 +57,8 @@ _DATA_TERMS = {
                 "required); its audio is YouTube's videos, each under its uploader's terms and YouTube's.",
     "audiocaps": "AudioCaps: its captions are under the terms of the AudioCaps release; its audio is AudioSet's "
                  "YouTube videos, each under its uploader's terms and YouTube's (AudioSet's labels are CC BY 4.0).",
+    "vggsound": "VGGSound (Oxford VGG): its clip list and labels are licensed CC BY 4.0 (credit required); its "
+                "audio is YouTube's videos, each under its uploader's terms and YouTube's.",
     "folder": "a folder of sounds chosen by whoever trained the mapper: a2i cannot know their terms. Whoever shares "
               "the mapper must state them.",
     "synthetic": "sounds a2i synthesises from a seed: no third-party data.",

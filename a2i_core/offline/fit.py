@@ -2,7 +2,7 @@
 
 Randomly initialised, the tiny SD3 draws the same speckle for every conditioning and the tiny CLIP recognises
 nothing, so image-level metrics sit at chance. Here both are fitted, in plain PyTorch, to one procedural picture per
-prompt (:mod:`a2i_core.offline.pictures`):
+prompt (:mod:`a2i_core.data.sources.pictures`):
 
 - SD3's VAE becomes an autoencoder of the pictures (its last decoder layer then solved exactly), so that its
   decoder paints them;
@@ -35,9 +35,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from a2i_core.core.errors import quiet_hf_libraries
+from a2i_core.data.sources.pictures import picture, picture_array
 from a2i_core.diffusion.prompt_embeddings import EMPTY_PROMPT, encode
 from a2i_core.diffusion.sd3 import joint_attention_dim, load_sd3
-from a2i_core.offline.pictures import picture, picture_array
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from a2i_core.core.files import atomic_path, replace_dir, write_json
 from a2i_core.core.hub import model_identity
 from a2i_core.core.names import safe_name
 from a2i_core.core.params import RenderParams
-from a2i_core.diffusion.fills import SequenceFill, fill_sequence
+from a2i_core.diffusion.fills import FILLS, SequenceFill, fill_sequence
 from a2i_core.diffusion.images import png_text, save_png
 from a2i_core.diffusion.prompt_embeddings import load_guidance, load_sequences
 from a2i_core.diffusion.render import RenderSettings, compile_for_speed, image_digest, plan_batches, render_iter
@@ -77,29 +77,55 @@ def render_reference(cfg: RenderParams, candidates: Path, audio_features: Path, 
     guidance = load_guidance(text_features)  # (P,), (L, D): the negative branch, and the empty_prompt fill
     full = load_sequences(text_features, clips["prompt"].tolist())  # None unless diffusion.store_sequence
     # The prompt bank a mapper is trained with (train stage): the same prompts, pooled and stored sequences.
-    bank_sequences = load_sequences(text_features, pairs.prompts)
-
-    def filled(pooled: np.ndarray, heads: np.ndarray | None) -> Callable[[int], np.ndarray]:
-        fill = SequenceFill.from_params(cfg).rows(pooled, guidance[1], pairs.prompt_pooled, bank_sequences)
-        return lambda i: fill_sequence(fill(i), None if heads is None else heads[i])
-
+    bank = (pairs.prompt_pooled, load_sequences(text_features, pairs.prompts))
     # Without whole sequences, the true prompt gets its stored first tokens over the fill.
-    true_fill = full.__getitem__ if full is not None else filled(
-        picked.pooled, load_token_targets(text_features, clips["prompt"].tolist()))
+    heads = None if full is not None else load_token_targets(text_features, clips["prompt"].tolist())
     mean_pooled = pairs.subset("train").mean_pooled()[None]  # (1, P)
-    mean_fill = filled(mean_pooled, None)
-    rows = [Row("true_prompt", picked.pooled, true_fill),
-            Row("baseline_mean", np.repeat(mean_pooled, len(clips), axis=0), lambda i: mean_fill(0))]
+    rows = reference_rows(cfg, picked.pooled, full, heads, mean_pooled, guidance[1], *bank)
     done = render_staged(cfg, clips, rows, sd3, guidance, images, world)
     if done is not None:
         publish(done, images, index)
         write_json(metrics, {**done.report, "true_prompt_sequence": "full" if full is not None else "head"})
 
 
-def pick_clips(pairs: Pairs, clips_per_class: int) -> Pairs:
-    """The clips every row draws: the first ``clips_per_class`` test clips of each class by id; held-out classes
-    have no test clips, so theirs are drawn too, to show what an unseen sound becomes."""
-    unseen = pairs.take(np.flatnonzero(pairs.frame["split"].isin(["test", HELDOUT]).to_numpy()))
+def filled(cfg: RenderParams, fill: str, pooled: np.ndarray, heads: np.ndarray | None, empty_sequence: np.ndarray,
+           bank_pooled: np.ndarray, bank_sequences: np.ndarray | None) -> Callable[[int], np.ndarray]:
+    """Image i's whole (L, D) sequence: ``fill`` (a sequence fill's name) for the pooled embeddings ``pooled`` (n, P),
+    its first rows the predicted or stored tokens ``heads[i]`` where there are some."""
+    rows = SequenceFill.from_params(cfg, fill).rows(pooled, empty_sequence, bank_pooled, bank_sequences)
+    return lambda i: fill_sequence(rows(i), None if heads is None else heads[i])
+
+
+def reference_rows(cfg: RenderParams, pooled: np.ndarray, full: np.ndarray | None, heads: np.ndarray | None,
+                   mean_pooled: np.ndarray, empty_sequence: np.ndarray, bank_pooled: np.ndarray,
+                   bank_sequences: np.ndarray | None) -> list[Row]:
+    """The rows no mapper takes part in: the true prompt (its pooled embeddings ``pooled`` (n, P) with its whole
+    sequences ``full``, or else its first tokens ``heads`` over the fill: the upper bound) and ``mean_pooled`` (1, P)
+    for every clip (the lower bound)."""
+    true_sequence = full.__getitem__ if full is not None else filled(cfg, cfg.sequence_fill, pooled, heads,
+                                                                     empty_sequence, bank_pooled, bank_sequences)
+    mean_sequence = filled(cfg, cfg.sequence_fill, mean_pooled, None, empty_sequence, bank_pooled, bank_sequences)
+    return [Row("true_prompt", pooled, true_sequence),
+            Row("baseline_mean", np.repeat(mean_pooled, len(pooled), axis=0), lambda i: mean_sequence(0))]
+
+
+def mapper_rows(cfg: RenderParams, pooled: np.ndarray, heads: np.ndarray | None, empty_sequence: np.ndarray,
+                bank_pooled: np.ndarray, bank_sequences: np.ndarray | None) -> list[Row]:
+    """The mapper's predictions ``pooled`` (n, P) and ``heads`` drawn once per sequence fill: ``mapper`` with
+    render.sequence_fill, ``mapper_fill_<name>`` with each other (nearest_prompts only with the bank's sequences)."""
+    fills = [cfg.sequence_fill, *(f for f in FILLS if f != cfg.sequence_fill)]
+    if bank_sequences is None and "nearest_prompts" in fills[1:]:
+        log.info("no nearest_prompts row: the mapper has no prompt sequences (diffusion.store_sequence: false)")
+        fills.remove("nearest_prompts")
+    return [Row("mapper" if k == 0 else f"mapper_fill_{name}", pooled,
+                filled(cfg, name, pooled, heads, empty_sequence, bank_pooled, bank_sequences))
+            for k, name in enumerate(fills)]
+
+
+def pick_clips(pairs: Pairs, clips_per_class: int, splits: tuple[str, ...] = ("test", HELDOUT)) -> Pairs:
+    """The clips every row draws: the first ``clips_per_class`` clips of ``splits`` of each class by id; held-out
+    classes have no test clips, so theirs are drawn too, to show what an unseen sound becomes."""
+    unseen = pairs.take(np.flatnonzero(pairs.frame["split"].isin(splits).to_numpy()))
     chosen = unseen.frame.sort_values("clip_id").groupby("label").head(clips_per_class).index.to_numpy()
     return unseen.take(chosen)
 

@@ -23,7 +23,7 @@ from a2i_core.core.errors import A2IError
 from a2i_core.core.files import atomic_path, write_json
 from a2i_core.core.hub import model_identity
 from a2i_core.core.params import LayersParams, RenderParams
-from a2i_core.diffusion.fills import FILLS, SequenceFill, fill_sequence
+from a2i_core.diffusion.fills import SequenceFill
 from a2i_core.diffusion.images import SETTINGS_KEY, SHEET_CELL, contact_sheet, save_png
 from a2i_core.diffusion.prompt_embeddings import load_guidance
 from a2i_core.diffusion.render import RenderSettings
@@ -33,7 +33,7 @@ from a2i_core.layers.head import LabelHead, audio_part
 from a2i_core.mapper.artifact import MapperArtifact
 from a2i_core.mapper.model import predict
 from a2i_core.mapper.pairs import load_pairs_for
-from a2i_core.pipeline.render import INDEX_COLUMNS, Rendered, Row, pick_clips, publish, render_staged
+from a2i_core.pipeline.render import INDEX_COLUMNS, Rendered, mapper_rows, pick_clips, publish, render_staged
 
 log = logging.getLogger(__name__)
 LAYERED_ROW = "mapper_layered"
@@ -71,18 +71,8 @@ def render_rows(cfg: RenderParams, layering: LayersParams, mapper_dir: Path, lab
         head.check_fits(artifact.prompts, audio_part(mapper.config.provenance))
     pred_pooled, pred_tokens = predict(mapper, *picked.inputs(mapper.config.input))
     guidance = load_guidance(text_features)  # (P,), (L, D): the negative branch, and the empty_prompt fill
-    fills = [cfg.sequence_fill, *(f for f in FILLS if f != cfg.sequence_fill)]
-    if artifact.prompt_sequences is None and "nearest_prompts" in fills[1:]:
-        log.info("no nearest_prompts row: the mapper has no prompt sequences (diffusion.store_sequence: false)")
-        fills.remove("nearest_prompts")
-
-    def filled(name: str) -> Callable[[int], np.ndarray]:
-        fill = SequenceFill.from_params(cfg, name).rows(pred_pooled, guidance[1], artifact.prompt_pooled,
-                                                        artifact.prompt_sequences)
-        return lambda i: fill_sequence(fill(i), None if pred_tokens is None else pred_tokens[i])
-
-    rows = [Row("mapper" if k == 0 else f"mapper_fill_{name}", pred_pooled, filled(name))
-            for k, name in enumerate(fills)]
+    bank = (artifact.prompt_pooled, artifact.prompt_sequences)
+    rows = mapper_rows(cfg, pred_pooled, pred_tokens, guidance[1], *bank)
     done = render_staged(cfg, clips, rows, sd3, guidance, images, world)
     if done is None:
         return
@@ -91,7 +81,7 @@ def render_rows(cfg: RenderParams, layering: LayersParams, mapper_dir: Path, lab
         pred_pooled, artifact.prompt_pooled)  # (n, K)
     device = world.device(cfg.device)
     engine = _Engine(artifact, done.pipe, device, resolve_dtype(cfg.dtype, device))
-    extra, layered = _layered_row(cfg, layering, engine, scores, pred_pooled, filled(cfg.sequence_fill), clips, done)
+    extra, layered = _layered_row(cfg, layering, engine, scores, pred_pooled, rows[0].sequence, clips, done)
     done = dataclasses.replace(done, table=pd.concat([done.table, extra], ignore_index=True))
     # Every row is a column of the sheet: the mapper's in the order above, then the references'; every clip a row.
     n, own = len(clips), done.table["file"].tolist()

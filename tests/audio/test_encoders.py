@@ -23,7 +23,7 @@ from a2i_core.core.provenance import Provenance
 from a2i_core.mapper.artifact import MapperArtifact
 from a2i_core.offline.audio_encoder import build_audio_encoder
 from tests.conftest import ROOT
-from tests.helpers import run
+from tests.helpers import lighten, run
 
 CPU = torch.device("cpu")
 
@@ -166,6 +166,7 @@ def test_the_demo_with_clap_reruns_embed_audio_and_after_and_generate_follows(de
     yaml = YAML()
     params = yaml.load((ws / "params.yaml").read_text())
     params["audio_encoder"].update(model="clap", checkpoint="tiny", batch_size=16)
+    lighten(params)
     with open(ws / "params.yaml", "w") as f:
         yaml.dump(params, f)
     result = _run(ws, "dvc", "repro")

@@ -104,7 +104,7 @@ def test_the_rate_limit_is_for_network_fetches_only(tmp_path, candidates):
         patch.setattr(download, "RateLimit", Spy)
         assert download_clips(candidates, tmp_path, limited) == {"ok": 8}
     assert calls == []  # synthetic clips never waited
-    assert set(fetch_clip.NETWORK_SOURCES) == {"audioset", "audiocaps"}
+    assert set(fetch_clip.NETWORK_SOURCES) == {"audioset", "audiocaps", "vggsound"}
 
 
 def test_audioset_clips_are_not_downloaded_when_features_come_from_the_release(tmp_path, candidates):

@@ -152,7 +152,8 @@ def _stage_workspace(cwd: Path, raw: dict, frame: pd.DataFrame, **download_param
 
 def _stage(cwd: Path, size_limit: int | None = None) -> subprocess.CompletedProcess:
     """``python -m stages.download`` in ``cwd``, writing no file over ``size_limit`` bytes (EFBIG, as a full disk)."""
-    args = ["--candidates", "data/candidates.parquet", "--audio", "data/audio", "--metrics", "metrics/download.json"]
+    args = ["--candidates", "data/candidates.parquet", "--audio", "data/audio", "--frames", "data/frames",
+            "--metrics", "metrics/download.json"]
     limit = f"resource.setrlimit(resource.RLIMIT_FSIZE, ({size_limit}, resource.RLIM_INFINITY))" if size_limit else ""
     script = (f"import resource, runpy, sys\n{limit}\nsys.argv = ['download', *{args!r}]\n"  # Python ignores SIGXFSZ
               "runpy.run_module('stages.download', run_name='__main__')\n")

@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from a2i_core.data.ingest import prompt_for
+from a2i_core.data.sources.pictures import picture, picture_array
 from a2i_core.data.sources.synthetic import SOUND_CLASSES
 from a2i_core.diffusion.fills import SequenceFill
 from a2i_core.diffusion.image_scores import ClipScorer, zero_shot_correct
@@ -23,7 +24,6 @@ from a2i_core.diffusion.render import RenderSettings, render
 from a2i_core.diffusion.sd3 import load_sd3
 from a2i_core.offline import tiny
 from a2i_core.offline.fit import fit_tiny_clip, fit_tiny_sd3
-from a2i_core.offline.pictures import picture, picture_array
 from tests.conftest import offline
 
 CPU = torch.device("cpu")

@@ -49,7 +49,7 @@ def test_every_hint_is_true_where_it_is_printed(demo_workspace, tmp_path):
     # remote) and suggested a plain `dvc exp show` (174 columns).
     _, output = demo_workspace
     assert ws.PUSH_HINT not in output and "Running stage 'train'" in output  # DVC's own lines still shown
-    assert "exp show --only-changed --drop '.*/' --keep '.*top1$'" in output and EXP_SHOW in output
+    assert r"exp show --only-changed --drop '.*/|params\.yaml' --keep '.*(top1|aic)$'" in output and EXP_SHOW in output
     assert manual_commands("dvc exp show --only-changed") == [f"dvc {EXP_SHOW}"]  # README shows the same one
 
 

@@ -22,7 +22,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from a2i_core.offline.workspace import tool_env
-from tests.helpers import dvc, free_port, run
+from tests.helpers import dvc, free_port, lighten, run
 
 pytestmark = pytest.mark.e2e
 BUCKET = "a2i-team"
@@ -157,6 +157,7 @@ def test_team_workflow_through_s3(demo_workspace, s3, tmp_path):
     # 4. A changed train.lr reruns train and the stages after it, nothing before.
     params = YAML(typ="safe", pure=True).load((b / "params.yaml").read_text())
     params["train"]["lr"] = params["train"]["lr"] / 2
+    lighten(params)  # those stages rerun either way; what they measure is not this test's
     with open(b / "params.yaml", "w") as f:
         YAML().dump(params, f)
     assert _ran(_dvc(b, "repro").stdout) == ["check_params", "sources", "train", "evaluate", "label_head", "render",

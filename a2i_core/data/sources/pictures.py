@@ -1,4 +1,5 @@
-"""Simple procedural pictures, one per prompt: what the offline profile's tiny SD3 learns to draw.
+"""Simple procedural pictures, one per prompt: how the synthetic classes look (their clips' reference frames) and
+what the offline profile's tiny SD3 learns to draw.
 
 Each of the synthetic sound classes gets a picture a person would name (a siren's red and blue light bar, blue
 rain streaks, a clock face, ...), each on its own background colour so that even a blurry rendering keeps its
