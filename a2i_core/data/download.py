@@ -206,24 +206,35 @@ def _download(candidates: pd.DataFrame, audio_dir: Path, cfg: DownloadParams, co
         problems = keep_finished(audio_dir, rows, packer)
         if not isinstance(err, Exception):  # Ctrl-C: progress is saved, the caller says so
             raise
-        log.debug("download stopped", exc_info=err)
-        where = f" after {counts.total()} of {len(todo)} clips" if todo else ""
-        also = "".join(f"; {what} failed too: {why}" for what, why in problems)
-        raise A2IError(f"download stopped{where}: {describe(err)}{also} (finished clips are kept; rerun to resume)"
-                       ) from None
+        raise stopped("download", "clips", counts.total(), len(todo), err, problems) from None
     if problems := keep_finished(audio_dir, rows, packer):
-        said = "; ".join(f"{what} failed: {why}" for what, why in problems)
-        raise A2IError(f"download: {said} (the clips are on disk; rerun to record them)")
+        raise unrecorded("download", "clips", problems)
     if packer:
         shutil.rmtree(target_dir, ignore_errors=True)  # empty now: every clip is in a pack
-    return summary(rows, bad_ids)
+    return summary(rows, Counter({"invalid-id": bad_ids}))
 
 
-def summary(rows: dict[str, dict], bad_ids: int) -> dict[str, int]:
-    """Counts by status (clips skipped for an invalid id too, though they have no manifest row); logged."""
-    totals = Counter(r["status"] for r in rows.values()) + Counter({"invalid-id": bad_ids})
+def stopped(run: str, what: str, done: int, todo: int, err: Exception, problems: list[tuple[str, str]]
+            ) -> A2IError:
+    """The one line for a ``run`` of ``todo`` fetches of ``what`` stopped by ``err`` after ``done``, and what
+    keeping the finished ones met (:func:`a2i_core.data.resume.keep_finished`)."""
+    log.debug("%s stopped", run, exc_info=err)
+    where = f" after {done} of {todo} {what}" if todo else ""
+    also = "".join(f"; {step} failed too: {why}" for step, why in problems)
+    return A2IError(f"{run} stopped{where}: {describe(err)}{also} (finished {what} are kept; rerun to resume)")
+
+
+def unrecorded(run: str, what: str, problems: list[tuple[str, str]]) -> A2IError:
+    """The one line for a ``run`` whose finished ``what`` could not be recorded."""
+    said = "; ".join(f"{step} failed: {why}" for step, why in problems)
+    return A2IError(f"{run}: {said} (the {what} are on disk; rerun to record them)")
+
+
+def summary(rows: dict[str, dict], skipped: Counter, what: str = "clips") -> dict[str, int]:
+    """Counts by status, ``skipped`` too (clips with an invalid id, say: they have no manifest row); logged."""
+    totals = Counter(r["status"] for r in rows.values()) + skipped
     lost = totals.total() - totals["ok"]
-    log.info("download: %d of %d clips ok; %d lost (%.1f %%): %s", totals["ok"], totals.total(), lost,
+    log.info("download: %d of %d %s ok; %d lost (%.1f %%): %s", totals["ok"], totals.total(), what, lost,
              100 * lost / max(totals.total(), 1),
              ", ".join(f"{k} {v}" for k, v in sorted(totals.items()) if k != "ok") or "none")
     return {str(k): int(v) for k, v in sorted(totals.items())}

@@ -30,15 +30,13 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from a2i_core.core.audio_io import claimed_seconds, ffmpeg_binary
-from a2i_core.core.errors import A2IError, describe
 from a2i_core.core.files import atomic_path
 from a2i_core.core.manifest import CLIP_ID, load_manifest, save_manifest
 from a2i_core.core.params import DownloadParams
 from a2i_core.core.urls import redact_text
 from a2i_core.data.cookies import CookieCopies, private_cookies
-from a2i_core.data.download import _ffmpeg_on_path, fetch_all
+from a2i_core.data.download import _ffmpeg_on_path, fetch_all, stopped, summary, unrecorded
 from a2i_core.data.fetch_clip import (
-    RETRYABLE,
     ClipFailure,
     Fetcher,
     classify,
@@ -47,7 +45,7 @@ from a2i_core.data.fetch_clip import (
     ytdl_options,
 )
 from a2i_core.data.frames import SUFFIX
-from a2i_core.data.resume import remove_leftovers
+from a2i_core.data.resume import keep_finished, remove_leftovers, to_fetch
 from a2i_core.data.sources import pictures
 
 log = logging.getLogger(__name__)
@@ -246,22 +244,18 @@ def _download_frames(clips: pd.DataFrame, frames_dir: Path, cfg: DownloadParams,
     try:
         remove_leftovers(frames_dir)
         _tidy(frames_dir, wanted, rows, contents)
-        todo = _to_fetch(frames_dir, wanted, rows, contents)
+        todo = to_fetch(frames_dir, wanted.index, rows, None, contents)
         jobs = [(FRAME_FETCHERS[wanted.loc[c, "source"]], wanted.loc[c], frames_dir / f"{c}{SUFFIX}") for c in todo]
         with tqdm(total=len(todo), desc="frames", unit="frame") as bar:
             fetch_all(jobs, cfg, cookies, record)
     except BaseException as err:
-        saved = _save(frames_dir, rows)
+        problems = keep_finished(frames_dir, rows, None)
         if not isinstance(err, Exception):  # Ctrl-C: progress is saved, the caller says so
             raise
-        log.debug("frames stopped", exc_info=err)
-        where = f" after {counts.total()} of {len(todo)} frames" if todo else ""
-        also = f"; saving the manifest failed too: {saved}" if saved else ""
-        raise A2IError(f"frames stopped{where}: {describe(err)}{also} (finished frames are kept; rerun to resume)"
-                       ) from None
-    if saved := _save(frames_dir, rows):
-        raise A2IError(f"frames: saving the manifest failed: {saved} (the frames are on disk; rerun to record them)")
-    return _summary(rows, skipped)
+        raise stopped("frames", "frames", counts.total(), len(todo), err, problems) from None
+    if problems := keep_finished(frames_dir, rows, None):
+        raise unrecorded("frames", "frames", problems)
+    return summary(rows, skipped, "frames")
 
 
 def _wanted(clips: pd.DataFrame) -> tuple[pd.DataFrame, Counter]:
@@ -292,33 +286,3 @@ def _tidy(frames_dir: Path, wanted: pd.DataFrame, rows: dict[str, dict], content
             rows[png.stem] = {"clip_id": png.stem, "status": "ok", "reason": "", "path": png.name,
                               "seconds": frame_seconds(wanted.loc[png.stem]),
                               "source_sha256": contents.get(png.stem, "")}
-
-
-def _to_fetch(frames_dir: Path, wanted: pd.DataFrame, rows: dict[str, dict], contents: dict[str, str]
-              ) -> list[str]:
-    changed = {c for c, r in rows.items() if contents.get(c, "") != (r.get("source_sha256") or "")}
-    done = {c for c, r in rows.items()
-            if r["status"] == "ok" and (frames_dir / str(r["path"])).is_file() and c not in changed}
-    final = {c for c, r in rows.items() if r["status"] not in RETRYABLE | {"ok"} and c not in changed}
-    todo = [c for c in wanted.index if c not in done and c not in final]
-    failed = Counter(rows[c]["status"] for c in final)
-    log.info("frames: %d clips: %d already done, %d failed for good (skipped%s), %d to fetch%s", len(wanted),
-             len(done), len(final), ": " + ", ".join(f"{k} {v}" for k, v in sorted(failed.items())) if final else "",
-             len(todo), f"; {len(changed)} local files changed, taken again" if changed else "")
-    return todo
-
-
-def _save(frames_dir: Path, rows: dict[str, dict]) -> str:
-    """Save the manifest; why it failed, or ""."""
-    try:
-        save_manifest(frames_dir, rows)
-    except Exception as err:
-        return describe(err)
-    return ""
-
-
-def _summary(rows: dict[str, dict], skipped: Counter) -> dict[str, int]:
-    totals = Counter(r["status"] for r in rows.values()) + skipped
-    log.info("frames: %d of %d ok; %s", totals["ok"], totals.total(),
-             ", ".join(f"{k} {v}" for k, v in sorted(totals.items()) if k != "ok") or "none lost")
-    return {str(k): int(v) for k, v in sorted(totals.items())}

@@ -54,16 +54,22 @@ def _ranked(image_emb: np.ndarray, frames: np.ndarray, own: np.ndarray) -> tuple
 def iis_rank(image_emb: np.ndarray, frames: np.ndarray, own: np.ndarray) -> np.ndarray:
     """Per image: the share of the other frames less similar to it than its own frame ``frames[own[i]]``; ties count
     half, so an image as like every frame scores 0.5 (chance). ``frames`` (m, d), m >= 2."""
-    below, level = _ranked(image_emb, frames, own)
-    return (below + 0.5 * level) / (frames.shape[0] - 1)
+    return frame_ranks(image_emb, frames, own, ())[0]
 
 
 def recall_at_k(image_emb: np.ndarray, frames: np.ndarray, own: np.ndarray, ks: tuple[int, ...]) -> dict[int, float]:
     """Share of images whose own frame is among the k frames most like them (ties against it: the frame is ranked
     after them, so a constant image retrieves nothing by luck)."""
+    return frame_ranks(image_emb, frames, own, ks)[1]
+
+
+def frame_ranks(image_emb: np.ndarray, frames: np.ndarray, own: np.ndarray, ks: tuple[int, ...]
+                ) -> tuple[np.ndarray, dict[int, float]]:
+    """:func:`iis_rank` and :func:`recall_at_k` from one pass over the similarities."""
     below, level = _ranked(image_emb, frames, own)
-    rank = frames.shape[0] - 1 - below  # frames at least as like the image, its own left out: 0 is the top
-    return {k: float(np.mean(rank < k)) for k in ks}
+    others = frames.shape[0] - 1
+    rank = others - below  # frames at least as like the image, its own left out: 0 is the top
+    return (below + 0.5 * level) / others, {k: float(np.mean(rank < k)) for k in ks}
 
 
 class _Given(nn.Module):

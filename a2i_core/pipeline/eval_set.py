@@ -91,7 +91,9 @@ def eval_set(params: Params, name: str, mapper_dir: Path, audio_encoder: Path, s
                                vggsound=spec.vggsound, folder=spec.folder, heldout_classes=[])
     set_candidates, audio, audio_features, text_features = (out / "candidates.parquet", out / "audio",
                                                             out / "features" / "audio", out / "features" / "text")
-    mapper = AudioToSD3Mapper.from_pretrained(mapper_dir)
+    # Drawing needs the mapper's prompt bank too: the artifact then, loaded once.
+    artifact = MapperArtifact.load(mapper_dir) if spec.images_per_class else None
+    mapper = artifact.mapper if artifact is not None else AudioToSD3Mapper.from_pretrained(mapper_dir)
     # Refuse encoders the mapper never learnt from now, not after downloading and embedding the whole set.
     encoder_for(mapper.config.provenance, audio_encoder, params.audio_encoder.postprocess)
     mapper.config.provenance.check(str(sd3), diffusion_model=model_identity(sd3))
@@ -113,7 +115,7 @@ def eval_set(params: Params, name: str, mapper_dir: Path, audio_encoder: Path, s
             **set_metrics(mapper, pairs, folds, params.train.w_cos, params.train.w_mse)}
     numbers = headline(full, SET_HEADLINE)
     if spec.images_per_class:
-        full["images"] = set_images(params, spec.images_per_class, mapper_dir, pairs, text_features, sd3, clip, out,
+        full["images"] = set_images(params, spec.images_per_class, artifact, pairs, text_features, sd3, clip, out,
                                     table)
         numbers["aic"] = full["images"]["rows"][MAPPER]["aic"]
     else:
@@ -124,12 +126,11 @@ def eval_set(params: Params, name: str, mapper_dir: Path, audio_encoder: Path, s
     return full
 
 
-def set_images(params: Params, per_class: int, mapper_dir: Path, pairs: Pairs, text_features: Path, sd3: Path,
+def set_images(params: Params, per_class: int, artifact: MapperArtifact, pairs: Pairs, text_features: Path, sd3: Path,
                clip: Path, out: Path, table: Path) -> dict:
     """The first ``per_class`` clips of each label drawn in every row by the render stages' functions (the mean
     embedding: the mean of the mapper's prompt bank, the training pairs being the main pipeline's), and measured by
     image_eval's against the set's frames; its report."""
-    artifact = MapperArtifact.load(mapper_dir)
     mapper = artifact.mapper
     picked = pick_clips(pairs, per_class, splits=(EVAL_SPLIT,))
     clips = picked.frame

@@ -31,7 +31,7 @@ from a2i_core.core.files import atomic_path, write_json, write_text
 from a2i_core.core.params import EvaluateParams
 from a2i_core.data.frames import load_frames
 from a2i_core.diffusion.fid_features import InceptionFeatures
-from a2i_core.diffusion.field_measures import fid_kid, iis, iis_rank, recall_at_k, zero_shot_correct
+from a2i_core.diffusion.field_measures import fid_kid, frame_ranks, iis, zero_shot_correct
 from a2i_core.diffusion.image_scores import ClipScorer, clip_scores
 from a2i_core.diffusion.prompt_embeddings import load_text_features
 
@@ -100,10 +100,10 @@ def image_eval(cfg: EvaluateParams, indexed: list[tuple[Path, Path]], text_featu
             rendered.loc[part.index[has], "iis"] = iis(emb[has], frame_clip[own])
             measured["iis"] = float(rendered.loc[part.index[has], "iis"].mean())
         if has.any() and len(frame_ids) >= 2:
-            rendered.loc[part.index[has], "iis_rank"] = iis_rank(emb[has], frame_clip, own)
-            measured["iis_rank"] = float(rendered.loc[part.index[has], "iis_rank"].mean())
-            measured.update({f"r@{k}": v for k, v in recall_at_k(emb[has], frame_clip, own, RANKS).items()
-                             if k < len(frame_ids)})
+            ranks, recalls = frame_ranks(emb[has], frame_clip, own, RANKS)
+            rendered.loc[part.index[has], "iis_rank"] = ranks
+            measured["iis_rank"] = float(ranks.mean())
+            measured.update({f"r@{k}": v for k, v in recalls.items() if k < len(frame_ids)})
         if name == SHUFFLED and MAPPER in rows:  # the same images: the same set measures, not computed twice
             measured.update({key: rows[MAPPER][key] for key in ("fid", "kid", "kid_std", "note")})
         else:
